@@ -1,0 +1,77 @@
+"""Builds the native runtime and agent shared objects with the system C compiler.
+
+Used by setup.py at install time and, in a source checkout, on first use when a C source is
+newer than its library (so editing runtime/*.c needs no reinstall). Standard library only:
+setup.py loads this file before pybpfc's dependencies exist.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OUT = os.path.dirname(os.path.abspath(__file__))
+
+CFLAGS = ["-O2", "-g", "-fPIC", "-shared", "-std=gnu11", "-Wall", "-Wno-unused-function",
+          "-fvisibility=default", "-pthread"]
+
+
+def targets(root: str = ROOT) -> dict:
+    """name -> (sources, include dirs, extra flags, libraries)."""
+    rt = sorted(glob.glob(os.path.join(root, "runtime", "*.c")))
+    ag = sorted(glob.glob(os.path.join(root, "agent", "*.c")))
+    inc = [os.path.join(root, "runtime", "include"), os.path.join(root, "agent")]
+    out = {}
+    if rt:
+        out["pybpfc_runtime"] = (rt, inc, [], ["-lrt", "-ldl", "-lpthread"])
+    if ag:
+        out["pybpfc_agent"] = (ag + rt, inc, ["-DPYBPFC_AGENT=1", "-fno-stack-protector"],
+                               ["-lrt", "-ldl", "-lpthread"])
+    return out
+
+
+def lib_path(name: str, out_dir: str = OUT) -> str:
+    return os.path.join(out_dir, f"lib{name}.so")
+
+
+def _deps(sources, incs):
+    files = list(sources)
+    for d in incs:
+        files += glob.glob(os.path.join(d, "*.h"))
+    return files
+
+
+def is_stale(name: str, out_dir: str = OUT, root: str = ROOT) -> bool:
+    t = targets(root).get(name)
+    if t is None:
+        return False
+    path = lib_path(name, out_dir)
+    if not os.path.exists(path):
+        return True
+    mtime = os.path.getmtime(path)
+    return any(os.path.getmtime(f) > mtime for f in _deps(t[0], t[1]) + [__file__])
+
+
+def build(name: str, out_dir: str = OUT, root: str = ROOT, cc: str | None = None) -> str:
+    sources, incs, extra, libs = targets(root)[name]
+    cc = cc or os.environ.get("CC", "gcc")
+    os.makedirs(out_dir, exist_ok=True)
+    path = lib_path(name, out_dir)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    cmd = [cc, *CFLAGS, *extra, *[f"-I{d}" for d in incs], "-o", tmp, *sources, *libs]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"building {name} failed:\n{' '.join(cmd)}\n{r.stderr}")
+    os.replace(tmp, path)  # atomic: a process using the old library keeps its mapping
+    return path
+
+
+def build_all(out_dir: str = OUT, root: str = ROOT) -> list[str]:
+    return [build(n, out_dir, root) for n in targets(root)]
+
+
+if __name__ == "__main__":
+    for p in build_all(sys.argv[1] if len(sys.argv) > 1 else OUT):
+        print(p)

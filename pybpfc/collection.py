@@ -1,0 +1,460 @@
+"""The generic loaded-object layer over any Backend: Collection, Map, Program, Globals.
+
+Maps look like Python containers whose keys and values are decoded into the types the
+program declared; programs attach by their section or by explicit calls. Nothing here knows
+which backend it runs on.
+"""
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Callable, Iterator, Optional
+
+from . import uapi as U
+from .backends.base import Backend, Link, NoopLink, RawMap, RawProgram, TestRunResult
+from .errors import Error, LoadError, NotSupportedError
+from .lang.types import IntType, Str
+
+PERCPU_TYPES = {U.BPF_MAP_TYPE_PERCPU_HASH, U.BPF_MAP_TYPE_PERCPU_ARRAY,
+                U.BPF_MAP_TYPE_LRU_PERCPU_HASH, U.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE}
+KEYLESS_TYPES = {U.BPF_MAP_TYPE_QUEUE, U.BPF_MAP_TYPE_STACK, U.BPF_MAP_TYPE_BLOOM_FILTER}
+ARRAY_TYPES = {U.BPF_MAP_TYPE_ARRAY, U.BPF_MAP_TYPE_PERCPU_ARRAY, U.BPF_MAP_TYPE_PROG_ARRAY,
+               U.BPF_MAP_TYPE_PERF_EVENT_ARRAY}
+
+
+class _Codec:
+    """Encodes/decodes one side (key or value) of a map: a pybpfc type, or raw bytes."""
+
+    def __init__(self, t, size: int, what: str):
+        self.t, self.size, self.what = t, size, what
+
+    def encode(self, v) -> bytes:
+        if self.t is None:
+            if isinstance(v, int):
+                return v.to_bytes(self.size, "little", signed=v < 0)
+            b = bytes(v)
+            if len(b) != self.size:
+                raise Error(f"{self.what}: expected {self.size} bytes, got {len(b)}")
+            return b
+        if isinstance(v, (bytes, bytearray, memoryview)) and not issubclass(self.t, Str) and len(v) == self.size:
+            return bytes(v)  # already encoded
+        return self.t._pack(v)
+
+    def decode(self, b: bytes):
+        if self.t is None:
+            if self.size in (1, 2, 4, 8):
+                return int.from_bytes(b[: self.size], "little")
+            return bytes(b)
+        return self.t._unpack(b)
+
+
+class Map:
+    """A loaded map as a Python container.
+
+    m[k], m[k] = v, del m[k], k in m, len(m), iter(m), m.items(), m.values(), m.clear(),
+    m.get(k, default); per-CPU maps give a list (one value per CPU) for each key, and
+    `m.sum(k)` adds them up. Queue/stack maps have push/pop/peek.
+    """
+
+    def __init__(self, raw: RawMap, spec, backend: Backend):
+        self.raw, self.spec, self._backend = raw, spec, backend
+        self.name = spec.name
+        self.percpu = spec.type in PERCPU_TYPES
+        self._ncpu = backend.num_possible_cpus() if self.percpu else 1
+        self._stride = (spec.value_size + 7) // 8 * 8
+        self.key = _Codec(spec.key_type, spec.key_size, f"map '{self.name}': key")
+        self.value = _Codec(spec.value_type, spec.value_size, f"map '{self.name}': value")
+
+    # -- encoding
+    def _enc_value(self, v) -> bytes:
+        if not self.percpu:
+            return self.value.encode(v)
+        vals = list(v) if isinstance(v, (list, tuple)) else [v] * self._ncpu
+        if len(vals) != self._ncpu:
+            raise Error(f"map '{self.name}': per-CPU value needs {self._ncpu} entries, got {len(vals)}")
+        return b"".join(self.value.encode(x).ljust(self._stride, b"\0") for x in vals)
+
+    def _dec_value(self, b: bytes):
+        if not self.percpu:
+            return self.value.decode(b)
+        return [self.value.decode(b[i * self._stride : i * self._stride + self.spec.value_size])
+                for i in range(self._ncpu)]
+
+    # -- container protocol
+    def __getitem__(self, k):
+        v = self.raw.lookup(self.key.encode(k))
+        if v is None:
+            raise KeyError(k)
+        return self._dec_value(v)
+
+    def get(self, k, default=None):
+        v = self.raw.lookup(self.key.encode(k))
+        return default if v is None else self._dec_value(v)
+
+    def __setitem__(self, k, v):
+        self.raw.update(self.key.encode(k), self._enc_value(v), 0)
+
+    def update(self, k, v, flags: int = 0):
+        self.raw.update(self.key.encode(k), self._enc_value(v), flags)
+
+    def __delitem__(self, k):
+        if not self.raw.delete(self.key.encode(k)):
+            raise KeyError(k)
+
+    def __contains__(self, k):
+        return self.raw.lookup(self.key.encode(k)) is not None
+
+    def keys(self) -> Iterator:
+        k = self.raw.next_key(None)
+        while k is not None:
+            nk = self.raw.next_key(k)
+            yield self.key.decode(k)
+            k = nk
+
+    __iter__ = keys
+
+    def items(self) -> Iterator:
+        for k, v in self.raw.lookup_batch():
+            yield self.key.decode(k), self._dec_value(v)
+
+    def values(self) -> Iterator:
+        for _, v in self.items():
+            yield v
+
+    def __len__(self):
+        if self.spec.type in ARRAY_TYPES:
+            return self.spec.max_entries
+        return sum(1 for _ in self.raw.lookup_batch())
+
+    def clear(self):
+        if self.spec.type in ARRAY_TYPES:
+            zero = self._enc_value(0 if self.spec.value_type is None or issubclass(self.spec.value_type, IntType)
+                                   else self.spec.value_type())
+            for i in range(self.spec.max_entries):
+                self.raw.update(self.key.encode(i), zero, 0)
+            return
+        for k in list(self.keys()):
+            self.raw.delete(self.key.encode(k))
+
+    def sum(self, k):
+        """Per-CPU maps: the values of all CPUs added up (ints only)."""
+        v = self[k]
+        return sum(v) if self.percpu else v
+
+    # -- keyless maps
+    def push(self, v, flags: int = 0):
+        self.raw.push(self.value.encode(v), flags)
+
+    def pop(self):
+        b = self.raw.pop()
+        return None if b is None else self.value.decode(b)
+
+    def peek(self):
+        b = self.raw.peek()
+        return None if b is None else self.value.decode(b)
+
+    def pin(self, path: str):
+        self.raw.pin(path)
+
+    # -- histograms (log2 buckets: key = bucket index, value = count)
+    def histogram(self) -> list[int]:
+        counts: dict[int, int] = {}
+        for k, v in self.items():
+            idx = k if isinstance(k, int) else int.from_bytes(self.key.encode(k), "little")
+            counts[idx] = counts.get(idx, 0) + (sum(v) if isinstance(v, list) else int(v))
+        n = max(counts) + 1 if counts else 0
+        return [counts.get(i, 0) for i in range(n)]
+
+    def format_log2_hist(self, val_type: str = "value") -> str:
+        from .histogram import format_log2_hist
+
+        return format_log2_hist(self.histogram(), val_type)
+
+    def print_log2_hist(self, val_type: str = "value"):
+        print(self.format_log2_hist(val_type))
+
+    def __repr__(self):
+        return f"<Map {self.name!r} type={self.spec.type}>"
+
+
+class RingBuffer:
+    """Events from a RingBuf or PerfEventArray map, decoded into the declared event type."""
+
+    def __init__(self, raw, event_type, name: str):
+        self.raw, self.event_type, self.name = raw, event_type, name
+
+    def _decode(self, b: bytes):
+        t = self.event_type
+        if t is None:
+            return bytes(b)
+        if len(b) < t._size:
+            raise Error(f"map '{self.name}': event of {len(b)} bytes is shorter than {t.__name__} ({t._size})")
+        return t._unpack(b)
+
+    def poll(self, timeout: Optional[float] = None) -> list:
+        return [self._decode(b) for b in self.raw.poll(timeout)]
+
+    def __iter__(self):
+        while True:
+            for e in self.poll(None):
+                yield e
+
+    def consume(self, callback: Callable, timeout: Optional[float] = None, duration: Optional[float] = None):
+        """Call `callback(event)` for each event until `duration` seconds have passed (or forever)."""
+        end = None if duration is None else time.monotonic() + duration
+        while end is None or time.monotonic() < end:
+            t = timeout if end is None else max(0.0, min(timeout or 0.1, end - time.monotonic()))
+            for e in self.poll(t):
+                callback(e)
+
+    @property
+    def lost(self) -> int:
+        return self.raw.lost
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def close(self):
+        self.raw.close()
+
+
+class Program:
+    def __init__(self, raw: RawProgram, spec, collection: "Collection"):
+        self.raw, self.spec, self._coll = raw, spec, collection
+        self.name = spec.name
+
+    def test_run(self, data: bytes = b"", ctx: Optional[bytes] = None, repeat: int = 1,
+                 data_size_out: Optional[int] = None) -> TestRunResult:
+        return self.raw.test_run(data, ctx, repeat, data_size_out)
+
+    def _attach(self, method: str, kind: str, target: str, *args, **kw) -> Link:
+        b = self._coll.backend
+        try:
+            link = getattr(b, method)(self.raw, *args, **kw)
+        except NotSupportedError as e:
+            if self._coll.unsupported == "ignore":
+                link = NoopLink(kind, target, str(e))
+            else:
+                raise
+        self._coll._links.append(link)
+        return link
+
+    def attach_tracepoint(self, tracepoint: Optional[str] = None) -> Link:
+        tp = tracepoint or self.spec.attach_to
+        if "/" not in tp:
+            raise Error(f"prog '{self.name}': tracepoint must be 'category/name', got {tp!r}")
+        cat, name = tp.split("/", 1)
+        return self._attach("attach_tracepoint", "tracepoint", tp, cat, name)
+
+    def attach_raw_tracepoint(self, name: Optional[str] = None) -> Link:
+        name = name or self.spec.attach_to
+        return self._attach("attach_raw_tracepoint", "raw_tracepoint", name, name)
+
+    def attach_uprobe(self, binary: Optional[str] = None, symbol: Optional[str] = None, offset: int = 0,
+                      pid: int = -1, retprobe: Optional[bool] = None, cookie: int = 0) -> Link:
+        if binary is None:
+            binary, _, sym = self.spec.attach_to.partition(":")
+            symbol = symbol or sym or None
+            if "+" in (symbol or ""):
+                symbol, off = symbol.split("+", 1)
+                offset = int(off, 0)
+        if retprobe is None:
+            retprobe = self.spec.kind == "uretprobe"
+        return self._attach("attach_uprobe", "uretprobe" if retprobe else "uprobe", f"{binary}:{symbol or hex(offset)}",
+                            binary, symbol, offset=offset, pid=pid, retprobe=retprobe, cookie=cookie)
+
+    def attach_uretprobe(self, binary: Optional[str] = None, symbol: Optional[str] = None, offset: int = 0,
+                         pid: int = -1, cookie: int = 0) -> Link:
+        return self.attach_uprobe(binary, symbol, offset, pid, retprobe=True, cookie=cookie)
+
+    def attach_kprobe(self, function: Optional[str] = None, offset: int = 0, retprobe: Optional[bool] = None) -> Link:
+        function = function or self.spec.attach_to
+        if retprobe is None:
+            retprobe = self.spec.kind == "kretprobe"
+        return self._attach("attach_kprobe", "kprobe", function, function, offset=offset, retprobe=retprobe)
+
+    def attach_xdp(self, ifname: str, flags: int = 0) -> Link:
+        return self._attach("attach_xdp", "xdp", ifname, ifname, flags)
+
+    def attach_tc(self, ifname: str, direction: Optional[str] = None) -> Link:
+        direction = direction or (self.spec.attach_to if self.spec.attach_to in ("ingress", "egress") else "ingress")
+        return self._attach("attach_tc", "tc", f"{ifname}/{direction}", ifname, direction)
+
+    def attach_socket_filter(self, sock) -> Link:
+        return self._attach("attach_socket_filter", "socket_filter", str(sock), sock)
+
+    def attach_cgroup(self, path: str, attach_type: Optional[int] = None) -> Link:
+        return self._attach("attach_cgroup", "cgroup", path, path, attach_type)
+
+    def attach_perf_event(self, **kw) -> Link:
+        return self._attach("attach_perf_event", "perf_event", str(kw), **kw)
+
+    def attach_fentry(self) -> Link:
+        return self._attach("attach_fentry", self.spec.kind, self.spec.attach_to)
+
+    def attach(self, **opts) -> Link:
+        """Attach by the program's section (what attach_all does for each program). Kinds
+        that need a target the section cannot carry (xdp ifname, socket, cgroup path) take
+        it from `opts`."""
+        k = self.spec.kind
+        if k == "tracepoint":
+            return self.attach_tracepoint()
+        if k == "raw_tracepoint":
+            return self.attach_raw_tracepoint()
+        if k in ("uprobe", "uretprobe"):
+            return self.attach_uprobe(**opts)
+        if k in ("kprobe", "kretprobe"):
+            return self.attach_kprobe()
+        if k in ("fentry", "fexit", "fmod_ret", "tp_btf", "lsm"):
+            return self.attach_fentry()
+        if k == "xdp" and "ifname" in opts:
+            return self.attach_xdp(opts["ifname"], opts.get("flags", 0))
+        if k in ("tc", "tcx") and "ifname" in opts:
+            return self.attach_tc(opts["ifname"])
+        if k == "cgroup" and "cgroup" in opts:
+            return self.attach_cgroup(opts["cgroup"])
+        if k == "socket_filter" and "sock" in opts:
+            return self.attach_socket_filter(opts["sock"])
+        raise NotSupportedError(f"prog '{self.name}': section '{self.spec.section}' does not say where to attach; "
+                                f"call the attach method of its kind ({k}) with a target")
+
+    def pin(self, path: str):
+        self.raw.pin(path)
+
+    def __repr__(self):
+        return f"<Program {self.name!r} {self.spec.section}>"
+
+
+class Globals:
+    """`obj.globals.NAME` reads and writes a global variable in .data/.bss/.rodata."""
+
+    def __init__(self, coll: "Collection"):
+        object.__setattr__(self, "_coll", coll)
+        index = {}
+        for m in coll.spec.maps.values():
+            for var, (off, size, t) in m.variables.items():
+                index[var] = (m.name, off, size, t)
+        object.__setattr__(self, "_index", index)
+
+    def _where(self, name):
+        try:
+            return self._index[name]
+        except KeyError:
+            raise AttributeError(f"no global variable {name!r}") from None
+
+    def __getattr__(self, name):
+        mname, off, size, t = self._where(name)
+        data = self._coll._maps[mname].raw.lookup(b"\0\0\0\0")
+        b = data[off : off + size]
+        return t._unpack(b) if t is not None else bytes(b)
+
+    def __setattr__(self, name, value):
+        mname, off, size, t = self._where(name)
+        m = self._coll._maps[mname]
+        if m.spec.readonly:
+            raise Error(f"map '{mname}': {name} is a constant; set it with consts= at load time")
+        data = bytearray(m.raw.lookup(b"\0\0\0\0"))
+        data[off : off + size] = t._pack(value) if t is not None else bytes(value)
+        m.raw.update(b"\0\0\0\0", bytes(data), 0)
+
+    def __dir__(self):
+        return list(self._index)
+
+
+class Collection:
+    """A loaded object: `.programs.NAME`, `.maps.NAME`, `.globals.NAME`, attach_all()."""
+
+    def __init__(self, spec, backend: Backend, unsupported: str = "error"):
+        self.spec, self.backend, self.unsupported = spec, backend, unsupported
+        self._maps: dict[str, Map] = {}
+        self._progs: dict[str, Program] = {}
+        self._links: list[Link] = []
+        self._readers: list = []
+        try:
+            for name, ms in spec.maps.items():
+                self._maps[name] = Map(backend.create_map(ms), ms, backend)
+            raw_maps = {n: m.raw for n, m in self._maps.items()}
+            for name, ps in spec.programs.items():
+                self._progs[name] = Program(backend.load_program(ps, raw_maps, spec.btf), ps, self)
+            self._init_prog_arrays()
+        except BaseException:
+            self.close()
+            raise
+        self.maps = SimpleNamespace(**self._maps)
+        self.programs = SimpleNamespace(**self._progs)
+        self.globals = Globals(self)
+
+    def _init_prog_arrays(self):
+        # libbpf-style static initialisation of prog arrays (contents given as program names).
+        for m in self._maps.values():
+            for k, v in m.spec.contents:
+                if isinstance(v, str):
+                    if v not in self._progs:
+                        raise LoadError(f"map '{m.name}': initial value names unknown program '{v}'")
+                    m.raw.update(k, self._progs[v].raw.fd_bytes(), 0)  # type: ignore[attr-defined]
+                else:
+                    m.raw.update(k, v, 0)
+
+    def map(self, name: str) -> Map:
+        try:
+            return self._maps[name]
+        except KeyError:
+            raise Error(f"map '{name}': no such map (have: {', '.join(self._maps) or 'none'})") from None
+
+    def program(self, name: str) -> Program:
+        try:
+            return self._progs[name]
+        except KeyError:
+            raise Error(f"prog '{name}': no such program (have: {', '.join(self._progs) or 'none'})") from None
+
+    def ringbuf(self, name: str, event_type=None) -> RingBuffer:
+        m = self.map(name)
+        if m.spec.type == U.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
+            raw = self.backend.open_perfbuf(m.raw)
+        elif m.spec.type == U.BPF_MAP_TYPE_RINGBUF:
+            raw = self.backend.open_ringbuf(m.raw)
+        else:
+            raise Error(f"map '{name}': not a ring buffer or perf event array")
+        rb = RingBuffer(raw, event_type or m.spec.event_type, name)
+        self._readers.append(rb)
+        return rb
+
+    perfbuf = ringbuf
+
+    def attach_all(self, **opts) -> list[Link]:
+        """Attach every program whose section says where (tracepoints, probes, ...)."""
+        links = []
+        for p in self._progs.values():
+            try:
+                links.append(p.attach(**opts))
+            except NotSupportedError:
+                if self.unsupported != "ignore":
+                    raise
+        return links
+
+    @property
+    def links(self) -> list[Link]:
+        return list(self._links)
+
+    def close(self):
+        for r in self._readers:
+            try:
+                r.close()
+            except Exception:
+                pass
+        for link in reversed(self._links):
+            try:
+                link.close()
+            except Exception:
+                pass
+        for p in self._progs.values():
+            p.raw.close()
+        for m in self._maps.values():
+            m.raw.close()
+        self._readers, self._links, self._progs, self._maps = [], [], {}, {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
