@@ -1,0 +1,210 @@
+"""ELF reader: clang-built objects -> CollectionSpec, checked field by field and in the kernel."""
+import os
+import struct
+import sys
+
+import pytest
+
+from pybpfc import uapi as U
+from pybpfc.elf import read_elf
+from pybpfc.lang.types import Array, Str, Struct, i64, u16, u32, u64
+
+HERE = os.path.dirname(__file__)
+OBJ = os.path.join(HERE, "..", "objects")
+MAPS = os.path.join(OBJ, "maps.bpf.o")
+PROGS = os.path.join(OBJ, "progs.bpf.o")
+BENCH = "/work/shared/bench/vm/bench.bpf.o"
+ALL = [MAPS, PROGS] + ([BENCH] if os.path.exists(BENCH) else [])
+
+sys.path.insert(0, HERE)
+import _bpfsys  # noqa: E402
+
+root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for bpf(2)")
+
+
+def insn(p, i):
+    return struct.unpack_from("<BBhi", p.insns, i * 8)
+
+
+def test_maps_object_maps():
+    s = read_elf(MAPS)
+    m = s.maps
+    assert (m["counters"].type, m["counters"].key_size, m["counters"].value_size, m["counters"].max_entries) == \
+        (U.BPF_MAP_TYPE_ARRAY, 4, 8, 16)
+    assert m["counters"].key_type is u32 and m["counters"].value_type is u64
+    assert m["pcpu"].type == U.BPF_MAP_TYPE_PERCPU_ARRAY and m["pcpu"].value_type is i64
+    assert m["lru"].type == U.BPF_MAP_TYPE_LRU_HASH and m["lru"].flags == 2  # BPF_F_NO_COMMON_LRU
+    assert (m["pcpu_hash"].type, m["pcpu_hash"].key_size, m["pcpu_hash"].value_size) == \
+        (U.BPF_MAP_TYPE_PERCPU_HASH, 4, 8)
+    assert m["pcpu_hash"].key_type is None and m["pcpu_hash"].btf_key_type_id == 0
+    assert m["events"].type == U.BPF_MAP_TYPE_RINGBUF and m["events"].max_entries == 256 * 1024
+    assert m["perf_events"].type == U.BPF_MAP_TYPE_PERF_EVENT_ARRAY
+    assert (m["queue"].type, m["queue"].key_size, m["queue"].value_size) == (U.BPF_MAP_TYPE_QUEUE, 0, 4)
+    assert m["lpm"].type == U.BPF_MAP_TYPE_LPM_TRIE and m["lpm"].flags == U.BPF_F_NO_PREALLOC
+    assert m["pinned"].pinning == 1 and m["counters"].pinning == 0
+    # decl tags
+    ev = m["events"].event_type
+    assert ev.__name__ == "event" and [(n, o) for n, _, o in ev._fields_] == [("pid", 0), ("ts", 8), ("comm", 16)]
+    assert m["lpm"].tags == {"histogram": "log2"} and m["events"].tags == {}
+
+
+def test_struct_key_value_types_from_btf():
+    s = read_elf(MAPS)
+    fl = s.maps["flows"]
+    assert (fl.key_size, fl.value_size) == (16, 48)
+    K, V = fl.key_type, fl.value_type
+    assert issubclass(K, Struct) and K._size == 16
+    assert [(n, t, o) for n, t, o in K._fields_][:2] == [("saddr", u32, 0), ("daddr", u32, 4)]
+    assert [(n, o) for n, _, o in K._fields_] == [("saddr", 0), ("daddr", 4), ("sport", 8), ("dport", 10), ("proto", 12)]
+    assert [(n, o) for n, _, o in V._fields_] == [("packets", 0), ("bytes", 8), ("comm", 16), ("last_err", 32), ("ports", 36)]
+    types = dict((n, t) for n, t, _ in V._fields_)
+    assert types["comm"] is Str[16] and types["ports"] is Array[u16, 4]
+    assert types["last_err"].__name__ == "i32"
+    # encode/decode through the decoded type
+    v = V(packets=3, bytes=1500, comm=b"curl", last_err=-2, ports=[1, 2, 3, 4])
+    assert V._unpack(V._pack(v)) == v
+    lk = s.maps["lpm"].key_type
+    assert [(n, o) for n, _, o in lk._fields_] == [("prefixlen", 0), ("addr", 4)]
+    assert fl.btf_key_type_id and s.btf[fl.btf_key_type_id].name == "flow_key"
+    assert fl.btf_value_type_id and s.btf[fl.btf_value_type_id].name == "flow_stats"
+    assert set(s.types) >= {"flow_key", "flow_stats", "event", "lpm_key"}
+
+
+def test_global_data_sections():
+    s = read_elf(MAPS)
+    ro, data, bss = s.maps[".rodata"], s.maps[".data"], s.maps[".bss"]
+    for m in (ro, data, bss):
+        assert (m.type, m.key_size, m.max_entries, m.name, m.section) == (U.BPF_MAP_TYPE_ARRAY, 4, 1, m.section, m.section)
+        assert len(m.data) == m.value_size
+    assert ro.readonly and not data.readonly and not bss.readonly
+    assert ro.flags & U.BPF_F_RDONLY_PROG
+    off, size, t = ro.variables["min_bytes"]
+    assert (size, t) == (8, u64) and struct.unpack_from("<Q", ro.data, off)[0] == 100
+    off, size, t = ro.variables["greeting"]
+    assert t is Str[6] and ro.data[off:off + size] == b"hello\0"
+    off, size, t = data.variables["total"]
+    assert struct.unpack_from("<Q", data.data, off)[0] == 7
+    off, size, t = data.variables["seen"]
+    assert t is Array[u32, 4] and t._unpack(data.data[off:off + size]) == [1, 2, 3, 4]
+    assert bss.data == bytes(bss.value_size)
+    assert bss.variables["last_event"][2].__name__ == "event"
+
+
+def test_map_and_data_relocations():
+    s = read_elf(MAPS)
+    p = s.programs["on_getpid"]
+    assert (p.section, p.type, p.kind, p.attach_to) == \
+        ("tracepoint/syscalls/sys_enter_getpid", U.BPF_PROG_TYPE_TRACEPOINT, "tracepoint", "syscalls/sys_enter_getpid")
+    assert p.license == "GPL" and s.license == "GPL"
+    kinds = {(r.kind, r.target) for r in p.relocations}
+    for name in ("counters", "events", "queue", "flows", "lru", "pcpu", "perf_events", "lpm", "pinned", "pcpu_hash"):
+        assert ("map", name) in kinds
+    ro = s.maps[".rodata"]
+    addends = {r.addend for r in p.relocations if r.target == ".rodata"}
+    assert {ro.variables["target_pid"][0], ro.variables["min_bytes"][0], ro.variables["greeting"][0]} <= addends
+    for r in p.relocations:
+        op, regs, _, imm = insn(p, r.insn)
+        assert op == 0x18, r  # every relocation sits on a lddw
+        assert regs >> 4 == 0 and imm == 0
+
+
+def test_programs_subprograms_and_callbacks():
+    s = read_elf(PROGS)
+    assert s.license == "Dual BSD/GPL"
+    want = {
+        "xdp_pass": ("xdp", U.BPF_PROG_TYPE_XDP, "xdp", ""),
+        "xdp_drop": ("xdp", U.BPF_PROG_TYPE_XDP, "xdp", ""),
+        "tc_count": ("tc", U.BPF_PROG_TYPE_SCHED_CLS, "tc", ""),
+        "sock_filter": ("socket", U.BPF_PROG_TYPE_SOCKET_FILTER, "socket_filter", ""),
+        "cg_egress": ("cgroup_skb/egress", U.BPF_PROG_TYPE_CGROUP_SKB, "cgroup", ""),
+        "on_malloc": ("uprobe/libc.so.6:malloc", U.BPF_PROG_TYPE_KPROBE, "uprobe", "libc.so.6:malloc"),
+        "on_malloc_ret": ("uretprobe/libc.so.6:malloc", U.BPF_PROG_TYPE_KPROBE, "uretprobe", "libc.so.6:malloc"),
+        "tail_target": ("tracepoint/syscalls/sys_enter_getppid", U.BPF_PROG_TYPE_TRACEPOINT, "tracepoint",
+                        "syscalls/sys_enter_getppid"),
+    }
+    assert {n: (p.section, p.type, p.kind, p.attach_to) for n, p in s.programs.items()} == want
+    assert s.programs["cg_egress"].expected_attach_type == U.BPF_CGROUP_INET_EGRESS
+    # xdp_drop -> twice -> bump: both subprograms appended once; calls point at their starts
+    p = s.programs["xdp_drop"]
+    starts = [i for i, _ in p.func_info]
+    assert len(starts) == 3 and starts[0] == 0
+    names = [s.btf[t].name for _, t in p.func_info]
+    assert names == ["xdp_drop", "twice", "bump"]
+    calls = [(i, insn(p, i)) for i in range(p.insn_count) if insn(p, i)[0] == 0x85 and insn(p, i)[1] >> 4 == 1]
+    assert calls and all(i + imm + 1 in starts[1:] for i, (_, _, _, imm) in calls)
+    # bpf_loop callback: lddw src=BPF_PSEUDO_FUNC pointing at loop_cb's copy
+    p = s.programs["tc_count"]
+    (fr,) = [r for r in p.relocations if r.kind == "func"]
+    assert fr.target == "loop_cb"
+    op, regs, _, imm = insn(p, fr.insn)
+    assert op == 0x18 and regs >> 4 == U.BPF_PSEUDO_FUNC
+    cb = dict((s.btf[t].name, i) for i, t in p.func_info)["loop_cb"]
+    assert fr.insn + imm + 1 == cb
+    # programs that do not call a subprogram carry none
+    assert [s.btf[t].name for _, t in s.programs["on_malloc_ret"].func_info] == ["on_malloc_ret"]
+
+
+def test_prog_array_initial_contents():
+    s = read_elf(PROGS)
+    j = s.maps["jmp_init"]
+    assert j.type == U.BPF_MAP_TYPE_PROG_ARRAY and (j.key_size, j.value_size, j.max_entries) == (4, 4, 2)
+    assert j.contents == [(struct.pack("<I", 1), "tail_target")]
+    assert s.maps["jmp"].contents == []
+
+
+def test_line_info():
+    s = read_elf(PROGS)
+    p = s.programs["tc_count"]
+    assert p.line_info and p.line_info[0].insn == 0
+    assert all(li.file.endswith("progs.bpf.c") for li in p.line_info)
+    src = {li.source.strip() for li in p.line_info}
+    assert "bpf_loop(10, loop_cb, &sum, 0);" in src
+    assert "*(__u64 *)ctx += i;" in src  # from the appended callback
+    assert len(p.line_info_raw) == 16 * len(p.line_info) and len(p.func_info_raw) == 8 * len(p.func_info)
+    insns = [struct.unpack_from("<I", p.line_info_raw, 16 * k)[0] for k in range(len(p.line_info))]
+    assert insns == [li.insn for li in p.line_info] and insns == sorted(insns)
+
+
+@pytest.mark.skipif(not os.path.exists(BENCH), reason="shared benchmark object missing")
+def test_bench_object():
+    s = read_elf(BENCH)
+    assert set(s.programs) >= {"xdp_pass", "xdp_bpf_loop", "xdp_hash_lookup"}
+    assert all(p.type == U.BPF_PROG_TYPE_XDP for p in s.programs.values())
+    assert s.maps[".data"].variables["loop_n"][:2] == (0, 4)
+    assert [r.kind for r in s.programs["xdp_bpf_loop"].relocations].count("func") == 1
+
+
+@pytest.mark.parametrize("path", ALL, ids=os.path.basename)
+def test_deterministic(path):
+    a, b = read_elf(path), read_elf(open(path, "rb").read())
+    assert a.programs == b.programs
+    assert a.btf.raw == b.btf.raw
+    assert [(n, m.type, m.key_size, m.value_size, m.max_entries, m.flags, m.data, m.contents,
+             m.btf_key_type_id, m.btf_value_type_id, sorted(m.variables)) for n, m in a.maps.items()] == \
+        [(n, m.type, m.key_size, m.value_size, m.max_entries, m.flags, m.data, m.contents,
+          m.btf_key_type_id, m.btf_value_type_id, sorted(m.variables)) for n, m in b.maps.items()]
+
+
+@root
+@pytest.mark.parametrize("path", ALL, ids=os.path.basename)
+def test_kernel_accepts_btf_and_programs(path):
+    s = read_elf(path)
+    btf_fd, log = _bpfsys.btf_load(s.btf.raw)
+    assert btf_fd >= 0, log
+    fds = []
+    try:
+        maps = {}
+        for n, m in s.maps.items():
+            if m.type == U.BPF_MAP_TYPE_PERF_EVENT_ARRAY and not m.max_entries:
+                m.max_entries = os.cpu_count()
+            # queue/stack/ringbuf maps take no key/value BTF (libbpf drops it the same way)
+            with_btf = btf_fd if m.btf_key_type_id else 0
+            maps[n] = _bpfsys.map_create(m, with_btf)
+            fds.append(maps[n])
+        for n, p in s.programs.items():
+            fd, log = _bpfsys.prog_load(p, maps, btf_fd)
+            assert fd >= 0, f"{n}: {log}"
+            fds.append(fd)
+    finally:
+        for fd in fds + [btf_fd]:
+            os.close(fd)
