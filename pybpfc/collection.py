@@ -6,6 +6,8 @@ which backend it runs on.
 """
 from __future__ import annotations
 
+import inspect
+import struct as _struct
 import time
 from types import SimpleNamespace
 from typing import Callable, Iterator, Optional
@@ -13,7 +15,7 @@ from typing import Callable, Iterator, Optional
 from . import uapi as U
 from .backends.base import Backend, Link, NoopLink, RawMap, RawProgram, TestRunResult
 from .errors import Error, LoadError, NotSupportedError
-from .lang.types import IntType, Str
+from .lang.types import Array, IntType, Str, Struct, bool_
 
 PERCPU_TYPES = {U.BPF_MAP_TYPE_PERCPU_HASH, U.BPF_MAP_TYPE_PERCPU_ARRAY,
                 U.BPF_MAP_TYPE_LRU_PERCPU_HASH, U.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE}
@@ -102,6 +104,12 @@ class Map:
             raise KeyError(k)
 
     def __contains__(self, k):
+        if self.spec.type == U.BPF_MAP_TYPE_BLOOM_FILTER:
+            # A bloom filter answers "maybe present" for a value (it has no keys).
+            check = getattr(self.raw, "contains_bloom", None)
+            if check is None:
+                raise NotSupportedError(f"map '{self.name}': bloom filter lookups are not supported by this backend")
+            return check(self.value.encode(k))
         return self.raw.lookup(self.key.encode(k)) is not None
 
     def keys(self) -> Iterator:
@@ -177,21 +185,98 @@ class Map:
         return f"<Map {self.name!r} type={self.spec.type}>"
 
 
+class EventDecoder:
+    """Decodes events of one type. `many()` decodes n fixed-size records laid out every
+    `stride` bytes after a `hdr`-byte header with one struct.iter_unpack and a generated
+    constructor, which is what lets a reader deliver millions of Structs per second; types it
+    cannot express as one struct format (nested structs, arrays of structs) use `_unpack`."""
+
+    def __init__(self, t):
+        self.t = t
+        self.size = t._size if t is not None else 0
+        self._fmts: dict = {}
+        self._make = None
+        self._fmt_body = None
+        if t is not None and isinstance(t, type) and issubclass(t, Struct):
+            self._compile(t)
+
+    def _compile(self, t):
+        body, cur, assigns, idx = "", 0, [], 0
+        for name, ft, off in t._fields_:
+            if off < cur:
+                return
+            body += f"{off - cur}x" if off > cur else ""
+            if issubclass(ft, bool_):
+                body += "?"
+                assigns.append(f"o.{name} = v[{idx}]")
+                idx += 1
+            elif issubclass(ft, IntType):
+                body += ft._fmt[1:]
+                assigns.append(f"o.{name} = v[{idx}]")
+                idx += 1
+            elif issubclass(ft, Str):
+                body += f"{ft._len}s"
+                assigns.append(f"o.{name} = v[{idx}].split(b'\\0', 1)[0]")
+                idx += 1
+            elif issubclass(ft, Array) and issubclass(ft._elem, IntType) and not issubclass(ft._elem, bool_):
+                body += f"{ft._len}{ft._elem._fmt[1:]}"
+                assigns.append(f"o.{name} = list(v[{idx}:{idx + ft._len}])")
+                idx += ft._len
+            else:
+                return
+            cur = off + ft._size
+        if not name_ok(t):
+            return
+        src = "def make(v, new=new, cls=cls):\n    o = new(cls)\n"
+        src += "".join(f"    {a}\n" for a in assigns) + "    return o\n"
+        ns = {"new": object.__new__, "cls": t}
+        exec(src, ns)  # noqa: S102 - generated from the type's own field list
+        self._make, self._fmt_body = ns["make"], (body, cur)
+
+    def one(self, b: bytes):
+        t = self.t
+        if t is None:
+            return bytes(b)
+        if len(b) < t._size:
+            raise Error(f"event of {len(b)} bytes is shorter than {t.__name__} ({t._size})")
+        return t._unpack(b)
+
+    def many(self, mv, n: int, stride: int, hdr: int) -> list:
+        if self._make is None or self.t is None:
+            return [self.one(mv[i * stride + hdr:i * stride + hdr + self.size].tobytes())
+                    for i in range(n)]
+        S = self._fmts.get((stride, hdr))
+        if S is None:
+            body, end = self._fmt_body
+            S = self._fmts[(stride, hdr)] = _struct.Struct(f"<{hdr}x{body}{stride - hdr - end}x")
+        return list(map(self._make, S.iter_unpack(mv)))
+
+
+def name_ok(t) -> bool:
+    return all(n.isidentifier() for n, _, _ in t._fields_)
+
+
 class RingBuffer:
     """Events from a RingBuf or PerfEventArray map, decoded into the declared event type."""
 
     def __init__(self, raw, event_type, name: str):
         self.raw, self.event_type, self.name = raw, event_type, name
+        self._decoder = EventDecoder(event_type)
+        self._fast = getattr(raw, "poll_decoded", None) if event_type is not None else None
 
     def _decode(self, b: bytes):
-        t = self.event_type
-        if t is None:
-            return bytes(b)
-        if len(b) < t._size:
-            raise Error(f"map '{self.name}': event of {len(b)} bytes is shorter than {t.__name__} ({t._size})")
-        return t._unpack(b)
+        try:
+            return self._decoder.one(b)
+        except Error as e:
+            raise Error(f"map '{self.name}': {e}") from None
 
     def poll(self, timeout: Optional[float] = None) -> list:
+        """Events available now, or within `timeout` seconds (None: wait for at least one)."""
+        if self._fast is not None:
+            try:
+                return self._fast(timeout, self._decoder)
+            except Error as e:
+                raise Error(f"map '{self.name}': {e}") from None
         return [self._decode(b) for b in self.raw.poll(timeout)]
 
     def __iter__(self):
@@ -216,6 +301,12 @@ class RingBuffer:
 
     def close(self):
         self.raw.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class Program:
@@ -361,6 +452,13 @@ class Globals:
         return list(self._index)
 
 
+def _accepts(fn, param: str) -> bool:
+    try:
+        return param in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class Collection:
     """A loaded object: `.programs.NAME`, `.maps.NAME`, `.globals.NAME`, attach_all()."""
 
@@ -371,8 +469,10 @@ class Collection:
         self._links: list[Link] = []
         self._readers: list = []
         try:
+            with_btf = spec.btf is not None and _accepts(backend.create_map, "btf")
             for name, ms in spec.maps.items():
-                self._maps[name] = Map(backend.create_map(ms), ms, backend)
+                raw = backend.create_map(ms, btf=spec.btf) if with_btf else backend.create_map(ms)
+                self._maps[name] = Map(raw, ms, backend)
             raw_maps = {n: m.raw for n, m in self._maps.items()}
             for name, ps in spec.programs.items():
                 self._progs[name] = Program(backend.load_program(ps, raw_maps, spec.btf), ps, self)
@@ -385,13 +485,22 @@ class Collection:
         self.globals = Globals(self)
 
     def _init_prog_arrays(self):
-        # libbpf-style static initialisation of prog arrays (contents given as program names).
+        # libbpf-style static initialisation of prog arrays and maps of maps (contents given
+        # as program or map names).
         for m in self._maps.values():
+            of_maps = m.spec.type in (U.BPF_MAP_TYPE_ARRAY_OF_MAPS, U.BPF_MAP_TYPE_HASH_OF_MAPS)
             for k, v in m.spec.contents:
+                if isinstance(k, int):
+                    k = k.to_bytes(m.spec.key_size or 4, "little")
                 if isinstance(v, str):
-                    if v not in self._progs:
-                        raise LoadError(f"map '{m.name}': initial value names unknown program '{v}'")
-                    m.raw.update(k, self._progs[v].raw.fd_bytes(), 0)  # type: ignore[attr-defined]
+                    table = self._maps if of_maps else self._progs
+                    if v not in table:
+                        raise LoadError(f"map '{m.name}': initial value names unknown "
+                                        f"{'map' if of_maps else 'program'} '{v}'")
+                    if not hasattr(table[v].raw, "fd_bytes"):
+                        raise NotSupportedError(f"map '{m.name}': the {self.backend.name} backend "
+                                                f"cannot store '{v}' in a map")
+                    m.raw.update(k, table[v].raw.fd_bytes(), 0)  # type: ignore[attr-defined]
                 else:
                     m.raw.update(k, v, 0)
 
@@ -407,10 +516,12 @@ class Collection:
         except KeyError:
             raise Error(f"prog '{name}': no such program (have: {', '.join(self._progs) or 'none'})") from None
 
-    def ringbuf(self, name: str, event_type=None) -> RingBuffer:
+    def ringbuf(self, name: str, event_type=None, page_count: int = 64) -> RingBuffer:
+        """A reader of ring buffer (or perf event array) map `name`; events decode into
+        `event_type` (default: the type the program declared; None there: raw bytes)."""
         m = self.map(name)
         if m.spec.type == U.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
-            raw = self.backend.open_perfbuf(m.raw)
+            raw = self.backend.open_perfbuf(m.raw, page_count)
         elif m.spec.type == U.BPF_MAP_TYPE_RINGBUF:
             raw = self.backend.open_ringbuf(m.raw)
         else:

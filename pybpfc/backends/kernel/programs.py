@@ -1,0 +1,231 @@
+"""Kernel program load: relocations applied from the spec, BTF + func/line info, the verifier
+log captured on rejection and annotated with source lines; test_run."""
+from __future__ import annotations
+
+import ctypes
+import errno as _errno
+import re
+import struct
+from typing import Optional
+
+from ... import uapi as U
+from ...errors import LoadError, NotSupportedError, VerifierError
+from ..base import RawProgram, TestRunResult
+from . import syscall as sc
+
+ENOTSUPP = 524
+LOG_START = 1 << 20
+LOG_MAX = 1 << 28  # well under the kernel cap (UINT_MAX >> 2)
+
+PROG_TYPE_NAMES = {v: k[len("BPF_PROG_TYPE_"):].lower() for k, v in vars(U).items()
+                   if k.startswith("BPF_PROG_TYPE_") and isinstance(v, int)}
+
+# Program types whose test_run takes packet data (and an optional __sk_buff / xdp_md ctx).
+PACKET_TYPES = {U.BPF_PROG_TYPE_SOCKET_FILTER, U.BPF_PROG_TYPE_SCHED_CLS, U.BPF_PROG_TYPE_SCHED_ACT,
+                U.BPF_PROG_TYPE_XDP, U.BPF_PROG_TYPE_CGROUP_SKB, U.BPF_PROG_TYPE_LWT_IN,
+                U.BPF_PROG_TYPE_LWT_OUT, U.BPF_PROG_TYPE_LWT_XMIT, U.BPF_PROG_TYPE_LWT_SEG6LOCAL,
+                U.BPF_PROG_TYPE_FLOW_DISSECTOR, U.BPF_PROG_TYPE_SK_LOOKUP}
+SKB_TYPES = PACKET_TYPES - {U.BPF_PROG_TYPE_XDP, U.BPF_PROG_TYPE_SK_LOOKUP}
+ETH_HLEN = 14
+
+
+def apply_relocations(spec, maps: dict) -> bytes:
+    """The program's instructions with map fds / global data addresses filled in."""
+    subject = f"prog '{spec.name}'"
+    insns = bytearray(spec.insns)
+    n = len(insns) // 8
+    for r in spec.relocations:
+        if r.kind == "func":
+            continue  # already linked by the ELF reader
+        if r.kind not in ("map", "map_value"):
+            raise LoadError(f"{subject}: relocation of unknown kind {r.kind!r} at insn {r.insn}")
+        if not 0 <= r.insn < n - 1 or insns[r.insn * 8] != 0x18:
+            raise LoadError(f"{subject}: relocation for '{r.target}' at insn {r.insn} is not on a "
+                            f"64-bit immediate load (lddw)")
+        m = maps.get(r.target)
+        if m is None:
+            raise LoadError(f"{subject}: references map '{r.target}' which the object does not define")
+        off = r.insn * 8
+        src = U.BPF_PSEUDO_MAP_FD if r.kind == "map" else U.BPF_PSEUDO_MAP_VALUE
+        insns[off + 1] = (insns[off + 1] & 0x0F) | (src << 4)
+        struct.pack_into("<i", insns, off + 4, m.fd)
+        struct.pack_into("<i", insns, off + 12, r.addend if r.kind == "map_value" else 0)
+    return bytes(insns)
+
+
+_INSN_RE = re.compile(r"^(\d+): \(")
+
+
+def annotate_log(log: str, spec) -> str:
+    """Insert `; file:line:col: source` before the first instruction of each source line.
+
+    The kernel already prints `; <source> @ file:line` comments when it received line info;
+    those lines are kept as they are and our mapping (from the spec's LineInfo) is added
+    where the kernel printed none, so every instruction is attributed either way."""
+    infos = sorted(spec.line_info, key=lambda li: li.insn)
+    if not infos:
+        return log
+    starts = [li.insn for li in infos]
+    import bisect
+
+    out, last = [], None
+    kernel_said = False
+    for line in log.splitlines():
+        if line.startswith("; "):
+            kernel_said = True
+            out.append(line)
+            continue
+        m = _INSN_RE.match(line)
+        if m:
+            i = bisect.bisect_right(starts, int(m.group(1))) - 1
+            li = infos[i] if i >= 0 else None
+            if li is not None and li is not last and not kernel_said:
+                src = f" {li.source.strip()}" if li.source else ""
+                out.append(f"; {li.file}:{li.line}:{li.col}:{src}")
+            last = li if li is not None else last
+            kernel_said = False
+        out.append(line)
+    return "\n".join(out)
+
+
+def source_of_insn(spec, idx: int):
+    best = None
+    for li in spec.line_info:
+        if li.insn <= idx and (best is None or li.insn >= best.insn):
+            best = li
+    return best
+
+
+def _summary(log: str) -> tuple[str, Optional[int]]:
+    """(the verifier's reason, index of the last instruction it reported)."""
+    lines = [l for l in log.splitlines() if l.strip()]
+    last_insn = None
+    for l in lines:
+        m = _INSN_RE.match(l)
+        if m:
+            last_insn = int(m.group(1))
+    reason = ""
+    for l in reversed(lines):
+        if l.startswith("processed ") or l.startswith("verification time") or \
+                l.startswith("stack depth") or l.startswith("; ") or _INSN_RE.match(l) or \
+                l.startswith("mark_precise") or l.startswith("from ") or re.match(r"^\d+: R\d", l):
+            continue
+        reason = l.strip()
+        break
+    return reason, last_insn
+
+
+class KernelProgram(RawProgram):
+    def __init__(self, fd: int, spec, name: str):
+        self.fd, self.spec, self.name = fd, spec, name
+        self._subject = f"prog '{name}'"
+
+    def fd_bytes(self) -> bytes:
+        """This program's fd as a 4-byte value (prog array contents)."""
+        return self.fd.to_bytes(4, "little")
+
+    def info(self) -> sc.ProgInfo:
+        return sc.prog_info(self.fd, self._subject)
+
+    def test_run(self, data: bytes = b"", ctx: Optional[bytes] = None, repeat: int = 1,
+                 data_size_out: Optional[int] = None) -> TestRunResult:
+        t = self.spec.type
+        data = bytes(data or b"")
+        if t in PACKET_TYPES:
+            if t in SKB_TYPES and len(data) < ETH_HLEN:
+                raise LoadError(f"{self._subject}: test_run of a {PROG_TYPE_NAMES.get(t)} program "
+                                f"needs at least {ETH_HLEN} bytes of packet data (an Ethernet header)")
+            if data_size_out is None:
+                data_size_out = len(data) + 256  # room for programs that grow the packet
+        else:
+            data_size_out = data_size_out or 0
+        ctx_out = len(ctx) if ctx else 0
+        try:
+            retval, dout, cout, dur = sc.prog_test_run(self.fd, data, data_size_out, ctx, ctx_out,
+                                                       max(1, repeat), subject=self._subject)
+        except LoadError as e:
+            err = getattr(e, "errno", 0)
+            if err in (ENOTSUPP, _errno.EOPNOTSUPP):
+                raise NotSupportedError(f"{self._subject}: this kernel cannot test-run "
+                                        f"{PROG_TYPE_NAMES.get(t, t)} programs") from None
+            if err == _errno.EINVAL:
+                raise LoadError(f"{e} (the kernel rejected the data/ctx given to this "
+                                f"{PROG_TYPE_NAMES.get(t, t)} program)") from None
+            raise
+        if retval >= 1 << 31 and t in (U.BPF_PROG_TYPE_SCHED_CLS, U.BPF_PROG_TYPE_SCHED_ACT):
+            retval -= 1 << 32  # TC_ACT_UNSPEC is -1
+        return TestRunResult(retval=retval, data=dout, ctx=cout, duration_ns=dur)
+
+    def pin(self, path: str) -> None:
+        sc.obj_pin(self.fd, path, self._subject)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            sc.close_fd(self.fd)
+            self.fd = -1
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self):
+        return f"<KernelProgram {self.name!r} fd={self.fd}>"
+
+
+def load_program(spec, maps: dict, btf_fd: int = -1, attach_btf_id: int = 0,
+                 attach_btf_obj_fd: int = 0) -> KernelProgram:
+    subject = f"prog '{spec.name}'"
+    if not spec.insns or len(spec.insns) % 8:
+        raise LoadError(f"{subject}: instructions must be a non-empty multiple of 8 bytes "
+                        f"(got {len(spec.insns)})")
+    insns = apply_relocations(spec, maps)
+    flags = spec.flags | (sc.BPF_F_SLEEPABLE if spec.sleepable else 0)
+    kw = dict(license=spec.license or "GPL", name=spec.name, kern_version=spec.kern_version,
+              flags=flags, expected_attach_type=spec.expected_attach_type,
+              attach_btf_id=attach_btf_id, attach_prog_fd=attach_btf_obj_fd)
+    if btf_fd >= 0:
+        kw.update(btf_fd=btf_fd)
+        if spec.func_info_raw:
+            kw.update(func_info=spec.func_info_raw, func_info_rec_size=8)
+        if spec.line_info_raw:
+            kw.update(line_info=spec.line_info_raw, line_info_rec_size=16)
+    fd, _ = sc.prog_load(spec.type, insns, **kw)
+    if fd >= 0:
+        return KernelProgram(fd, spec, spec.name)
+    first_err = -fd
+    if first_err == _errno.EPERM:
+        raise LoadError(f"{subject}: program load failed: Operation not permitted (needs root or "
+                        f"CAP_BPF + CAP_PERFMON)")
+    # Retry with the verifier log on, growing the buffer until the whole log fits.
+    size, log = LOG_START, ""
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        fd, attr = sc.prog_load(spec.type, insns, log_level=1, log_buf=buf, **kw)
+        if fd >= 0:  # passed with the log on (can happen with flaky resource limits)
+            return KernelProgram(fd, spec, spec.name)
+        log = buf.value.decode(errors="replace")
+        if -fd == _errno.ENOSPC and size < LOG_MAX:
+            size = max(size * 4, attr.log_true_size + 1 if attr.log_true_size else 0)
+            continue
+        break
+    err = -fd
+    if not log.strip():
+        what = "program load"
+        if err == _errno.EINVAL:
+            hint = (f" (program type {PROG_TYPE_NAMES.get(spec.type, spec.type)}, expected "
+                    f"attach type {spec.expected_attach_type}: the kernel may not support it)")
+        else:
+            hint = ""
+        raise sc.make_error(err, U.BPF_PROG_LOAD, subject, what=what + hint)
+    reason, last = _summary(log)
+    where = ""
+    if last is not None:
+        li = source_of_insn(spec, last)
+        if li is not None:
+            where = f" at {li.file}:{li.line}:{li.col}" + (f" ({li.source.strip()})" if li.source else "")
+        where += f" (insn {last})"
+    annotated = annotate_log(log, spec)
+    raise VerifierError(f"{subject}: rejected by the verifier{where}: {reason or sc.errno_text(err)}",
+                        annotated)
