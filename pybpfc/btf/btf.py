@@ -125,6 +125,7 @@ def _s32(v):
 
 
 VOID = BTFType(0, KIND_UNKN, "void")
+_STRUCTS: dict = {}
 
 
 class BTF:
@@ -162,6 +163,14 @@ class BTF:
         self._tags = None
         self._lang: dict = {}
         self._str_cache: dict = {}
+
+    def __eq__(self, other):
+        return isinstance(other, BTF) and self.raw == other.raw
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"<BTF {self.source}: {len(self) - 1} types>"
 
     # ---- parsing ----------------------------------------------------------------------
     def _scan(self):
@@ -430,7 +439,12 @@ class BTF:
 
         add(t.members, 0, t.kind == KIND_UNION)
         name = t.name if t.name and t.name.isidentifier() else f"anon_{t.id}"
-        return L.make_struct(name, fields, size=t.size, offsets=offsets or None)
+        # Same name and layout -> the same class, so two reads of an object give equal specs.
+        key = (name, tuple(fields), tuple(offsets), t.size)
+        cls = _STRUCTS.get(key)
+        if cls is None:
+            cls = _STRUCTS[key] = L.make_struct(name, fields, size=t.size, offsets=offsets or None)
+        return cls
 
     def _member_size(self, m):
         try:

@@ -453,6 +453,10 @@ class _Reader:
                 p = ProgramSpec(f.name, sec.name, info.prog_type, info.expected_attach_type,
                                 kind=info.kind, attach_to=info.target, license=spec.license,
                                 kern_version=spec.kern_version, sleepable=info.sleepable)
+                if info.sleepable:
+                    p.flags |= U.BPF_F_SLEEPABLE
+                if sec.name.startswith("xdp.frags"):
+                    p.flags |= U.BPF_F_XDP_HAS_FRAGS
                 self._link(p, shndx, f, spec)
                 spec.programs[f.name] = p
 
