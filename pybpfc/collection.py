@@ -516,17 +516,18 @@ class Collection:
         except KeyError:
             raise Error(f"prog '{name}': no such program (have: {', '.join(self._progs) or 'none'})") from None
 
-    def ringbuf(self, name: str, event_type=None, page_count: int = 64) -> RingBuffer:
+    def ringbuf(self, name: str, event_type=None, page_count: int = 64, raw: bool = False) -> RingBuffer:
         """A reader of ring buffer (or perf event array) map `name`; events decode into
-        `event_type` (default: the type the program declared; None there: raw bytes)."""
+        `event_type` (default: the type the program declared; raw=True or no declared type:
+        bytes). `page_count` sizes each per-CPU ring of a perf buffer."""
         m = self.map(name)
         if m.spec.type == U.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
-            raw = self.backend.open_perfbuf(m.raw, page_count)
+            rawbuf = self.backend.open_perfbuf(m.raw, page_count)
         elif m.spec.type == U.BPF_MAP_TYPE_RINGBUF:
-            raw = self.backend.open_ringbuf(m.raw)
+            rawbuf = self.backend.open_ringbuf(m.raw)
         else:
             raise Error(f"map '{name}': not a ring buffer or perf event array")
-        rb = RingBuffer(raw, event_type or m.spec.event_type, name)
+        rb = RingBuffer(rawbuf, None if raw else (event_type or m.spec.event_type), name)
         self._readers.append(rb)
         return rb
 
