@@ -1,0 +1,121 @@
+"""tracefs: where it is (mounting it when nothing is), tracepoint event ids, trace_pipe.
+
+Tracepoint attach needs the numeric id the kernel gives each event (events/CAT/NAME/id);
+bpf_trace_printk output appears in trace_pipe.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+from typing import Iterator, Optional
+
+from ...errors import AttachError, NotSupportedError
+
+CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+_root: Optional[str] = None
+
+
+def _mount_tracefs(path: str) -> bool:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p] * 4 + [ctypes.c_void_p]
+    return libc.mount(b"nodev", path.encode(), b"tracefs", 0, None) == 0
+
+
+def root(mount: bool = True) -> str:
+    """The tracefs directory (it has an `events` subdirectory). Mounts tracefs at
+    /sys/kernel/tracing when no candidate has it and `mount` is true (needs root)."""
+    global _root
+    if _root is not None and os.path.isdir(os.path.join(_root, "events")):
+        return _root
+    for c in CANDIDATES:
+        if os.path.isdir(os.path.join(c, "events")):
+            _root = c
+            return c
+    if mount and os.path.isdir(CANDIDATES[0]) and _mount_tracefs(CANDIDATES[0]):
+        if os.path.isdir(os.path.join(CANDIDATES[0], "events")):
+            _root = CANDIDATES[0]
+            return _root
+    raise NotSupportedError("tracefs is not mounted (looked in " + ", ".join(CANDIDATES) +
+                            ") and could not be mounted: tracepoints need it")
+
+
+def _check_part(what: str, s: str) -> None:
+    if not s or "/" in s or s in (".", ".."):
+        raise AttachError(f"tracepoint {what} {s!r} is not a valid name")
+
+
+def event_id(category: str, name: str) -> int:
+    """The id of tracepoint CATEGORY/NAME (for perf_event_open PERF_TYPE_TRACEPOINT)."""
+    _check_part("category", category)
+    _check_part("name", name)
+    base = root()
+    path = os.path.join(base, "events", category, name, "id")
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except FileNotFoundError:
+        if not os.path.isdir(os.path.join(base, "events", category)):
+            raise AttachError(f"tracepoint {category}/{name}: no tracepoint category '{category}' "
+                              f"({os.path.join(base, 'events')})") from None
+        raise AttachError(f"tracepoint {category}/{name}: no such tracepoint "
+                          f"(see {os.path.join(base, 'events', category)})") from None
+    except (OSError, ValueError) as e:
+        raise AttachError(f"tracepoint {category}/{name}: cannot read {path}: {e}") from None
+
+
+def exists(category: str, name: str) -> bool:
+    try:
+        return os.path.exists(os.path.join(root(), "events", category, name, "id"))
+    except NotSupportedError:
+        return False
+
+
+def categories() -> list[str]:
+    return sorted(os.listdir(os.path.join(root(), "events")))
+
+
+def events(category: str) -> list[str]:
+    d = os.path.join(root(), "events", category)
+    return sorted(e for e in os.listdir(d) if os.path.isdir(os.path.join(d, e)))
+
+
+def event_format(category: str, name: str) -> str:
+    """The `format` file of a tracepoint: field offsets of its context."""
+    with open(os.path.join(root(), "events", category, name, "format")) as f:
+        return f.read()
+
+
+def trace_pipe_lines(timeout: Optional[float] = None) -> Iterator[str]:
+    """Lines of trace_pipe (bpf_trace_printk output), as they come. Reading consumes them for
+    every reader on the machine, like `cat trace_pipe`. With `timeout`, stops after that many
+    seconds without a new line."""
+    fd = os.open(os.path.join(root(), "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    buf = b""
+    try:
+        while True:
+            r, _, _ = select.select([fd], [], [], timeout)
+            if not r:
+                return
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                return
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                yield line.decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def parse_trace_line(line: str) -> tuple[str, str]:
+    """Split a trace_pipe line into (task-pid header, message) for bpf_trace_printk lines:
+    '  python3-1234  [001] d..31  56.78: bpf_trace_printk: hello' -> ('python3-1234', 'hello')."""
+    head, sep, msg = line.partition(": bpf_trace_printk: ")
+    if not sep:
+        head, _, msg = line.rpartition(": ")
+    task = head.strip().split(" ", 1)[0] if head.strip() else ""
+    return task, msg
