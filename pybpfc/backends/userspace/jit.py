@@ -1,0 +1,966 @@
+"""LLVM JIT for the userspace runtime: prepared BPF bytecode -> LLVM IR -> x86-64 code.
+
+The generated code has the interpreter's interface (runtime/include/pybpfc_vm.h):
+``uint64_t entry(struct pbr_run *run, uint64_t ctx, uint64_t ctx_len)``, returns r0 and
+reports faults through run->status exactly like ``pbr_vm_exec``. The code blob is position
+independent and self-contained: helpers are reached through run->helpers[id], maps through
+run->maps / run->map_values, memory checks are inline against run->regions; the object
+LLVM emits is linked here into one blob (only PC-relative relocations between its own sections
+are accepted), so it can be copied anywhere, e.g. into shared memory for another process.
+
+Design (see docs/jit.md):
+ - every BPF function (entry, BPF-to-BPF call targets, lddw src=4 callbacks) is an LLVM
+   function with r0..r10 as allocas (mem2reg makes them SSA); like the interpreter, the
+   entry allocates one 8 x 512-byte stack, registers it as a run region (so helpers can check
+   stack pointers with pbr_check_access) and frame d ends 512*d bytes below its end;
+ - stack accesses through r10 with a constant offset are proven at compile time, every other
+   access is checked: own frame, then a one-entry region cache (read / read-write) in the
+   per-run JIT context, then an out-of-line scan of run->regions;
+ - the per-run JIT context (stack end, cache, current depth) lives on the native stack of the
+   entry function; run->engine points to it so run->invoke (set to this blob's invoke
+   function) can call BPF callbacks for helpers such as bpf_loop;
+ - the budget is decremented on back-edges and at function entries;
+ - TBAA tells LLVM that BPF memory never aliases run / JIT-context fields (true because every
+   BPF access is checked against regions that do not include them), so loop-invariant loads
+   of those fields can be hoisted.
+"""
+from __future__ import annotations
+
+import io
+import struct
+import threading
+import warnings
+from dataclasses import dataclass, field
+
+from ...errors import Error
+
+PBR_STACK_SIZE = 512
+PBR_MAX_CALL_DEPTH = 8
+PBR_MAX_REGIONS = 16
+PBR_MAX_HELPERS = 256
+PBR_OK, PBR_EXIT, PBR_EFAULT, PBR_EBUDGET, PBR_EHELPER, PBR_EDEPTH, PBR_EINSN = range(7)
+PBR_PERM_R, PBR_PERM_W, PBR_PERM_RW = 1, 2, 3
+
+# struct pbr_run offsets (pinned by _Static_asserts in pybpfc_vm.h, checked in tests)
+OFF_HELPERS, OFF_MAPS, OFF_MAP_VALUES, OFF_BUDGET = 0, 16, 24, 32
+OFF_STATUS, OFF_NREGIONS, OFF_EXIT_VALUE, OFF_FAULT_ADDR, OFF_FAULT_PC = 40, 44, 48, 56, 64
+OFF_INVOKE, OFF_ENGINE, OFF_CTX, OFF_REGIONS = 72, 80, 88, 96
+REGION_SIZE = 24
+
+# JIT context (private, i64 slots): current depth, stack end, read and read-write caches
+J_DEPTH = 0
+J_STACK_END = 1
+J_CACHE = 2  # [lo_r, hi_r, lo_rw, hi_rw]
+J_SLOTS = J_CACHE + 4
+EMPTY_LO, EMPTY_HI = 0xFFFFFFFFFFFFFFFF, 8  # no address passes lo <= a <= hi - size
+
+CDEF = """
+typedef uint64_t (*pbr_helper_fn)(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, void *);
+typedef uint64_t (*pbr_invoke_fn)(void *, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t,
+                                  uint64_t);
+struct pbr_region { uint64_t start; uint64_t end; uint32_t perm; uint32_t _pad; };
+struct pbr_run {
+    const pbr_helper_fn *helpers; void *helper_ctx; const uint64_t *maps;
+    const uint64_t *map_values; uint64_t budget; uint32_t status; uint32_t nregions;
+    uint64_t exit_value; uint64_t fault_addr; uint64_t fault_pc; pbr_invoke_fn invoke;
+    void *engine; uint64_t ctx; struct pbr_region regions[16];
+};
+typedef uint64_t (*pbr_jit_fn)(struct pbr_run *run, uint64_t ctx, uint64_t ctx_len);
+void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset);
+int mprotect(void *addr, size_t len, int prot);
+int munmap(void *addr, size_t length);
+"""
+
+
+class JitError(Error):
+    """The JIT cannot translate this program (the interpreter still can)."""
+
+
+_ffi = None
+_libc = None
+
+
+def ffi():
+    """The cffi FFI with struct pbr_run and pbr_jit_fn declared (ABI mode, no compiler)."""
+    global _ffi, _libc
+    if _ffi is None:
+        from cffi import FFI
+        f = FFI()
+        f.cdef(CDEF)
+        _libc = f.dlopen(None)
+        _ffi = f
+    return _ffi
+
+
+# ---------------------------------------------------------------- decoding
+
+@dataclass
+class _Insn:
+    op: int
+    dst: int
+    src: int
+    off: int
+    imm: int
+
+
+def _decode(insns: bytes) -> list[_Insn]:
+    if len(insns) % 8:
+        raise JitError(f"program length {len(insns)} is not a multiple of 8")
+    out = []
+    for i in range(0, len(insns), 8):
+        op, regs, off, imm = struct.unpack_from("<BBhi", insns, i)
+        out.append(_Insn(op, regs & 0xF, regs >> 4, off, imm))
+    return out
+
+
+# ---------------------------------------------------------------- LLVM setup
+
+_llvm_lock = threading.Lock()
+_tm = None
+
+
+def _target_machine():
+    global _tm
+    import llvmlite.binding as llvm
+    if _tm is None:
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        target = llvm.Target.from_triple("x86_64-unknown-linux-gnu")
+        # pic + small code model: all intra-blob references are RIP-relative
+        _tm = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
+                                           features=llvm.get_host_cpu_features().flatten(),
+                                           opt=3, reloc="pic", codemodel="small")
+    return _tm
+
+
+@dataclass
+class JitCode:
+    """Position-independent machine code: `code[entry:]` is
+    ``uint64_t entry(struct pbr_run *, uint64_t ctx, uint64_t ctx_len)``."""
+    code: bytes
+    entry: int
+    ir: str = field(default="", repr=False)
+
+
+# ---------------------------------------------------------------- IR generation
+
+class _Gen:
+    def __init__(self, insns: list[_Insn]):
+        import llvmlite.ir as ir
+        self.ir = ir
+        self.insns = insns
+        self.n = len(insns)
+        self.i8, self.i16, self.i32, self.i64 = (ir.IntType(b) for b in (8, 16, 32, 64))
+        self.i1 = ir.IntType(1)
+        # llvmlite's IR layer may use typed pointers; LLVM reads them as opaque `ptr`
+        self.ptr = self.i8.as_pointer()
+        self.mod = ir.Module(name="pybpfc_jit")
+        self.mod.triple = "x86_64-unknown-linux-gnu"
+        root = self.mod.add_metadata([ir.MetaDataString(self.mod, "pybpfc jit tbaa")])
+        t_bpf = self.mod.add_metadata([ir.MetaDataString(self.mod, "bpf memory"), root,
+                                       ir.Constant(self.i64, 0)])
+        t_meta = self.mod.add_metadata([ir.MetaDataString(self.mod, "runtime state"), root,
+                                        ir.Constant(self.i64, 0)])
+        self.tbaa_bpf = self.mod.add_metadata([t_bpf, t_bpf, ir.Constant(self.i64, 0)])
+        self.tbaa_meta = self.mod.add_metadata([t_meta, t_meta, ir.Constant(self.i64, 0)])
+        self.helper_ty = ir.FunctionType(self.i64, [self.i64] * 5 + [self.ptr])
+        # (run, jctx, depth, frame end, r1..r5)
+        self.fn_ty = ir.FunctionType(self.i64, [self.ptr, self.ptr, self.i64, self.ptr] +
+                                     [self.i64] * 5)
+        self._find_functions()
+        self.funcs = {}
+        for s in self.starts:
+            f = ir.Function(self.mod, self.fn_ty, name=f"bpf_{s}")
+            f.linkage = "internal"
+            f.calling_convention = "fastcc"
+            self.funcs[s] = f
+        self._declare_slow_check()
+
+    # -- structure
+
+    def _find_functions(self):
+        insns, n = self.insns, self.n
+        self.lddw_second = set()
+        starts = {0}
+        pc = 0
+        while pc < n:
+            ins = insns[pc]
+            if ins.op == 0x18:
+                if pc + 1 >= n:
+                    raise JitError(f"insn {pc}: lddw without its second slot")
+                self.lddw_second.add(pc + 1)
+                if ins.src == 4:
+                    starts.add(self._target(pc, pc + 1 + ins.imm))
+                pc += 2
+                continue
+            if ins.op == 0x85 and ins.src == 1:
+                starts.add(self._target(pc, pc + 1 + ins.imm))
+            pc += 1
+        self.starts = sorted(starts)
+        self.ends = {s: e for s, e in zip(self.starts, self.starts[1:] + [n])}
+
+    def _target(self, pc, t):
+        if not 0 <= t < self.n or t in self.lddw_second:
+            raise JitError(f"insn {pc}: target {t} out of range")
+        return t
+
+    # -- small IR helpers
+
+    def c64(self, v):
+        return self.ir.Constant(self.i64, v & 0xFFFFFFFFFFFFFFFF)
+
+    def c32(self, v):
+        return self.ir.Constant(self.i32, v & 0xFFFFFFFF)
+
+    def field_ptr(self, b, base, off, ty):
+        """Typed pointer to base + off bytes (off: int or i64 value)."""
+        p = base if base.type == self.ptr else b.bitcast(base, self.ptr)
+        if not (isinstance(off, int) and off == 0):
+            p = b.gep(p, [self.c64(off) if isinstance(off, int) else off])
+        return b.bitcast(p, ty.as_pointer())
+
+    def meta_load(self, b, base, off, ty=None):
+        v = b.load(self.field_ptr(b, base, off, ty or self.i64))
+        v.set_metadata("tbaa", self.tbaa_meta)
+        return v
+
+    def meta_store(self, b, val, base, off):
+        s = b.store(val, self.field_ptr(b, base, off, val.type))
+        s.set_metadata("tbaa", self.tbaa_meta)
+        return s
+
+    # -- out-of-line checks
+
+    def _declare_slow_check(self):
+        """i1 slow_check(run, jctx, addr, size, perm): scans run->regions (the stack is one);
+        a matching region (with full permissions for perm RW) becomes the cache entry."""
+        ir = self.ir
+        fty = ir.FunctionType(self.i1, [self.ptr, self.ptr, self.i64, self.i64, self.i32])
+        f = ir.Function(self.mod, fty, name="slow_check")
+        f.linkage = "internal"
+        self.slow_check = f
+        run, jctx, addr, size, perm = f.args
+        b = ir.IRBuilder(f.append_basic_block("entry"))
+        end = b.add(addr, size)
+        no_wrap = b.icmp_unsigned(">=", end, addr)
+        fl = f.append_basic_block
+        reg_head, reg_body, reg_next, ok, bad, hit = (
+            fl(x) for x in ("rh", "rb", "rn", "ok", "bad", "hit"))
+        b.cbranch(no_wrap, reg_head, bad)
+        # regions 0..nregions-1
+        b.position_at_end(reg_head)
+        j = b.phi(self.i32)
+        j.add_incoming(self.c32(0), f.entry_basic_block)
+        nreg = b.load(self.field_ptr(b, run, OFF_NREGIONS, self.i32))
+        b.cbranch(b.icmp_unsigned("<", j, nreg), reg_body, bad)
+        b.position_at_end(reg_body)
+        rbase = self.field_ptr(b, run, b.add(b.mul(b.zext(j, self.i64), self.c64(REGION_SIZE)),
+                                             self.c64(OFF_REGIONS)), self.i8)
+        rlo = b.load(self.field_ptr(b, rbase, 0, self.i64))
+        rhi = b.load(self.field_ptr(b, rbase, 8, self.i64))
+        rperm = b.load(self.field_ptr(b, rbase, 16, self.i32))
+        inside = b.and_(b.icmp_unsigned(">=", addr, rlo), b.icmp_unsigned("<=", end, rhi))
+        allowed = b.icmp_unsigned("==", b.and_(rperm, perm), perm)
+        j.add_incoming(b.add(j, self.c32(1)), reg_next)
+        b.cbranch(b.and_(inside, allowed), hit, reg_next)
+        b.position_at_end(reg_next)
+        b.branch(reg_head)
+        b.position_at_end(hit)
+        # cache it (only real ranges: hi >= 8 keeps "lo <= a <= hi - size" exact)
+        cacheable = b.icmp_unsigned(">=", rhi, self.c64(8))
+        full = b.icmp_unsigned("==", b.and_(rperm, self.c32(3)), self.c32(3))
+        slot = b.select(b.icmp_unsigned("==", perm, self.c32(PBR_PERM_R)),
+                        self.c64(J_CACHE), self.c64(J_CACHE + 2))
+        do_cache = b.and_(cacheable, b.or_(full, b.icmp_unsigned("==", perm, self.c32(1))))
+        with b.if_then(do_cache):
+            b.store(rlo, self.field_ptr(b, jctx, b.mul(slot, self.c64(8)), self.i64))
+            b.store(rhi, self.field_ptr(b, jctx, b.mul(b.add(slot, self.c64(1)), self.c64(8)),
+                                        self.i64))
+        b.branch(ok)
+        b.position_at_end(ok)
+        b.ret(ir.Constant(self.i1, 1))
+        b.position_at_end(bad)
+        b.ret(ir.Constant(self.i1, 0))
+
+    # -- function bodies
+
+    def build(self):
+        for s in self.starts:
+            _FuncGen(self, s, self.ends[s]).build()
+        self._build_invoke()
+        self._build_entry()
+        return self.mod
+
+    def _build_invoke(self):
+        """uint64_t invoke(run, func, a1..a5): run->invoke for callback helpers."""
+        ir = self.ir
+        fty = ir.FunctionType(self.i64, [self.ptr, self.i64] + [self.i64] * 5)
+        f = ir.Function(self.mod, fty, name="pbr_jit_invoke")
+        f.linkage = "internal"
+        self.invoke = f
+        run, func, *args = f.args
+        b = ir.IRBuilder(f.append_basic_block("entry"))
+        with b.if_then(b.icmp_unsigned("!=", self.meta_load(b, run, OFF_STATUS, self.i32),
+                                       self.c32(0)), likely=False):
+            b.ret(self.c64(0))
+        jctx = self.meta_load(b, run, OFF_ENGINE, self.ptr)
+        old = self.meta_load(b, jctx, J_DEPTH * 8)
+        depth = b.add(old, self.c64(1))
+        stack_end = self.meta_load(b, jctx, J_STACK_END * 8, self.ptr)
+        fp = b.gep(stack_end, [b.mul(depth, self.c64(-PBR_STACK_SIZE))])
+        too_deep = b.icmp_unsigned(">=", depth, self.c64(PBR_MAX_CALL_DEPTH))
+        with b.if_then(too_deep, likely=False):
+            self.meta_store(b, self.c32(PBR_EDEPTH), run, OFF_STATUS)
+            b.ret(self.c64(0))
+        fail = f.append_basic_block("nofunc")
+        done = f.append_basic_block("done")
+        b2 = ir.IRBuilder(done)
+        res = b2.phi(self.i64)
+        self.meta_store(b2, old, jctx, J_DEPTH * 8)
+        b2.ret(res)
+        # if-chain, not a switch: a jump table would need data relocations
+        for s in self.starts:
+            nxt = f.append_basic_block(f"not_{s}")
+            hitb = f.append_basic_block(f"call_{s}")
+            b.cbranch(b.icmp_unsigned("==", func, self.c64(s)), hitb, nxt)
+            b.position_at_end(hitb)
+            r = b.call(self.funcs[s], [run, jctx, depth, fp] + list(args), cconv="fastcc")
+            res.add_incoming(r, hitb)
+            b.branch(done)
+            b.position_at_end(nxt)
+        b.branch(fail)
+        b.position_at_end(fail)
+        self.meta_store(b, self.c32(PBR_EINSN), run, OFF_STATUS)
+        res.add_incoming(self.c64(0), fail)
+        b.branch(done)
+
+    def _build_entry(self):
+        ir = self.ir
+        fty = ir.FunctionType(self.i64, [self.ptr, self.i64, self.i64])
+        f = ir.Function(self.mod, fty, name="pbr_jit_entry")
+        run, ctx, ctx_len = f.args
+        b = ir.IRBuilder(f.append_basic_block("entry"))
+        jctx = b.alloca(ir.ArrayType(self.i64, J_SLOTS))
+        jctx.align = 16
+        jctx = b.bitcast(jctx, self.ptr)
+        nframes = PBR_STACK_SIZE * PBR_MAX_CALL_DEPTH
+        stack = b.alloca(ir.ArrayType(self.i8, nframes))
+        stack.align = 16
+        stack = b.bitcast(stack, self.ptr)
+        stack_end = b.gep(stack, [self.c64(nframes)])
+        self.meta_store(b, self.c64(0), jctx, J_DEPTH * 8)
+        self.meta_store(b, stack_end, jctx, J_STACK_END * 8)
+        self.meta_store(b, self.c32(PBR_OK), run, OFF_STATUS)
+        self.meta_store(b, ctx, run, OFF_CTX)
+        # the stack is a region for this run, like the interpreter's; regions helpers add
+        # during the run are dropped with it
+        nreg = self.meta_load(b, run, OFF_NREGIONS, self.i32)
+        with b.if_then(b.icmp_unsigned("<", nreg, self.c32(PBR_MAX_REGIONS))):
+            rb = self.field_ptr(b, run, b.add(b.mul(b.zext(nreg, self.i64),
+                                                    self.c64(REGION_SIZE)),
+                                              self.c64(OFF_REGIONS)), self.i8)
+            self.meta_store(b, b.ptrtoint(stack, self.i64), rb, 0)
+            self.meta_store(b, b.ptrtoint(stack_end, self.i64), rb, 8)
+            self.meta_store(b, self.c64(PBR_PERM_RW), rb, 16)
+            self.meta_store(b, b.add(nreg, self.c32(1)), run, OFF_NREGIONS)
+        for k, v in ((0, EMPTY_LO), (1, EMPTY_HI), (2, EMPTY_LO), (3, EMPTY_HI)):
+            self.meta_store(b, self.c64(v), jctx, (J_CACHE + k) * 8)
+        self.meta_store(b, jctx, run, OFF_ENGINE)
+        self.meta_store(b, self.invoke, run, OFF_INVOKE)
+        r = b.call(self.funcs[0], [run, jctx, self.c64(0), stack_end, ctx, ctx_len,
+                                   self.c64(0), self.c64(0), self.c64(0)], cconv="fastcc")
+        self.meta_store(b, nreg, run, OFF_NREGIONS)
+        self.meta_store(b, ir.Constant(self.ptr, None), run, OFF_ENGINE)
+        st = self.meta_load(b, run, OFF_STATUS, self.i32)
+        is_exit = b.icmp_unsigned("==", st, self.c32(PBR_EXIT))
+        ev = self.meta_load(b, run, OFF_EXIT_VALUE)
+        b.ret(b.select(is_exit, ev, r))
+
+
+class _FuncGen:
+    """One BPF function [start, end) -> one LLVM function."""
+
+    def __init__(self, g: _Gen, start: int, end: int):
+        self.g, self.start, self.end = g, start, end
+        self.f = g.funcs[start]
+        self.ir = g.ir
+
+    def build(self):
+        g, ir = self.g, self.ir
+        f = self.f
+        self.run, self.jctx, self.depth, self.frame, *args = f.args
+        entry = f.append_basic_block("entry")
+        b = self.b = ir.IRBuilder(entry)
+        self.regs = [b.alloca(g.i64, name=f"r{i}") for i in range(11)]
+        for i in range(11):
+            b.store(g.c64(0), self.regs[i])
+        for i, a in enumerate(args):
+            b.store(a, self.regs[i + 1])
+        self.fhi = b.ptrtoint(self.frame, g.i64)
+        self.flo = b.sub(self.fhi, g.c64(PBR_STACK_SIZE))
+        b.store(self.fhi, self.regs[10])
+        self.blocks = {}
+        for pc in range(self.start, self.end):
+            if pc not in g.lddw_second:
+                self.blocks[pc] = f.append_basic_block(f"pc{pc}")
+        self.budget_tick(self.start)
+        b.branch(self.blocks[self.start])
+        pc = self.start
+        while pc < self.end:
+            if pc in g.lddw_second:
+                pc += 1
+                continue
+            b.position_at_end(self.blocks[pc])
+            nxt = self.insn(pc)
+            if nxt is not None:  # fall through
+                if nxt >= self.end:
+                    self.fault(PBR_EINSN, pc)
+                else:
+                    b.branch(self.blocks[nxt])
+            pc += 2 if pc + 1 in g.lddw_second else 1
+
+    # -- registers
+
+    def get(self, r):
+        return self.b.load(self.regs[r])
+
+    def set(self, r, v):
+        if r == 10:
+            raise JitError("r10 is read-only")
+        if v.type != self.g.i64:
+            v = self.b.zext(v, self.g.i64)
+        self.b.store(v, self.regs[r])
+
+    # -- exits
+
+    def fault(self, status, pc, addr=None):
+        g, b = self.g, self.b
+        g.meta_store(b, g.c32(status), self.run, OFF_STATUS)
+        g.meta_store(b, g.c64(pc), self.run, OFF_FAULT_PC)
+        if addr is not None:
+            g.meta_store(b, addr, self.run, OFF_FAULT_ADDR)
+        b.ret(g.c64(0))
+
+    def bail_if(self, cond, status, pc, addr=None):
+        """Stop with `status` when cond holds; continues in a fresh block."""
+        b = self.b
+        bad = self.f.append_basic_block()
+        cont = self.f.append_basic_block()
+        b.cbranch(cond, bad, cont)
+        b.position_at_end(bad)
+        self.fault(status, pc, addr)
+        b.position_at_end(cont)
+
+    def propagate(self):
+        """After a call: stop (returning 0) when the callee set a status."""
+        g, b = self.g, self.b
+        st = g.meta_load(b, self.run, OFF_STATUS, g.i32)
+        bad = self.f.append_basic_block()
+        cont = self.f.append_basic_block()
+        br = b.cbranch(b.icmp_unsigned("!=", st, g.c32(0)), bad, cont)
+        br.set_weights([1, 1000])
+        b.position_at_end(bad)
+        b.ret(g.c64(0))
+        b.position_at_end(cont)
+
+    def budget_tick(self, pc):
+        g, b = self.g, self.b
+        left = g.meta_load(b, self.run, OFF_BUDGET)
+        self.bail_if(b.icmp_unsigned("==", left, g.c64(0)), PBR_EBUDGET, pc)
+        g.meta_store(b, b.sub(left, g.c64(1)), self.run, OFF_BUDGET)
+
+    # -- memory
+
+    def address(self, pc, reg, off, size, perm, ty):
+        """Pointer for [reg+off, +size) after proving or checking it."""
+        g, b = self.g, self.b
+        if reg == 10:
+            at = PBR_STACK_SIZE + off
+            if 0 <= at and at + size <= PBR_STACK_SIZE:
+                return g.field_ptr(b, self.frame, off, ty)
+        addr = b.add(self.get(reg), g.c64(off))
+        lim = size  # a passes [lo, hi) iff lo <= a <= hi - size (hi >= size)
+        ok = self.f.append_basic_block()
+        c1 = self.f.append_basic_block()
+        c2 = self.f.append_basic_block()
+        bad = self.f.append_basic_block()
+        in_frame = b.and_(b.icmp_unsigned(">=", addr, self.flo),
+                          b.icmp_unsigned("<=", addr, b.sub(self.fhi, g.c64(lim))))
+        b.cbranch(in_frame, ok, c1)
+        b.position_at_end(c1)
+        slot = J_CACHE if perm == PBR_PERM_R else J_CACHE + 2
+        clo = g.meta_load(b, self.jctx, slot * 8)
+        chi = g.meta_load(b, self.jctx, (slot + 1) * 8)
+        in_cache = b.and_(b.icmp_unsigned(">=", addr, clo),
+                          b.icmp_unsigned("<=", addr, b.sub(chi, g.c64(lim))))
+        b.cbranch(in_cache, ok, c2).set_weights([1000, 1])
+        b.position_at_end(c2)
+        r = b.call(g.slow_check, [self.run, self.jctx, addr, g.c64(size), g.c32(perm)])
+        b.cbranch(r, ok, bad).set_weights([1000, 1])
+        b.position_at_end(bad)
+        self.fault(PBR_EFAULT, pc, addr)
+        b.position_at_end(ok)
+        return b.inttoptr(addr, ty.as_pointer())
+
+    def load(self, p, ty):
+        v = self.b.load(p, align=1)
+        v.set_metadata("tbaa", self.g.tbaa_bpf)
+        return v
+
+    def store(self, v, p):
+        s = self.b.store(v, p, align=1)
+        s.set_metadata("tbaa", self.g.tbaa_bpf)
+
+    # -- one instruction; returns the fall-through pc or None
+
+    def insn(self, pc):
+        g, b, ins = self.g, self.b, self.g.insns[pc]
+        op = ins.op
+        cls = op & 7
+        if cls in (0x04, 0x07):
+            self.alu(pc, ins, cls == 0x07)
+            return pc + 1
+        if cls in (0x05, 0x06):
+            return self.jmp(pc, ins, cls == 0x06)
+        sizes = {0x00: 4, 0x08: 2, 0x10: 1, 0x18: 8}
+        size = sizes[op & 0x18]
+        ty = self.ir.IntType(size * 8)
+        mode = op & 0xE0
+        if op == 0x18:
+            return self.lddw(pc, ins)
+        if cls == 0x01 and mode in (0x60, 0x80):
+            p = self.address(pc, ins.src, ins.off, size, PBR_PERM_R, ty)
+            v = self.load(p, ty)
+            if size == 8:
+                self.set(ins.dst, v)
+            elif mode == 0x80:
+                self.set(ins.dst, b.sext(v, g.i64))
+            else:
+                self.set(ins.dst, b.zext(v, g.i64))
+            return pc + 1
+        if cls == 0x02 and mode == 0x60:
+            p = self.address(pc, ins.dst, ins.off, size, PBR_PERM_W, ty)
+            self.store(self.ir.Constant(ty, ins.imm & ((1 << (size * 8)) - 1)), p)
+            return pc + 1
+        if cls == 0x03 and mode == 0x60:
+            p = self.address(pc, ins.dst, ins.off, size, PBR_PERM_W, ty)
+            v = self.get(ins.src)
+            self.store(v if size == 8 else b.trunc(v, ty), p)
+            return pc + 1
+        if cls == 0x03 and mode == 0xC0 and size in (4, 8):
+            self.atomic(pc, ins, size, ty)
+            return pc + 1
+        raise JitError(f"insn {pc}: unsupported opcode {op:#04x}")
+
+    def lddw(self, pc, ins):
+        g, b = self.g, self.b
+        hi = g.insns[pc + 1].imm
+        if ins.src == 0:
+            self.set(ins.dst, g.c64((ins.imm & 0xFFFFFFFF) | ((hi & 0xFFFFFFFF) << 32)))
+        elif ins.src in (1, 2):
+            table = g.meta_load(b, self.run, OFF_MAPS if ins.src == 1 else OFF_MAP_VALUES,
+                                g.ptr)
+            v = b.load(g.field_ptr(b, table, ins.imm * 8, g.i64))
+            v.set_metadata("tbaa", g.tbaa_meta)
+            if ins.src == 2:
+                v = b.add(v, g.c64(hi))
+            self.set(ins.dst, v)
+        elif ins.src == 4:
+            self.set(ins.dst, g.c64(pc + 1 + ins.imm))
+        else:
+            raise JitError(f"insn {pc}: unsupported lddw src_reg {ins.src}")
+        return pc + 2
+
+    def atomic(self, pc, ins, size, ty):
+        g, b = self.g, self.b
+        p = self.address(pc, ins.dst, ins.off, size, PBR_PERM_RW, ty)
+        src = self.get(ins.src)
+        val = src if size == 8 else b.trunc(src, ty)
+        ops = {0x00: "add", 0x40: "or", 0x50: "and", 0xA0: "xor"}
+        imm = ins.imm
+        if imm == 0xF1:
+            expected = self.get(0)
+            if size == 4:
+                expected = b.trunc(expected, ty)
+            res = b.cmpxchg(p, expected, val, "seq_cst", "seq_cst")
+            self.set(0, b.extract_value(res, 0))
+        elif imm == 0xE1:
+            self.set(ins.src, b.atomic_rmw("xchg", p, val, "seq_cst"))
+        elif imm & ~1 in ops:
+            old = b.atomic_rmw(ops[imm & ~1], p, val, "seq_cst")
+            if imm & 1:
+                self.set(ins.src, old)
+        else:
+            raise JitError(f"insn {pc}: unsupported atomic operation {imm:#x}")
+
+    def alu(self, pc, ins, is64):
+        g, b, ir = self.g, self.b, self.ir
+        op = ins.op & 0xF0
+        ty = g.i64 if is64 else g.i32
+        bits = 64 if is64 else 32
+
+        def narrow(v):
+            return v if is64 else b.trunc(v, g.i32)
+
+        if op == 0xD0:  # byte swaps
+            v = self.get(ins.dst)
+            width = ins.imm
+            if width not in (16, 32, 64):
+                raise JitError(f"insn {pc}: bad byte swap width {width}")
+            wt = ir.IntType(width)
+            x = v if width == 64 else b.trunc(v, wt)
+            swap = is64 or (ins.op & 0x08)  # bswap, or to-big-endian on this LE host
+            if swap and width > 8:
+                x = b.call(self.bswap(wt), [x])
+            self.set(ins.dst, x)
+            return
+        if ins.op & 0x08:
+            src = narrow(self.get(ins.src))
+        else:
+            src = ir.Constant(ty, ins.imm & ((1 << bits) - 1))
+        if op == 0xB0:  # mov / movsx
+            if ins.off in (8, 16, 32) and (ins.op & 0x08):
+                src = b.sext(b.trunc(src, ir.IntType(ins.off)), ty)
+            elif ins.off:
+                raise JitError(f"insn {pc}: bad mov offset {ins.off}")
+            self.set(ins.dst, src)
+            return
+        dst = narrow(self.get(ins.dst))
+        if op == 0x00:
+            r = b.add(dst, src)
+        elif op == 0x10:
+            r = b.sub(dst, src)
+        elif op == 0x20:
+            r = b.mul(dst, src)
+        elif op in (0x30, 0x90):
+            r = self.divmod(dst, src, ty, op == 0x90, ins.off == 1, pc, ins.off)
+        elif op == 0x40:
+            r = b.or_(dst, src)
+        elif op == 0x50:
+            r = b.and_(dst, src)
+        elif op in (0x60, 0x70, 0xC0):
+            amt = b.and_(src, ir.Constant(ty, bits - 1))
+            r = {0x60: b.shl, 0x70: b.lshr, 0xC0: b.ashr}[op](dst, amt)
+        elif op == 0x80:
+            r = b.neg(dst)
+        elif op == 0xA0:
+            r = b.xor(dst, src)
+        else:
+            raise JitError(f"insn {pc}: unsupported ALU opcode {ins.op:#04x}")
+        self.set(ins.dst, r)
+
+    def divmod(self, a, d, ty, is_mod, signed, pc, off):
+        """RFC 9669: x/0 = 0, x%0 = x; signed INT_MIN/-1 = INT_MIN, INT_MIN%-1 = 0."""
+        b, ir = self.b, self.ir
+        if off not in (0, 1):
+            raise JitError(f"insn {pc}: bad div/mod offset {off}")
+        zero = ir.Constant(ty, 0)
+        one = ir.Constant(ty, 1)
+        is_zero = b.icmp_unsigned("==", d, zero)
+        if not signed:
+            safe = b.select(is_zero, one, d)
+            if is_mod:
+                return b.select(is_zero, a, b.urem(a, safe))
+            return b.select(is_zero, zero, b.udiv(a, safe))
+        minus1 = b.icmp_signed("==", d, ir.Constant(ty, -1))
+        safe = b.select(b.or_(is_zero, minus1), one, d)
+        if is_mod:
+            r = b.srem(a, safe)
+            r = b.select(minus1, zero, r)
+            return b.select(is_zero, a, r)
+        r = b.sdiv(a, safe)
+        r = b.select(minus1, b.neg(a), r)
+        return b.select(is_zero, zero, r)
+
+    def bswap(self, wt):
+        name = f"llvm.bswap.i{wt.width}"
+        if name in self.g.mod.globals:
+            return self.g.mod.globals[name]
+        return self.ir.Function(self.g.mod, self.ir.FunctionType(wt, [wt]), name=name)
+
+    def jmp(self, pc, ins, is32):
+        g, b, ir = self.g, self.b, self.ir
+        op = ins.op & 0xF0
+        if op == 0x90:  # exit
+            b.ret(self.get(0))
+            return None
+        if op == 0x80:
+            self.call(pc, ins)
+            return pc + 1
+        if op == 0x00:  # ja / gotol (JMP32 class: 32-bit offset in imm)
+            tgt = pc + 1 + (ins.imm if is32 else ins.off)
+            self.goto(pc, tgt)
+            return None
+        tgt = pc + 1 + ins.off
+        ty = g.i32 if is32 else g.i64
+        a = self.get(ins.dst)
+        if is32:
+            a = b.trunc(a, g.i32)
+        if ins.op & 0x08:
+            c = self.get(ins.src)
+            if is32:
+                c = b.trunc(c, g.i32)
+        else:
+            c = ir.Constant(ty, ins.imm & ((1 << ty.width) - 1))
+        conds = {0x10: ("u", "=="), 0x20: ("u", ">"), 0x30: ("u", ">="), 0x50: ("u", "!="),
+                 0x60: ("s", ">"), 0x70: ("s", ">="), 0xA0: ("u", "<"), 0xB0: ("u", "<="),
+                 0xC0: ("s", "<"), 0xD0: ("s", "<=")}
+        if op == 0x40:
+            cond = b.icmp_unsigned("!=", b.and_(a, c), ir.Constant(ty, 0))
+        elif op in conds:
+            kind, rel = conds[op]
+            cond = (b.icmp_unsigned if kind == "u" else b.icmp_signed)(rel, a, c)
+        else:
+            raise JitError(f"insn {pc}: unsupported jump opcode {ins.op:#04x}")
+        taken = self.f.append_basic_block()
+        b.cbranch(cond, taken, self.blocks[self.check_target(pc, pc + 1)])
+        b.position_at_end(taken)
+        self.goto(pc, tgt)
+        return None
+
+    def check_target(self, pc, t):
+        if not self.start <= t < self.end or t in self.g.lddw_second:
+            raise JitError(f"insn {pc}: jump to {t} leaves the function "
+                           f"[{self.start}, {self.end})")
+        return t
+
+    def goto(self, pc, t):
+        self.check_target(pc, t)
+        if t <= pc:  # back-edge: spend budget so endless loops stop
+            self.budget_tick(pc)
+        self.b.branch(self.blocks[t])
+
+    def call(self, pc, ins):
+        g, b = self.g, self.b
+        if ins.src == 1:  # BPF-to-BPF
+            tgt = pc + 1 + ins.imm
+            depth = b.add(self.depth, g.c64(1))
+            self.bail_if(b.icmp_unsigned(">=", depth, g.c64(PBR_MAX_CALL_DEPTH)),
+                         PBR_EDEPTH, pc)
+            fp = b.gep(self.frame, [g.c64(-PBR_STACK_SIZE)])
+            r = b.call(g.funcs[tgt], [self.run, self.jctx, depth, fp] +
+                       [self.get(i) for i in range(1, 6)], cconv="fastcc")
+            self.propagate()
+            self.set(0, r)
+            return
+        if ins.src == 0 and not (ins.op & 0x08):
+            if not 0 <= ins.imm < PBR_MAX_HELPERS:
+                self.fault(PBR_EHELPER, pc)
+                b.position_at_end(self.f.append_basic_block())  # unreachable rest
+                return
+            idx = g.c64(ins.imm)
+        elif ins.op & 0x08:  # callx: helper id in dst (conformance suite)
+            idx = self.get(ins.dst)
+            self.bail_if(b.icmp_unsigned(">=", idx, g.c64(PBR_MAX_HELPERS)), PBR_EHELPER, pc)
+        else:
+            raise JitError(f"insn {pc}: unsupported call kind src={ins.src}")
+        table = g.meta_load(b, self.run, OFF_HELPERS, g.ptr)
+        fp = b.load(g.field_ptr(b, table, b.mul(idx, g.c64(8)), g.helper_ty.as_pointer()))
+        fp.set_metadata("tbaa", g.tbaa_meta)
+        self.bail_if(b.icmp_unsigned("==", b.ptrtoint(fp, g.i64), g.c64(0)), PBR_EHELPER, pc)
+        g.meta_store(b, self.depth, self.jctx, J_DEPTH * 8)
+        g.meta_store(b, g.c64(pc), self.run, OFF_FAULT_PC)  # a faulting callback overwrites it
+        r = b.call(fp, [self.get(i) for i in range(1, 6)] + [self.run])
+        # helpers may change regions: forget the cache
+        for k, v in ((0, EMPTY_LO), (1, EMPTY_HI), (2, EMPTY_LO), (3, EMPTY_HI)):
+            g.meta_store(b, g.c64(v), self.jctx, (J_CACHE + k) * 8)
+        st = g.meta_load(b, self.run, OFF_STATUS, g.i32)
+        bad = self.f.append_basic_block()
+        cont = self.f.append_basic_block()
+        b.cbranch(b.icmp_unsigned("!=", st, g.c32(0)), bad, cont).set_weights([1, 1000])
+        b.position_at_end(bad)
+        # PBR_EXIT unwinds with run->exit_value (the entry returns it)
+        b.ret(g.c64(0))
+        b.position_at_end(cont)
+        self.set(0, r)
+
+
+# ---------------------------------------------------------------- object -> blob
+
+_FN_ATTRS = 'attributes #90 = { nounwind "no-jump-tables"="true" "no-builtins" ' \
+            '"frame-pointer"="none" }'
+
+
+def _add_attrs(ir_text: str) -> str:
+    out = []
+    for line in ir_text.splitlines():
+        if line.startswith("define "):
+            line = line.replace(")\n", ")").rstrip()
+            if line.endswith("{"):
+                line = line[:-1].rstrip() + " #90 {"
+        out.append(line)
+    out.append(_FN_ATTRS)
+    return "\n".join(out) + "\n"
+
+
+def _link(obj: bytes, entry_name: str) -> tuple[bytes, int]:
+    """Lays out the object's allocated sections in one blob and applies its relocations,
+    accepting only PC-relative ones between those sections (no absolute addresses, no
+    external symbols), so the blob runs at any address."""
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.relocation import RelocationSection
+    elf = ELFFile(io.BytesIO(obj))
+    layout, blob = {}, bytearray()
+    for idx, sec in enumerate(elf.iter_sections()):
+        if sec["sh_flags"] & 0x2 and sec["sh_type"] in ("SHT_PROGBITS", "SHT_NOBITS") \
+                and sec["sh_size"]:
+            align = max(sec["sh_addralign"], 1)
+            blob.extend(b"\0" * (-len(blob) % align))
+            layout[idx] = len(blob)
+            data = sec.data() if sec["sh_type"] == "SHT_PROGBITS" else b"\0" * sec["sh_size"]
+            blob.extend(data)
+    symtab = elf.get_section_by_name(".symtab")
+    entry = None
+    for sym in symtab.iter_symbols():
+        if sym.name == entry_name:
+            entry = layout[sym["st_shndx"]] + sym["st_value"]
+    if entry is None:
+        raise JitError("entry symbol missing from the object")
+    for sec in elf.iter_sections():
+        if not isinstance(sec, RelocationSection):
+            continue
+        target = sec["sh_info"]
+        if target not in layout:
+            continue  # debug info etc.
+        for rel in sec.iter_relocations():
+            sym = symtab.get_symbol(rel["r_info_sym"])
+            rtype = rel["r_info_type"]
+            shndx = sym["st_shndx"]
+            if not isinstance(shndx, int) or shndx not in layout:
+                raise JitError(f"generated code refers to external symbol {sym.name!r}")
+            if rtype not in (2, 4):  # R_X86_64_PC32, R_X86_64_PLT32
+                raise JitError(f"generated code needs relocation type {rtype} "
+                               f"(not position independent)")
+            s = layout[shndx] + sym["st_value"]
+            p = layout[target] + rel["r_offset"]
+            v = s + rel["r_addend"] - p
+            if not -2**31 <= v < 2**31:
+                raise JitError("relocation out of range")
+            struct.pack_into("<i", blob, p, v)
+    return bytes(blob), entry
+
+
+def jit_compile(insns: bytes, opt: int = 3) -> JitCode:
+    """Compiles a verified, prepared program (8-byte slots) to position-independent x86-64
+    code. Raises JitError when it cannot (the caller falls back to the interpreter)."""
+    import llvmlite.binding as llvm
+    decoded = _decode(bytes(insns))
+    if not decoded:
+        raise JitError("empty program")
+    try:
+        mod = _Gen(decoded).build()
+    except (KeyError, IndexError) as e:  # malformed fields the verifier should have refused
+        raise JitError(f"cannot translate program: {e!r}") from None
+    text = _add_attrs(str(mod))
+    with _llvm_lock:
+        tm = _target_machine()
+        try:
+            m = llvm.parse_assembly(text)
+            m.verify()
+        except RuntimeError as e:
+            raise JitError(f"LLVM rejected the generated IR: {e}") from None
+        pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+        pb = llvm.create_pass_builder(tm, pto)
+        pb.getModulePassManager().run(m, pb)
+        obj = tm.emit_object(m)
+    code, entry = _link(obj, "pbr_jit_entry")
+    return JitCode(code, entry, text)
+
+
+class JitProgram:
+    """JIT code placed in executable memory of this process (mmap RW, copy, mprotect RX)."""
+
+    PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+    MAP_PRIVATE, MAP_ANONYMOUS = 0x02, 0x20
+
+    def __init__(self, code: JitCode):
+        f = ffi()
+        self.code = code
+        self.size = max(len(code.code), 1)
+        mem = _libc.mmap(f.NULL, self.size, self.PROT_READ | self.PROT_WRITE,
+                         self.MAP_PRIVATE | self.MAP_ANONYMOUS, -1, 0)
+        if int(f.cast("intptr_t", mem)) == -1:
+            raise JitError("mmap of executable memory failed")
+        f.memmove(mem, code.code, len(code.code))
+        if _libc.mprotect(mem, self.size, self.PROT_READ | self.PROT_EXEC) != 0:
+            _libc.munmap(mem, self.size)
+            raise JitError("mprotect(PROT_EXEC) failed")
+        self._mem = mem
+        self.address = int(f.cast("uintptr_t", mem)) + code.entry
+        #: cffi function pointer `pbr_jit_fn` (also usable from C through `address`)
+        self.fn = f.cast("pbr_jit_fn", self.address)
+
+    def run(self, run, ctx: int, ctx_len: int) -> int:
+        """Runs once; `run` is a `struct pbr_run *` (cdata of any FFI, or an address)."""
+        f = ffi()
+        if not isinstance(run, int):
+            run = int(f.cast("uintptr_t", run))
+        return self.fn(f.cast("struct pbr_run *", run), ctx, ctx_len)
+
+    def close(self):
+        if self._mem is not None:
+            self.fn = None
+            _libc.munmap(self._mem, self.size)
+            self._mem = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def try_jit(insns: bytes, name: str = "") -> JitProgram | None:
+    """JIT-compiles, or warns and returns None so the caller uses the interpreter."""
+    try:
+        return JitProgram(jit_compile(insns))
+    except (JitError, ImportError, OSError) as e:
+        warnings.warn(f"prog '{name}': JIT unavailable, using the interpreter: {e}",
+                      RuntimeWarning, stacklevel=2)
+        return None
+
+
+def jit_vm(insns, **kw):
+    """Like ``vm.Vm(insns, ...)`` (same helpers/maps/regions/budget handling and errors) but
+    each call runs the JIT code."""
+    from . import vm as _vm
+
+    class JitVm(_vm.Vm):
+        def __init__(self, insns, **kw):
+            super().__init__(insns, **kw)
+            self.jit = JitProgram(jit_compile(_vm._slots(insns)))
+
+        def __call__(self, mem=b"", ctx=None, ctx_len=None):
+            f = _vm.ffi()
+            run = self.run
+            run.nregions = self._base_regions
+            run.status = _vm.PBR_OK
+            run.budget = self.budget
+            self._pending = None
+            self._cur_run = run
+            buf = None
+            if ctx is None:
+                size = len(mem)
+                buf = f.new("uint8_t[]", max(size, 1))
+                f.memmove(buf, bytes(mem), size)
+                ctx = int(f.cast("uintptr_t", buf)) if size else 0
+                ctx_len = size
+                if size:
+                    _vm.lib().pbr_add_region(run, ctx, size, _vm.PBR_PERM_RW)
+            r0 = self.jit.run(run, ctx, ctx_len or 0)
+            if buf is not None and isinstance(mem, bytearray) and len(mem):
+                mem[:] = f.buffer(buf, len(mem))
+            if self._pending is not None:
+                raise self._pending
+            st = run.status
+            if st in (_vm.PBR_OK, _vm.PBR_EXIT):
+                return r0
+            msg = (f"prog '{self.name}': {_vm.REASONS.get(st, f'status {st}')} "
+                   f"at insn {run.fault_pc} (jit)")
+            if st == _vm.PBR_EFAULT:
+                msg += f" (address {run.fault_addr:#x})"
+            e = _vm.RuntimeFault(msg)
+            e.status, e.pc, e.addr = st, run.fault_pc, run.fault_addr
+            raise e
+
+    return JitVm(insns, **kw)
