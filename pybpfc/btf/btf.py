@@ -401,7 +401,8 @@ class BTF:
             et = self[t.type]
             while et.kind in (KIND_CONST, KIND_VOLATILE, KIND_TYPE_TAG):
                 et = self[et.type]
-            if et.kind == KIND_INT and et.size == 1 and et.name in ("char", "signed char", "unsigned char"):
+            # Str[N] is spelled char[N]; other byte arrays (__u8[N], unsigned char[N]) stay lists.
+            if et.kind == KIND_INT and et.size == 1 and et.name == "char":
                 return L.Str[t.nelems]
             elem = self.to_lang_type(t.type)
             if elem is None:
@@ -531,13 +532,16 @@ class BTF:
                 if t.size != section_sizes[sec]:
                     t.size, changed = section_sizes[sec], True
             else:
+                # No ELF section: extern .kconfig/.ksyms variables. Like libbpf, .ksyms entries
+                # become int VARs (kfuncs included: a DATASEC may hold only VARs) and all become
+                # allocated VARs laid out back to back.
+                ksyms = sec == ".ksyms"
                 off = 0
                 for m in t.members:
                     v = self[m.type]
-                    if v.kind == KIND_FUNC:
+                    if v.kind == KIND_FUNC or (ksyms and v.kind == KIND_VAR):
                         if int_id is None:
                             int_id = self._int_type_id()
-                        # The kernel wants VARs only in a DATASEC: stand an int in for the function.
                         v.kind, v.type, v.linkage, v.vlen = KIND_VAR, int_id, VAR_GLOBAL_ALLOCATED, 0
                     elif v.kind == KIND_VAR and v.linkage == VAR_GLOBAL_EXTERN:
                         v.linkage = VAR_GLOBAL_ALLOCATED

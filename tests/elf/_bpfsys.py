@@ -33,13 +33,13 @@ def btf_load(raw: bytes, log_size=1 << 20):
         return -e.errno, log.value.decode(errors="replace")
 
 
-def map_create(m, btf_fd=0):
+def map_create(m, btf_fd=0, inner_fd=0):
     # map_type, key_size, value_size, max_entries, map_flags, inner_map_fd, numa_node, map_name[16],
     # map_ifindex, btf_fd, btf_key_type_id, btf_value_type_id
     name = m.name.lstrip(".").encode()[:15].ljust(16, b"\0")
     kid, vid = (m.btf_key_type_id, m.btf_value_type_id) if btf_fd else (0, 0)
     attr = struct.pack("<IIIIIII16sIIII", m.type, m.key_size, m.value_size, m.max_entries or 1,
-                       m.flags, 0, 0, name, 0, btf_fd if kid or vid else 0, kid, vid)
+                       m.flags, inner_fd, 0, name, 0, btf_fd if kid or vid else 0, kid, vid)
     return bpf(U.BPF_MAP_CREATE, attr.ljust(128, b"\0"))
 
 

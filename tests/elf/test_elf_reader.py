@@ -13,8 +13,9 @@ HERE = os.path.dirname(__file__)
 OBJ = os.path.join(HERE, "..", "objects")
 MAPS = os.path.join(OBJ, "maps.bpf.o")
 PROGS = os.path.join(OBJ, "progs.bpf.o")
+KINDS = os.path.join(OBJ, "kinds.bpf.o")
 BENCH = "/work/shared/bench/vm/bench.bpf.o"
-ALL = [MAPS, PROGS] + ([BENCH] if os.path.exists(BENCH) else [])
+ALL = [MAPS, PROGS, KINDS] + ([BENCH] if os.path.exists(BENCH) else [])
 
 sys.path.insert(0, HERE)
 import _bpfsys  # noqa: E402
@@ -176,13 +177,21 @@ def test_bench_object():
 
 @pytest.mark.parametrize("path", ALL, ids=os.path.basename)
 def test_deterministic(path):
-    a, b = read_elf(path), read_elf(open(path, "rb").read())
-    assert a.programs == b.programs
+    a = read_elf(path)
+    with open(path, "rb") as f:
+        b = read_elf(f.read(), source=path)
+    with open(path, "rb") as f:
+        c = read_elf(f)
+    assert a == b == c
     assert a.btf.raw == b.btf.raw
-    assert [(n, m.type, m.key_size, m.value_size, m.max_entries, m.flags, m.data, m.contents,
-             m.btf_key_type_id, m.btf_value_type_id, sorted(m.variables)) for n, m in a.maps.items()] == \
-        [(n, m.type, m.key_size, m.value_size, m.max_entries, m.flags, m.data, m.contents,
-          m.btf_key_type_id, m.btf_value_type_id, sorted(m.variables)) for n, m in b.maps.items()]
+    assert a.copy() == a
+
+
+def test_externs_are_refused_clearly():
+    from pybpfc.errors import ELFError
+
+    with pytest.raises(ELFError, match=r"prog 'uses_externs': call to extern function 'bpf_rcu_read_lock'"):
+        read_elf(os.path.join(OBJ, "externs.bpf.o"))
 
 
 @root
@@ -198,9 +207,12 @@ def test_kernel_accepts_btf_and_programs(path):
             if m.type == U.BPF_MAP_TYPE_PERF_EVENT_ARRAY and not m.max_entries:
                 m.max_entries = os.cpu_count()
             # queue/stack/ringbuf maps take no key/value BTF (libbpf drops it the same way)
-            with_btf = btf_fd if m.btf_key_type_id else 0
-            maps[n] = _bpfsys.map_create(m, with_btf)
+            with_btf = btf_fd if m.btf_key_type_id and m.type != U.BPF_MAP_TYPE_HASH_OF_MAPS else 0
+            inner = _bpfsys.map_create(m.inner_map) if m.inner_map else 0
+            maps[n] = _bpfsys.map_create(m, with_btf, inner)
             fds.append(maps[n])
+            if inner:
+                os.close(inner)
         for n, p in s.programs.items():
             fd, log = _bpfsys.prog_load(p, maps, btf_fd)
             assert fd >= 0, f"{n}: {log}"
@@ -208,3 +220,50 @@ def test_kernel_accepts_btf_and_programs(path):
     finally:
         for fd in fds + [btf_fd]:
             os.close(fd)
+
+
+def test_kinds_object_corners():
+    s = read_elf(KINDS)
+    assert s.kern_version == 0x060C00
+    lg = s.maps["legacy_hash"]
+    assert (lg.section, lg.type, lg.key_size, lg.value_size, lg.max_entries) == ("maps", U.BPF_MAP_TYPE_HASH, 4, 8, 42)
+    outer = s.maps["outer"]
+    assert outer.type == U.BPF_MAP_TYPE_HASH_OF_MAPS and outer.value_size == 4
+    im = outer.inner_map
+    assert (im.type, im.key_size, im.value_size, im.max_entries) == (U.BPF_MAP_TYPE_ARRAY, 4, 4, 3)
+    assert outer.contents == [(struct.pack("<I", 2), "inner_a")]
+    cu = s.maps[".data.custom"]
+    assert not cu.readonly and cu.variables["custom_var"][:2] == (0, 4)
+    assert struct.unpack("<i", cu.data)[0] == 5
+    st = s.maps[".rodata.str1.1"]
+    assert st.readonly and st.data == b"a literal string\0"
+    p = s.programs["frag_prog"]
+    assert p.type == U.BPF_PROG_TYPE_XDP and p.flags & U.BPF_F_XDP_HAS_FRAGS
+    assert {(r.kind, r.target) for r in p.relocations} == {
+        ("map", "legacy_hash"), ("map", "outer"), ("map_value", ".data.custom"), ("map", "records"), ("func", "cb")}
+    sl = s.programs["sleepy"]
+    assert sl.sleepable and sl.flags & U.BPF_F_SLEEPABLE and sl.kind == "uprobe"
+    assert ("map_value", ".rodata.str1.1") in {(r.kind, r.target) for r in sl.relocations}
+    # the callback is referenced from the subprogram sum_to, linked into both programs
+    for prog in (p, sl):
+        names = [s.btf[t].name for _, t in prog.func_info]
+        assert names[1:] == ["sum_to", "cb"]
+
+
+def test_kinds_record_type():
+    s = read_elf(KINDS)
+    R = s.maps["records"].value_type
+    assert R is s.types["record"] and R._size == 88
+    f = {n: (t, o) for n, t, o in R._fields_}
+    from pybpfc.lang.types import i16, i32
+    assert f["c"] == (i32, 0)             # enum with a negative value: signed
+    assert f["b"] == (u64, 8)             # ENUM64
+    assert f["ratio"] == (u64, 16) and f["f"] == (u32, 24)   # FLOAT as raw bits
+    assert f["u"][1] == 28 and f["u"][0]._size == 8          # union: its largest member
+    assert f["lo"] == (u16, 36) and f["hi"] == (u16, 38)     # anonymous struct flattened
+    assert "flag_a" not in f and "flag_b" not in f           # bitfields are skipped
+    assert f["n"] == (u32, 44)            # const volatile typedef
+    assert f["uptr"] == (u64, 48)         # pointer through a TYPE_TAG
+    assert f["name"] == (Str[12], 64) and f["matrix"] == (Array[Array[i16, 3], 2], 76)
+    r = R(c=-1, b=0x1234567890, name=b"x", matrix=[[1, 2, 3], [4, 5, 6]])
+    assert R._unpack(R._pack(r)) == r
