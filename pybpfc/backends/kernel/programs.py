@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
+import os
 import re
 import struct
 from typing import Optional
@@ -25,6 +26,8 @@ PACKET_TYPES = {U.BPF_PROG_TYPE_SOCKET_FILTER, U.BPF_PROG_TYPE_SCHED_CLS, U.BPF_
                 U.BPF_PROG_TYPE_XDP, U.BPF_PROG_TYPE_CGROUP_SKB, U.BPF_PROG_TYPE_LWT_IN,
                 U.BPF_PROG_TYPE_LWT_OUT, U.BPF_PROG_TYPE_LWT_XMIT, U.BPF_PROG_TYPE_LWT_SEG6LOCAL,
                 U.BPF_PROG_TYPE_FLOW_DISSECTOR, U.BPF_PROG_TYPE_SK_LOOKUP}
+# Runners that refuse repeat/data/ctx_out (net/bpf/test_run.c): raw_tp, tracing, syscall.
+NO_REPEAT_TYPES = {U.BPF_PROG_TYPE_RAW_TRACEPOINT, U.BPF_PROG_TYPE_TRACING, U.BPF_PROG_TYPE_SYSCALL}
 SKB_TYPES = PACKET_TYPES - {U.BPF_PROG_TYPE_XDP, U.BPF_PROG_TYPE_SK_LOOKUP}
 ETH_HLEN = 14
 
@@ -96,23 +99,23 @@ def source_of_insn(spec, idx: int):
     return best
 
 
+_NOISE = ("processed ", "verification time", "stack depth", "mark_precise", "from ", "; ")
+
+
 def _summary(log: str) -> tuple[str, Optional[int]]:
-    """(the verifier's reason, index of the last instruction it reported)."""
+    """(the verifier's reason: the lines after the last instruction it printed, index of
+    that instruction)."""
     lines = [l for l in log.splitlines() if l.strip()]
-    last_insn = None
-    for l in lines:
+    last_insn, last_at = None, -1
+    for i, l in enumerate(lines):
         m = _INSN_RE.match(l)
         if m:
-            last_insn = int(m.group(1))
-    reason = ""
-    for l in reversed(lines):
-        if l.startswith("processed ") or l.startswith("verification time") or \
-                l.startswith("stack depth") or l.startswith("; ") or _INSN_RE.match(l) or \
-                l.startswith("mark_precise") or l.startswith("from ") or re.match(r"^\d+: R\d", l):
-            continue
-        reason = l.strip()
-        break
-    return reason, last_insn
+            last_insn, last_at = int(m.group(1)), i
+    tail = [l.strip() for l in lines[last_at + 1:]
+            if not l.startswith(_NOISE) and not re.match(r"^\d+: R\d", l)]
+    if not tail:  # e.g. a log that ends in register state dumps only
+        tail = [l.strip() for l in lines if not l.startswith(_NOISE)][-1:]
+    return "; ".join(tail), last_insn
 
 
 class KernelProgram(RawProgram):
@@ -131,6 +134,17 @@ class KernelProgram(RawProgram):
                  data_size_out: Optional[int] = None) -> TestRunResult:
         t = self.spec.type
         data = bytes(data or b"")
+        if t in NO_REPEAT_TYPES:
+            # These runners take no data and no repeat; syscall programs write ctx back in place.
+            if data:
+                raise LoadError(f"{self._subject}: {PROG_TYPE_NAMES.get(t)} programs take no packet data in test_run (use ctx=)")
+            try:
+                retval, _, cout, dur = sc.prog_test_run(self.fd, b"", 0, ctx, 0, 0,
+                                                        ctx_inout=(t == U.BPF_PROG_TYPE_SYSCALL),
+                                                        subject=self._subject)
+            except LoadError as e:
+                raise self._run_error(e) from None
+            return TestRunResult(retval=retval, data=b"", ctx=cout, duration_ns=dur)
         if t in PACKET_TYPES:
             if t in SKB_TYPES and len(data) < ETH_HLEN:
                 raise LoadError(f"{self._subject}: test_run of a {PROG_TYPE_NAMES.get(t)} program "
@@ -144,17 +158,21 @@ class KernelProgram(RawProgram):
             retval, dout, cout, dur = sc.prog_test_run(self.fd, data, data_size_out, ctx, ctx_out,
                                                        max(1, repeat), subject=self._subject)
         except LoadError as e:
-            err = getattr(e, "errno", 0)
-            if err in (ENOTSUPP, _errno.EOPNOTSUPP):
-                raise NotSupportedError(f"{self._subject}: this kernel cannot test-run "
-                                        f"{PROG_TYPE_NAMES.get(t, t)} programs") from None
-            if err == _errno.EINVAL:
-                raise LoadError(f"{e} (the kernel rejected the data/ctx given to this "
-                                f"{PROG_TYPE_NAMES.get(t, t)} program)") from None
-            raise
+            raise self._run_error(e) from None
         if retval >= 1 << 31 and t in (U.BPF_PROG_TYPE_SCHED_CLS, U.BPF_PROG_TYPE_SCHED_ACT):
             retval -= 1 << 32  # TC_ACT_UNSPEC is -1
         return TestRunResult(retval=retval, data=dout, ctx=cout, duration_ns=dur)
+
+    def _run_error(self, e):
+        t = self.spec.type
+        err = getattr(e, "errno", 0)
+        if err in (ENOTSUPP, _errno.EOPNOTSUPP):
+            return NotSupportedError(f"{self._subject}: this kernel cannot test-run "
+                                     f"{PROG_TYPE_NAMES.get(t, t)} programs")
+        if err == _errno.EINVAL:
+            return LoadError(f"{e} (the kernel rejected the data/ctx given to this "
+                             f"{PROG_TYPE_NAMES.get(t, t)} program)")
+        return e
 
     def pin(self, path: str) -> None:
         sc.obj_pin(self.fd, path, self._subject)
@@ -194,10 +212,6 @@ def load_program(spec, maps: dict, btf_fd: int = -1, attach_btf_id: int = 0,
     fd, _ = sc.prog_load(spec.type, insns, **kw)
     if fd >= 0:
         return KernelProgram(fd, spec, spec.name)
-    first_err = -fd
-    if first_err == _errno.EPERM:
-        raise LoadError(f"{subject}: program load failed: Operation not permitted (needs root or "
-                        f"CAP_BPF + CAP_PERFMON)")
     # Retry with the verifier log on, growing the buffer until the whole log fits.
     size, log = LOG_START, ""
     while True:
@@ -212,20 +226,28 @@ def load_program(spec, maps: dict, btf_fd: int = -1, attach_btf_id: int = 0,
         break
     err = -fd
     if not log.strip():
+        if err == _errno.EPERM and attach_btf_id and os.geteuid() == 0:
+            # Root, a valid BTF target and no log: the kernel cannot trampoline (e.g. built
+            # without function tracing); nothing in the program can fix that.
+            raise NotSupportedError(f"{subject}: this kernel refused to load {spec.kind or 'tracing'} "
+                                    f"programs (Operation not permitted with no verifier log; the "
+                                    f"kernel likely lacks ftrace/trampoline support)")
         what = "program load"
         if err == _errno.EINVAL:
             hint = (f" (program type {PROG_TYPE_NAMES.get(spec.type, spec.type)}, expected "
                     f"attach type {spec.expected_attach_type}: the kernel may not support it)")
+        elif err == _errno.EPERM:
+            hint = " (needs root, or CAP_BPF with CAP_PERFMON/CAP_NET_ADMIN for this type)"
         else:
             hint = ""
         raise sc.make_error(err, U.BPF_PROG_LOAD, subject, what=what + hint)
     reason, last = _summary(log)
-    where = ""
+    where, src = "", ""
     if last is not None:
         li = source_of_insn(spec, last)
-        if li is not None:
-            where = f" at {li.file}:{li.line}:{li.col}" + (f" ({li.source.strip()})" if li.source else "")
-        where += f" (insn {last})"
+        where = f" at {li.file}:{li.line}:{li.col} (insn {last})" if li else f" at insn {last}"
+        if li is not None and li.source:
+            src = f"\n    {li.source.strip()}"
     annotated = annotate_log(log, spec)
-    raise VerifierError(f"{subject}: rejected by the verifier{where}: {reason or sc.errno_text(err)}",
-                        annotated)
+    raise VerifierError(f"{subject}: rejected by the verifier{where}: "
+                        f"{reason or sc.errno_text(err)}{src}\nverifier log:", annotated)

@@ -455,8 +455,9 @@ def btf_load(data: bytes, log_level: int = 0, log_size: int = 0) -> tuple[int, s
 
 def prog_test_run(fd: int, data: bytes = b"", data_size_out: int = 0, ctx: Optional[bytes] = None,
                   ctx_size_out: int = 0, repeat: int = 1, flags: int = 0, cpu: int = 0,
-                  batch_size: int = 0, subject: str = ""):
-    """BPF_PROG_TEST_RUN: (retval, data_out, ctx_out, duration_ns)."""
+                  batch_size: int = 0, subject: str = "", ctx_inout: bool = False):
+    """BPF_PROG_TEST_RUN: (retval, data_out, ctx_out, duration_ns). `ctx_inout`: the kernel
+    writes the context back into the input buffer (BPF_PROG_TYPE_SYSCALL)."""
     din = _buf(data) if data else None
     dout = ctypes.create_string_buffer(data_size_out) if data_size_out else None
     cin = _buf(ctx) if ctx else None
@@ -470,11 +471,13 @@ def prog_test_run(fd: int, data: bytes = b"", data_size_out: int = 0, ctx: Optio
     if r == -_errno.ENOSPC and dout is not None:
         # data_out too small: the kernel still reports the full size; retry once with it.
         return prog_test_run(fd, data, a.data_size_out, ctx, ctx_size_out, repeat, flags, cpu,
-                             batch_size, subject)
+                             batch_size, subject, ctx_inout)
     if r < 0:
         raise make_error(-r, uapi.BPF_PROG_TEST_RUN, subject, what="test run")
     d = dout.raw[:a.data_size_out] if dout is not None else b""
     c = cout.raw[:a.ctx_size_out] if cout is not None else b""
+    if ctx_inout and cin is not None:
+        c = cin.raw[:len(ctx)]
     return a.retval, d, c, a.duration
 
 
