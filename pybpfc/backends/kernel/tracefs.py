@@ -119,3 +119,33 @@ def parse_trace_line(line: str) -> tuple[str, str]:
         head, _, msg = line.rpartition(": ")
     task = head.strip().split(" ", 1)[0] if head.strip() else ""
     return task, msg
+
+
+class TracePipe:
+    """Non-blocking reader of trace_pipe with a file descriptor for select/epoll loops."""
+
+    def __init__(self):
+        self.fd = os.open(os.path.join(root(), "trace_pipe"),
+                          os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._buf = b""
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def read_lines(self) -> list[str]:
+        """Every complete line available now (never blocks)."""
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self._buf += chunk
+        *lines, self._buf = self._buf.split(b"\n")
+        return [x.decode(errors="replace") for x in lines]
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
