@@ -18,6 +18,7 @@ struct vm {
     uint8_t *stack;      /* PBR_MAX_CALL_DEPTH frames; frame d ends at stack_end - d*512 */
     uint8_t *stack_end;
     int depth;           /* frame running when a helper was called (for invoke) */
+    uint32_t stack_region; /* index in run->regions; empty except during helper calls */
 };
 
 struct frame {
@@ -416,7 +417,14 @@ do_helper_id:
     run->budget = budget;
     run->fault_pc = pc; /* a callback that faults inside the helper overwrites it */
     vm->depth = depth;
-    r[0] = run->helpers[id](r[1], r[2], r[3], r[4], r[5], run);
+    {
+        /* the stack region opens for the helper: the live frames only */
+        struct pbr_region *sr = &run->regions[vm->stack_region];
+        uint64_t saved = sr->start;
+        sr->start = stack_lo;
+        r[0] = run->helpers[id](r[1], r[2], r[3], r[4], r[5], run);
+        sr->start = saved;
+    }
     budget = run->budget;
     if (unlikely(run->status != PBR_OK)) {
         if (run->status == PBR_EXIT)
@@ -484,7 +492,7 @@ uint64_t pbr_vm_exec(const uint64_t *insns, uint32_t n, struct pbr_run *run, uin
                      uint64_t ctx_len)
 {
     _Alignas(16) uint8_t stack[PBR_MAX_CALL_DEPTH * PBR_STACK_SIZE];
-    struct vm vm = {insns, n, run, stack, stack + sizeof(stack), 0};
+    struct vm vm = {insns, n, run, stack, stack + sizeof(stack), 0, 0};
     /* Only the last frame is cleared: programs the verifier accepted never read
      * uninitialised stack, and clearing 4 KiB per run would cost more than small programs. */
     memset(stack + sizeof(stack) - PBR_STACK_SIZE, 0, PBR_STACK_SIZE);
@@ -501,11 +509,21 @@ uint64_t pbr_vm_exec(const uint64_t *insns, uint32_t n, struct pbr_run *run, uin
         run->engine = NULL;
         return 0;
     }
-    /* The stack is a region for the run so helpers given stack pointers can check them
-     * with pbr_check_access like any other memory; regions added during the run (by helpers)
-     * are dropped with it. */
+    /* The live stack frames are a region while a helper runs, so helpers given stack
+     * pointers check them with pbr_check_access like any other memory; between helper calls
+     * the region is empty (start == end) so the program itself only reaches its live frames
+     * through the fast path. Regions added during the run (by helpers) are dropped with it. */
     uint32_t nregions = run->nregions;
-    pbr_add_region(run, (uint64_t)stack, sizeof(stack), PBR_PERM_RW);
+    if (nregions >= PBR_MAX_REGIONS) {
+        run->status = PBR_EFAULT;
+        run->fault_pc = 0;
+        run->engine = NULL;
+        return 0;
+    }
+    vm.stack_region = nregions;
+    run->regions[nregions] = (struct pbr_region){(uint64_t)vm.stack_end, (uint64_t)vm.stack_end,
+                                                 PBR_PERM_RW, 0};
+    run->nregions = nregions + 1;
     uint64_t args[6] = {0, ctx, ctx_len, 0, 0, 0};
     uint64_t ret = interp(&vm, 0, args, 0);
     run->nregions = nregions;

@@ -9,6 +9,7 @@ and the instruction; refused programs raise pybpfc.errors.VerifierError ("insn N
 """
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Callable, Iterable, NamedTuple
 
@@ -168,9 +169,16 @@ class Vm:
         self._base_regions = 0
 
     def _callback(self, fn: Callable):
+        """fn(r1, r2, r3, r4, r5) -> r0, or fn(r1, ..., r5, run) to reach the run (invoke)."""
         f = ffi()
+        try:
+            with_run = len(inspect.signature(fn).parameters) >= 6
+        except (TypeError, ValueError):
+            with_run = False
 
         def tramp(r1, r2, r3, r4, r5, run):
+            if with_run:
+                return fn(r1, r2, r3, r4, r5, run) & 0xFFFFFFFFFFFFFFFF
             return fn(r1, r2, r3, r4, r5) & 0xFFFFFFFFFFFFFFFF
 
         cb = f.callback("pbr_helper_fn", tramp, onerror=self._helper_error)
