@@ -29,6 +29,7 @@ EM_BPF = 247
 SHF_EXECINSTR = 0x4
 SHT_NOBITS = 8
 INSN = struct.Struct("<BBhi")     # code, regs (dst low nibble, src high nibble), off, imm
+MAX_NOBITS = 1 << 26              # far above the kernel's largest map value
 LDDW = 0x18                       # BPF_LD | BPF_IMM | BPF_DW
 CALL = 0x85                       # BPF_JMP | BPF_CALL
 R_BPF_64_64, R_BPF_64_32 = 1, 10  # llvm/BinaryFormat/ELFRelocs/BPF.def
@@ -71,10 +72,20 @@ def read_elf(obj, source: str = "") -> CollectionSpec:
         return _Reader(data, source).read()
     except (ELFError, BTFError):
         raise
-    except (_PyELFError, struct.error, ValueError, IndexError, KeyError, UnicodeDecodeError,
-            AssertionError, TypeError, OverflowError, AttributeError) as e:
-        # pyelftools reports malformed input through many exception types.
+    except (_PyELFError, struct.error) as e:  # pyelftools' own reports of malformed input
+        raise ELFError(f"{source}: malformed ELF object: {e}") from None
+    except (OverflowError, ValueError, IndexError, KeyError, UnicodeDecodeError, AssertionError) as e:
+        if not _raised_in_pyelftools(e):
+            raise
+        # pyelftools trusts header fields (offsets, sizes) and fails in generic ways on garbage.
         raise ELFError(f"{source}: malformed ELF object: {type(e).__name__}: {e}") from None
+
+
+def _raised_in_pyelftools(e: BaseException) -> bool:
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}elftools{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 class _Reader:
@@ -107,6 +118,9 @@ class _Reader:
 
     def section_data(self, s) -> bytes:
         if s["sh_type"] == "SHT_NOBITS":
+            if s["sh_size"] > MAX_NOBITS:
+                raise self.err(f"section '{s.name}': size {s['sh_size']} is larger than any BPF "
+                               f"map value ({MAX_NOBITS} bytes)")
             return bytes(s["sh_size"])
         off, size = s["sh_offset"], s["sh_size"]
         if off + size > len(self.data):
