@@ -57,6 +57,10 @@ enum { PBS_ANY = 0, PBS_NOEXIST = 1, PBS_EXIST = 2, PBS_F_LOCK = 4 };
 #define PBS_RB_BUSY (1u << 31)
 #define PBS_RB_DISCARD (1u << 30)
 #define PBS_RB_HDR 8
+/* A ring (ring buffer map: the map's meta area; perf event array: one per CPU) is a header
+ * of PBS_RING_HDR bytes (consumer position at 0, producer position at 64, data size - 1 at
+ * 128) followed by the data. */
+#define PBS_RING_HDR 192
 
 struct pbs_map {
     uint32_t id;
@@ -221,6 +225,7 @@ int64_t pbs_ringbuf_read(struct pbs_map *m, int cpu, void *buf, uint64_t buflen)
 /* Sleeps until a record may be available or timeout_ms passed (-1 forever). 1/0. */
 int pbs_ringbuf_wait(struct pbs_map *m, int timeout_ms);
 uint64_t pbs_ringbuf_query(struct pbs_map *m, uint64_t flags);
+uint64_t pbs_ringbuf_lost(struct pbs_map *m); /* records dropped because the ring was full */
 /* Memory a program may touch for this map (the values area); 0 size if none. */
 void pbs_map_values(struct pbs_map *m, uint64_t *addr, uint64_t *len);
 
@@ -265,9 +270,33 @@ struct pbs_exec {
     struct pbs_prog *prog;
     uint64_t cookie;
     uint32_t tail_calls;
-    uint32_t _pad;
+    uint32_t nbase;                          /* regions given by the caller (ctx, packet) */
     uint64_t maps[PBS_MAX_PROG_MAPS];        /* handles (struct pbs_map addresses) */
     uint64_t map_values[PBS_MAX_PROG_MAPS];  /* global data: value address of element 0 */
 };
+
+/* -- accessors (for the cffi wrapper) ---------------------------------------------------------- */
+int pbs_store_fd(struct pbs_store *s);
+uint32_t pbs_store_ncpus(struct pbs_store *s);
+uint64_t pbs_store_generation(struct pbs_store *s);
+void pbs_store_set_budget(struct pbs_store *s, uint64_t budget);
+/* Memory mapped below 2 GiB (test_run packets: xdp_md/__sk_buff hold 32-bit pointers). */
+void *pbs_low_alloc(uint64_t size);
+void pbs_low_free(void *p, uint64_t size);
+
+/* -- runtime-internal (store.c, maps.c, helpers.c) ------------------------------------------ */
+int pbs_mutex_init(pthread_mutex_t *m);
+void pbs_lock(pthread_mutex_t *m);
+void pbs_unlock(pthread_mutex_t *m);
+void pbs_bump_generation(struct pbs_store *s, int links);
+static inline uint8_t *pbs_map_base(const struct pbs_map *m) { return (uint8_t *)m - m->self_off; }
+/* Prepares run->maps/map_values/regions for program p (tail calls reuse it); 0 or -1. */
+int pbs_exec_setup(struct pbs_exec *ex, struct pbr_run *run, struct pbs_prog *p);
+/* Runs ex->prog on run with the engine this process chose for it. */
+uint64_t pbs_exec_in(struct pbs_exec *ex, struct pbr_run *run, uint64_t ctx, uint64_t ctx_len);
+/* pbs_prog_run `repeat` times; res->duration_ns is the average. */
+uint64_t pbs_prog_test_run(struct pbs_store *s, uint32_t id, uint64_t ctx, uint64_t ctx_len,
+                           const struct pbr_region *regions, uint32_t nregions, uint32_t repeat,
+                           struct pbs_run_result *res);
 
 #endif

@@ -1,0 +1,250 @@
+"""Userspace maps (RawMap over the store's C map API) and ring/perf buffer readers.
+
+Each element operation is one cffi call into the store with reused buffers: keys and values
+pass as bytes without copies, results come back through one preallocated buffer."""
+from __future__ import annotations
+
+import errno as _errno
+from typing import Iterator, Optional
+
+from ... import uapi as U
+from ...errors import LoadError, NotSupportedError
+from ..base import RawMap, RawRingBuffer
+from .runtime import ffi, lib
+from .store import _err
+
+PERCPU_TYPES = {U.BPF_MAP_TYPE_PERCPU_HASH, U.BPF_MAP_TYPE_PERCPU_ARRAY, U.BPF_MAP_TYPE_LRU_PERCPU_HASH}
+KEYLESS_TYPES = {U.BPF_MAP_TYPE_QUEUE, U.BPF_MAP_TYPE_STACK, U.BPF_MAP_TYPE_BLOOM_FILTER}
+SUPPORTED_TYPES = {
+    U.BPF_MAP_TYPE_HASH, U.BPF_MAP_TYPE_ARRAY, U.BPF_MAP_TYPE_PROG_ARRAY, U.BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+    U.BPF_MAP_TYPE_PERCPU_HASH, U.BPF_MAP_TYPE_PERCPU_ARRAY, U.BPF_MAP_TYPE_LRU_HASH,
+    U.BPF_MAP_TYPE_LRU_PERCPU_HASH, U.BPF_MAP_TYPE_LPM_TRIE, U.BPF_MAP_TYPE_QUEUE, U.BPF_MAP_TYPE_STACK,
+    U.BPF_MAP_TYPE_RINGBUF, U.BPF_MAP_TYPE_BLOOM_FILTER,
+}
+MAP_TYPE_NAMES = {v: k[len("BPF_MAP_TYPE_"):].lower() for k, v in vars(U).items()
+                  if k.startswith("BPF_MAP_TYPE_") and isinstance(v, int)}
+PAGE = 4096
+
+
+def normalize(spec, ncpus: int):
+    """(type, key_size, value_size, max_entries, flags) the store creates for a MapSpec,
+    filling in what libbpf fills in (as the kernel backend does)."""
+    t, ks, vs, n, fl = spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.flags
+    if spec.data is not None:  # global data section: one-entry array holding the whole section
+        t, ks, vs, n = U.BPF_MAP_TYPE_ARRAY, 4, max(len(spec.data), spec.value_size, 1), 1
+        if spec.readonly:
+            fl |= U.BPF_F_RDONLY_PROG
+    elif t == U.BPF_MAP_TYPE_RINGBUF:
+        ks, vs, n = 0, 0, max(n, PAGE)
+        if n & (n - 1) or n % PAGE:
+            raise LoadError(f"map '{spec.name}': ring buffer size {spec.max_entries} must be a "
+                            f"power of two and a multiple of the page size ({PAGE})")
+    elif t == U.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
+        ks, vs = 4, 4
+        if n == 0:
+            n = ncpus
+    elif t == U.BPF_MAP_TYPE_PROG_ARRAY:
+        ks, vs = 4, 4
+    elif t in KEYLESS_TYPES:
+        ks = 0
+    if t not in SUPPORTED_TYPES:
+        raise NotSupportedError(f"map '{spec.name}': type {MAP_TYPE_NAMES.get(t, t)} is not supported "
+                                f"by the userspace runtime")
+    return t, ks, vs, n, fl
+
+
+class UserspaceMap(RawMap):
+    def __init__(self, store, map_id: int, spec, *, owner: bool = True):
+        F, L = ffi(), lib()
+        self.store, self.id, self.spec, self.name = store, map_id, spec, spec.name
+        self._m = L.pbs_map(store.handle, map_id)
+        t, ks, vs, n, _ = normalize(spec, store.ncpus)
+        self.type, self.key_size, self.max_entries = t, ks, n
+        self.elem_size = vs
+        self.value_size = (vs + 7) // 8 * 8 * store.ncpus if t in PERCPU_TYPES else vs
+        self._subject = f"map '{self.name}'"
+        self._vbuf = F.new("char[]", max(self.value_size, 1))
+        self._kbuf = F.new("char[]", max(self.key_size, 1))
+        self._owner = owner
+        self._closed = False
+
+    # -- helpers
+    def _check(self, b: bytes, size: int, what: str):
+        if len(b) != size:
+            raise LoadError(f"{self._subject}: {what} is {len(b)} bytes, the map's {what} size is {size}")
+
+    def _fail(self, r: int, what: str):
+        if r == -_errno.ENOTSUP or r == -_errno.EOPNOTSUPP:
+            return NotSupportedError(f"{self._subject}: {what} is not supported for "
+                                     f"{MAP_TYPE_NAMES.get(self.type, self.type)} maps")
+        return _err(self._subject, what, r)
+
+    # -- RawMap
+    def lookup(self, key: bytes, flags: int = 0) -> Optional[bytes]:
+        if len(key) != self.key_size:
+            self._check(key, self.key_size, "key")
+        r = lib().pbs_map_lookup_copy(self._m, key, self._vbuf)
+        if r < 0:
+            if r == -_errno.ENOENT:
+                return None
+            raise self._fail(r, "lookup")
+        return ffi().buffer(self._vbuf, self.value_size)[:]
+
+    def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
+        if len(key) != self.key_size:
+            self._check(key, self.key_size, "key")
+        if len(value) != self.value_size:
+            self._check(value, self.value_size, "value")
+        r = lib().pbs_map_update_user(self._m, key, value, flags)
+        if r < 0:
+            raise self._fail(r, "update")
+
+    def delete(self, key: bytes) -> bool:
+        if len(key) != self.key_size:
+            self._check(key, self.key_size, "key")
+        r = lib().pbs_map_delete(self._m, key)
+        if r < 0:
+            if r == -_errno.ENOENT:
+                return False
+            raise self._fail(r, "delete")
+        return True
+
+    def next_key(self, key: Optional[bytes]) -> Optional[bytes]:
+        F = ffi()
+        if key is not None and len(key) != self.key_size:
+            self._check(key, self.key_size, "key")
+        r = lib().pbs_map_next_key(self._m, F.NULL if key is None else key, self._kbuf)
+        if r < 0:
+            if r == -_errno.ENOENT:
+                return None
+            raise self._fail(r, "next key")
+        return F.buffer(self._kbuf, self.key_size)[:]
+
+    def lookup_batch(self, batch_size: int = 256) -> Iterator[tuple[bytes, bytes]]:
+        if self.type not in (U.BPF_MAP_TYPE_HASH, U.BPF_MAP_TYPE_PERCPU_HASH, U.BPF_MAP_TYPE_LRU_HASH,
+                             U.BPF_MAP_TYPE_LRU_PERCPU_HASH, U.BPF_MAP_TYPE_ARRAY, U.BPF_MAP_TYPE_PERCPU_ARRAY,
+                             U.BPF_MAP_TYPE_PROG_ARRAY, U.BPF_MAP_TYPE_LPM_TRIE):
+            yield from super().lookup_batch(batch_size)
+            return
+        F, L = ffi(), lib()
+        ks, vs = self.key_size, self.value_size
+        keys, vals = F.new("char[]", ks * batch_size), F.new("char[]", vs * batch_size)
+        cursor = F.new("uint64_t *", 0)
+        while True:
+            n = L.pbs_map_lookup_batch(self._m, cursor, keys, vals, batch_size)
+            if n < 0:
+                raise self._fail(n, "lookup batch")
+            if n == 0:
+                return
+            kb, vb = F.buffer(keys, ks * n)[:], F.buffer(vals, vs * n)[:]
+            for i in range(n):
+                yield kb[i * ks:(i + 1) * ks], vb[i * vs:(i + 1) * vs]
+
+    def update_batch(self, items: list[tuple[bytes, bytes]], flags: int = 0) -> None:
+        if not items:
+            return
+        for k, v in items:
+            if len(k) != self.key_size:
+                self._check(k, self.key_size, "key")
+            if len(v) != self.value_size:
+                self._check(v, self.value_size, "value")
+        r = lib().pbs_map_update_batch(self._m, b"".join(k for k, _ in items), b"".join(v for _, v in items),
+                                       len(items), flags)
+        if r < 0:
+            raise self._fail(r, "update batch")
+
+    def push(self, value: bytes, flags: int = 0) -> None:
+        if self.type not in KEYLESS_TYPES:
+            return super().push(value, flags)
+        self._check(value, self.value_size, "value")
+        r = lib().pbs_map_push(self._m, value, flags)
+        if r < 0:
+            raise self._fail(r, "push")
+
+    def _take(self, pop: bool) -> Optional[bytes]:
+        if self.type not in (U.BPF_MAP_TYPE_QUEUE, U.BPF_MAP_TYPE_STACK):
+            return super().pop() if pop else super().peek()
+        L = lib()
+        r = (L.pbs_map_pop if pop else L.pbs_map_peek)(self._m, self._vbuf)
+        if r == -_errno.ENOENT:
+            return None
+        if r < 0:
+            raise self._fail(r, "pop" if pop else "peek")
+        return ffi().buffer(self._vbuf, self.value_size)[:]
+
+    def pop(self) -> Optional[bytes]:
+        return self._take(True)
+
+    def peek(self) -> Optional[bytes]:
+        return self._take(False)
+
+    def contains_bloom(self, value: bytes) -> bool:
+        """Bloom filters: False if `value` was certainly never pushed."""
+        if self.type != U.BPF_MAP_TYPE_BLOOM_FILTER:
+            raise LoadError(f"{self._subject}: not a bloom filter")
+        self._check(value, self.value_size, "value")
+        return lib().pbs_map_peek(self._m, ffi().from_buffer("char[]", bytearray(value))) == 0
+
+    def freeze(self) -> None:
+        pass  # the store enforces read-only data for programs through BPF_F_RDONLY_PROG
+
+    def fd_bytes(self) -> bytes:
+        return self.id.to_bytes(4, "little")
+
+    def close(self) -> None:
+        if not self._closed and self._owner:
+            self._closed = True
+            lib().pbs_map_put(self.store.handle, self.id)
+
+    def __repr__(self):
+        return f"<UserspaceMap {self.name!r} id={self.id} type={MAP_TYPE_NAMES.get(self.type, self.type)}>"
+
+
+def _records(raw: bytes) -> list[bytes]:
+    out, i, n = [], 0, len(raw)
+    while i + 8 <= n:
+        ln = int.from_bytes(raw[i:i + 4], "little")
+        out.append(raw[i + 8:i + 8 + ln])
+        i += 8 + (ln + 7) // 8 * 8
+    return out
+
+
+class UserspaceRingBuffer(RawRingBuffer):
+    """Reader of a ring buffer (cpu -1) or of all CPUs of a perf event array (cpu -2). It
+    sleeps on a futex in the store, so producers in any process wake it; there is no file
+    descriptor to select() on."""
+
+    def __init__(self, m: UserspaceMap, perf: bool):
+        self.map, self._cpu = m, (-2 if perf else -1)
+        self._size = 1 << 20
+        self._buf = ffi().new("char[]", self._size)
+        self._lost0 = 0
+
+    def poll(self, timeout: Optional[float] = None) -> list[bytes]:
+        F, L = ffi(), lib()
+        m = self.map._m
+        out = self._read()
+        if out or timeout == 0:
+            return out
+        ms = -1 if timeout is None else max(0, int(timeout * 1000))
+        if L.pbs_ringbuf_wait(m, ms) > 0:
+            out = self._read()
+        return out
+
+    def _read(self) -> list[bytes]:
+        F, L = ffi(), lib()
+        out = []
+        while True:
+            n = L.pbs_ringbuf_read(self.map._m, self._cpu, self._buf, self._size)
+            if n <= 0:
+                return out
+            out.extend(_records(F.buffer(self._buf, n)[:]))
+            if n < self._size // 2:
+                return out
+
+    @property
+    def lost(self) -> int:
+        return lib().pbs_ringbuf_lost(self.map._m) if self._cpu == -2 else 0
+
+    def close(self) -> None:
+        pass
