@@ -45,6 +45,8 @@ uint64_t pbr_vm_exec(const uint64_t *insns, uint32_t n, struct pbr_run *run, uin
 int pbr_verify(const uint64_t *insns, uint32_t n, const uint8_t *helper_ok, uint32_t nmaps,
                char *err, size_t errlen);
 const pbr_helper_fn *pbr_conformance_helpers(void);
+uint64_t pbr_vm_exec_repeat(const uint64_t *insns, uint32_t n, struct pbr_run *run,
+                            uint64_t ctx, uint64_t ctx_len, uint64_t repeat, uint64_t *ns);
 """
 
 # pybpfc_vm.h
@@ -196,6 +198,21 @@ class Vm:
         if lib().pbr_add_region(self.run, start, length, perm) != 0:
             raise RuntimeFault(f"prog '{self.name}': region table full ({PBR_MAX_REGIONS})")
         self._base_regions = self.run.nregions
+
+    def bench(self, repeat: int, ctx: int = 0, ctx_len: int = 0) -> tuple[int, float]:
+        """Runs `repeat` times in C (like BPF_PROG_TEST_RUN repeat): (r0, ns per run).
+        ctx must lie in a region added with add_region (or be unused)."""
+        f = ffi()
+        run = self.run
+        run.nregions = self._base_regions
+        run.status = PBR_OK
+        run.budget = self.budget
+        ns = f.new("uint64_t *")
+        r0 = lib().pbr_vm_exec_repeat(self.insns, self.n, run, ctx, ctx_len, repeat, ns)
+        if run.status not in (PBR_OK, PBR_EXIT):
+            raise RuntimeFault(f"prog '{self.name}': {REASONS.get(run.status)} at insn "
+                               f"{run.fault_pc}")
+        return r0, ns[0] / max(repeat, 1)
 
     def __call__(self, mem=b"", ctx: int | None = None, ctx_len: int | None = None) -> int:
         """Runs once. `mem` (bytes or bytearray) becomes a read-write region passed in r1 with
