@@ -112,13 +112,17 @@ class Loaded:
         self.fd = -1
 
 
+class LoadRefused(Exception):
+    pass
+
+
 def load(prog_type: int, insns: bytes, name: str, expected_attach_type: int = 0, kind: str = "",
-         attach_to: str = "") -> Loaded:
+         attach_to: str = "", attach_btf_id: int = 0) -> Loaded:
     log = ctypes.create_string_buffer(1 << 16)
     fd, _ = S.prog_load(prog_type, insns, "GPL", name, log_level=1, log_buf=log,
-                        expected_attach_type=expected_attach_type)
+                        expected_attach_type=expected_attach_type, attach_btf_id=attach_btf_id)
     if fd < 0:
-        raise AssertionError(f"prog load {name} failed: {S.errno_text(-fd)}\n{log.value.decode()}")
+        raise LoadRefused(f"prog load {name} failed: {S.errno_text(-fd)}\n{log.value.decode()}")
     return Loaded(fd, name, prog_type, expected_attach_type, kind, attach_to)
 
 
