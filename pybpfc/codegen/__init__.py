@@ -1,1 +1,73 @@
-"""See docs/architecture.md."""
+"""Typed program -> LLVM IR with debug info -> BPF ELF object, in process with llvmlite.
+
+    compile_file(path, opt_level=2, mcpu="v3", emit="obj"|"ir"|"asm", tracepoint_formats=None) -> bytes
+"""
+from __future__ import annotations
+
+import threading
+
+from ..errors import CompileError, Diagnostic, Error
+
+_lock = threading.Lock()
+_init = False
+MCPUS = ("v1", "v2", "v3", "v4", "generic", "probe")
+
+
+def _llvm():
+    global _init
+    import llvmlite.binding as llvm
+
+    with _lock:
+        if not _init:
+            llvm.initialize_all_targets()
+            llvm.initialize_all_asmprinters()
+            _init = True
+    return llvm
+
+
+def lower_module(path: str, tracepoint_formats: str | None = None) -> str:
+    """Frontend + lowering: the module's LLVM IR text (unoptimised). Raises CompileError."""
+    from ..frontend.module import Diagnostics, load_module
+    from .module import ModuleLowering
+
+    diags = Diagnostics()
+    info = load_module(path, diags)
+    diags.raise_if_any()
+    ml = ModuleLowering(info, diags, tracepoint_formats)
+    ml.run()
+    diags.raise_if_any()
+    return ml.ir.text()
+
+
+def compile_file(path: str, opt_level: int = 2, mcpu: str = "v3", emit: str = "obj",
+                 tracepoint_formats: str | None = None) -> bytes:
+    if emit not in ("obj", "ir", "asm"):
+        raise Error(f"emit must be 'obj', 'ir' or 'asm', not {emit!r}")
+    if mcpu not in MCPUS:
+        raise Error(f"unknown --mcpu {mcpu!r} (choose from {', '.join(MCPUS[:4])})")
+    if not 0 <= int(opt_level) <= 3:
+        raise Error(f"optimisation level must be 0..3, not {opt_level}")
+    text = lower_module(path, tracepoint_formats)
+    llvm = _llvm()
+    try:
+        mod = llvm.parse_assembly(text)
+        mod.verify()
+    except RuntimeError as e:
+        raise Error(f"internal compiler error: LLVM rejected the generated IR for {path}:\n{e}") from None
+    tm = llvm.Target.from_triple("bpfel").create_target_machine(cpu=mcpu, opt=int(opt_level), reloc="static",
+                                                              codemodel="small")
+    if opt_level:
+        pto = llvm.create_pipeline_tuning_options(speed_level=int(opt_level))
+        pb = llvm.create_pass_builder(tm, pto)
+        pb.getModulePassManager().run(mod, pb)
+    if emit == "ir":
+        return str(mod).encode()
+    try:
+        if emit == "asm":
+            return tm.emit_assembly(mod).encode()
+        return tm.emit_object(mod)
+    except RuntimeError as e:
+        raise Error(f"{path}: LLVM could not generate BPF code: {e}") from None
+
+
+__all__ = ["compile_file", "lower_module", "CompileError", "Diagnostic"]

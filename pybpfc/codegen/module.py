@@ -1,0 +1,378 @@
+"""Lowering of a whole module: programs, subprograms, maps, globals, license."""
+from __future__ import annotations
+
+import ast
+import os
+
+from .. import uapi as U
+from ..frontend import tracepoint as TP
+from ..frontend.module import GlobalVar, ModuleInfo, collect_globals, function_ast
+from ..frontend.typing import is_int
+from ..lang.maps import Map
+from ..lang.types import i64
+from .ir import ModuleIR, esc
+from .lower import (ARG_REGS, PERF_EVENT, PT_REGS, SK_BUFF, XDP_MD, Abort, FunctionLowering, ProgramCtx,
+                    Subprogram, lt, tname)
+
+
+class ModuleLowering:
+    def __init__(self, info: ModuleInfo, diags, tracepoint_formats: str | None = None):
+        self.info, self.diags = info, diags
+        self.ir = ModuleIR(info.path)
+        self.tp_dir = tracepoint_formats
+        self.maps: dict[int, tuple[str, Map, int, str]] = {}     # id(map) -> (name, map, line, file)
+        self.map_names: set[str] = set()
+        self.events: dict[int, type] = {}
+        self.globals = dict(info.globals)
+        self.global_refs: dict = {}
+        self.subs: dict = {}
+        self.sub_queue: list = []
+        self.names: set[str] = set()
+        self.calls: dict[str, set] = {}
+        self.current = ""
+        for name, m in info.maps.items():
+            self.map_ref(m, name, None, info.path, line=info.map_lines.get(name, 1))
+
+    # ---- maps ---------------------------------------------------------------------------
+    def map_ref(self, m: Map, name: str, node, file: str, line: int = 0) -> str:
+        if id(m) not in self.maps:
+            mod_file = file
+            n = name
+            while n in self.map_names or n in self.names:
+                n += "_"
+            self.map_names.add(n)
+            self.maps[id(m)] = (n, m, line or getattr(node, "lineno", 1), mod_file)
+        return "@" + self.maps[id(m)][0]
+
+    def note_event(self, m: Map, t, node, file: str):
+        prev = self.events.get(id(m)) or m.event
+        if prev is not None and prev is not t:
+            self.diags.at(file, node, f"this buffer already carries {tname(prev)}; one event type per buffer",
+                          hint="use a second RingBuf for another event type")
+            raise Abort()
+        self.events[id(m)] = t
+
+    def emit_maps(self):
+        ir = self.ir
+        for name, m, line, file in self.maps.values():
+            members = []
+
+            def uint(field, value):
+                members.append((field, ir.ptr_to(ir.array_type(ir.int_di(), value, 32))))
+
+            def typ(field, t):
+                members.append((field, ir.ptr_to(ir.ditype(t))))
+
+            uint("type", m.map_type)
+            if m.kind in ("hash", "array"):
+                uint("max_entries", m.max_entries)
+                typ("key", m.key)
+                typ("value", m.value)
+            elif m.kind == "stack_trace":
+                uint("max_entries", m.max_entries)
+                uint("key_size", 4)
+                uint("value_size", m.value._size)
+            elif m.kind in ("queue", "bloom"):
+                uint("max_entries", m.max_entries)
+                typ("value", m.value)
+                if m.kind == "bloom" and m.hashes:
+                    uint("map_extra", m.hashes)
+            elif m.kind in ("perf", "progarray"):
+                if m.max_entries:
+                    uint("max_entries", m.max_entries)
+                uint("key_size", 4)
+                uint("value_size", 4)
+            elif m.kind == "ringbuf":
+                uint("max_entries", m.max_entries)
+            if m.flags:
+                uint("map_flags", m.flags)
+            if m.pinned:
+                uint("pinning", 1)   # LIBBPF_PIN_BY_NAME
+            st = ir._reserve()
+            elems = []
+            for i, (fname, di) in enumerate(members):
+                elems.append(ir.meta(f'!DIDerivedType(tag: DW_TAG_member, name: "{fname}", scope: {st}, '
+                                     f"file: {ir.file}, line: {line}, baseType: {di}, size: 64, offset: {64 * i})"))
+            ir.set_md(st, f"distinct !DICompositeType(tag: DW_TAG_structure_type, file: {ir.file}, line: {line}, "
+                          f"size: {64 * len(members)}, elements: !{{{', '.join(elems)}}})")
+            tags = [f"pybpfc:{k}={v}" for k, v in sorted(m.tags.items())]
+            ev = self.events.get(id(m)) or m.event
+            if ev is not None:
+                tags.append(f"pybpfc:event={tname(ev)}")
+                # keep the event type in BTF: a pointer-typed .bss variable references it
+                hold = f"__pybpfc_event_{name}"
+                gve = ir.global_var(hold, ir.ptr_to(ir.ditype(ev)), line)
+                ir.globals.append(f'@{hold} = dso_local global ptr null, section ".bss", align 8, !dbg {gve}')
+            gve = ir.global_var(name, st, line, annotations=tags)
+            ptrs = ", ".join(["ptr"] * len(members))
+            ir.globals.append(f'@{name} = dso_local global {{ {ptrs} }} zeroinitializer, section ".maps", '
+                              f"align 8, !dbg {gve}")
+
+    # ---- globals ------------------------------------------------------------------------
+    def module_global(self, mod, name) -> GlobalVar | None:
+        key = (mod.__name__, name)
+        if key not in self.globals:
+            f = getattr(mod, "__file__", None)
+            if f and f.endswith(".py"):
+                found: dict = {}
+                try:
+                    collect_globals(mod, os.path.abspath(f), found)
+                except (OSError, SyntaxError):
+                    pass
+                self.globals.update(found)
+        return self.globals.get(key)
+
+    def global_ref(self, g: GlobalVar) -> str:
+        key = (g.module, g.name)
+        if key in self.global_refs:
+            return self.global_refs[key]
+        t = g.type
+        name = g.name
+        while name in self.names or name in self.map_names:
+            name += "_"
+        self.names.add(name)
+        try:
+            data = t._pack(g.init if g.init is not None else 0)
+        except (ValueError, TypeError, OverflowError, AttributeError) as e:
+            self.diags.error(g.file, g.line, 1, f"bad initial value for '{g.name}' ({tname(t)}): {e}")
+            data = bytes(t._size)
+        if g.kind == "const":
+            sec, kw = ".rodata", "constant"
+        else:
+            sec, kw = (".bss" if not any(data) else ".data"), "global"
+        init = "zeroinitializer" if not any(data) else f'c"{esc(data)}"'
+        gve = self.ir.global_var(name, self.ir.ditype(t), g.line)
+        self.ir.globals.append(f'@{name} = dso_local {kw} [{t._size} x i8] {init}, section "{sec}", '
+                               f"align {t._align}, !dbg {gve}")
+        self.global_refs[key] = "@" + name
+        return "@" + name
+
+    # ---- functions ----------------------------------------------------------------------
+    def subprogram(self, fn, node, file) -> Subprogram:
+        key = fn
+        if key in self.subs:
+            sub = self.subs[key]
+        else:
+            fnode, ffile = function_ast(fn, self.diags)
+            if fnode is None:
+                self.diags.at(file, node, f"cannot find the source of '{fn.__name__}'")
+                raise Abort()
+            name = fn.__name__
+            while name in self.names or name in self.map_names:
+                name += "_"
+            self.names.add(name)
+            sub = Subprogram(fn, name)
+            sub.node, sub.file = fnode, ffile
+            a = fnode.args
+            if a.vararg or a.kwarg or a.kwonlyargs or a.defaults or a.posonlyargs:
+                self.diags.at(ffile, fnode, f"'{fn.__name__}': only plain positional parameters are supported")
+            probe = FunctionLowering(self, fn, fnode, ffile, None, name)
+            for p in a.args:
+                if p.annotation is None:
+                    self.diags.at(ffile, p, f"parameter '{p.arg}' needs a type annotation",
+                                  hint=f"e.g. `{p.arg}: u64`")
+                    sub.params.append((p.arg, None))
+                    continue
+                try:
+                    sub.params.append((p.arg, probe.annotation_type(p.annotation)))
+                except Abort:
+                    sub.params.append((p.arg, None))
+            if fnode.returns is None:
+                has_value = any(isinstance(n, ast.Return) and n.value is not None for n in ast.walk(fnode))
+                sub.ret = i64 if has_value else None
+            elif isinstance(fnode.returns, ast.Constant) and fnode.returns.value is None:
+                sub.ret = None
+            else:
+                try:
+                    sub.ret = probe.annotation_type(fnode.returns)
+                    if not is_int(sub.ret):
+                        self.diags.at(ffile, fnode.returns, "BPF functions return integers (or nothing)")
+                        sub.ret = None
+                except Abort:
+                    sub.ret = None
+            if len(sub.params) > 5:
+                self.diags.at(ffile, fnode, f"'{fn.__name__}' has {len(sub.params)} parameters; BPF allows 5")
+            self.subs[key] = sub
+            self.sub_queue.append(sub)
+        if any(t is None for _, t in sub.params):
+            raise Abort()
+        self.calls.setdefault(self.current, set()).add(sub.llname)
+        if self._reaches(sub.llname, self.current):
+            self.diags.at(file, node, f"recursive call to '{fn.__name__}': BPF programs cannot recurse",
+                          hint="rewrite it as a bounded loop")
+            raise Abort()
+        return sub
+
+    def _reaches(self, a, b) -> bool:
+        seen, todo = set(), [a]
+        while todo:
+            x = todo.pop()
+            if x == b:
+                return True
+            if x in seen:
+                continue
+            seen.add(x)
+            todo.extend(self.calls.get(x, ()))
+        return False
+
+    def lower_function(self, fl: FunctionLowering, params_di: list, ret_di: str, header: str, entry_code):
+        ir = self.ir
+        node = fl.node
+        file_md = ir.difile(fl.file)
+        sp = ir._reserve()
+        fl.scope = sp
+        args_md = []
+        for i, (pname, di) in enumerate(params_di):
+            args_md.append(ir.meta(f'!DILocalVariable(name: "{pname}", arg: {i + 1}, scope: {sp}, file: {file_md}, '
+                                   f"line: {node.lineno}, type: {di})", distinct=True))
+        sty = ir.meta(f"!DISubroutineType(types: !{{{', '.join([ret_di] + [d for _, d in params_di])}}})")
+        flags = "DISPFlagDefinition | DISPFlagOptimized" + (" | DISPFlagLocalToUnit" if "internal" in header else "")
+        ir.set_md(sp, f'distinct !DISubprogram(name: "{fl.llname}", scope: {file_md}, file: {file_md}, '
+                      f"line: {node.lineno}, type: {sty}, scopeLine: {node.lineno}, flags: DIFlagPrototyped, "
+                      f"spFlags: {flags}, unit: {ir.cu}, retainedNodes: !{{{', '.join(args_md)}}})")
+        fl.lines.append("entry:")
+        fl.at(node)
+        self.current = fl.llname
+        try:
+            entry_code()
+        except Abort:
+            pass
+        body = node.body
+        fl.lower_body(body)
+        if not fl.term:
+            fl.cur_loc = ir.loc(getattr(body[-1], "end_lineno", node.lineno) or node.lineno, 1, sp)
+            if fl.ret_type is None:
+                fl.terminate("ret void")
+            else:
+                fl.terminate(f"ret {lt(fl.ret_type)} 0")
+        lines = [fl.lines[0]] + fl.allocas + fl.lines[1:]
+        ir.functions.append(f"{header} !dbg {sp} {{\n" + "\n".join(lines) + "\n}\n")
+
+    def lower_program(self, p):
+        decl = p.decl
+        pc = ProgramCtx(decl)
+        kind = decl.kind
+        node = p.node
+        fl = FunctionLowering(self, p.fn, node, p.file, pc, p.name)
+        if kind == "xdp":
+            pc.fields = {k: (v, U_u32(), False) for k, v in XDP_MD.items() if k not in ("data", "data_end", "data_meta")}
+            pc.packet = (0, 4)
+        elif kind in ("socket_filter", "tc", "cgroup_skb"):
+            pc.fields = {k: (v, U_u32(), False) for k, v in SK_BUFF.items() if k not in ("data", "data_end", "data_meta")}
+            if kind != "socket_filter":
+                pc.packet = (76, 80)
+        elif kind == "tracepoint":
+            try:
+                pc.fields = TP.load(decl.target, self.tp_dir)
+            except TP.TracepointNotFound as e:
+                deco = node.decorator_list[0] if node.decorator_list else node
+                self.diags.at(p.file, deco, str(e), hint="check the name under /sys/kernel/tracing/events, "
+                              "or compile with tracepoint_formats=<dir of saved formats>")
+        elif kind == "perf_event":
+            pc.fields = {k: (v, U_u64(), False) for k, v in PERF_EVENT.items()}
+        a = node.args
+        params = list(a.args)
+        if a.vararg or a.kwarg or a.kwonlyargs or a.defaults:
+            self.diags.at(p.file, node, "BPF programs take only plain parameters")
+        if params and params[0].annotation is None:
+            fl.ctx_name = params[0].arg
+            params = params[1:]
+        fl.ctx_ref = "%ctx"
+        typed = []
+        for q in params:
+            if q.annotation is None:
+                self.diags.at(p.file, q, f"parameter '{q.arg}' needs a type annotation",
+                              hint="only the first parameter (the context) may be unannotated")
+                continue
+            try:
+                t = fl.annotation_type(q.annotation)
+            except Abort:
+                continue
+            if not is_int(t):
+                self.diags.at(p.file, q.annotation, f"parameter '{q.arg}': probe arguments are integers "
+                                                    f"(pointers are u64 addresses)")
+                continue
+            typed.append((q, t))
+        if typed and kind not in ("uprobe", "kprobe", "uretprobe", "kretprobe", "raw_tracepoint", "fentry", "fexit"):
+            self.diags.at(p.file, typed[0][0], f"{kind} programs take only the context parameter")
+            typed = []
+        if kind in ("uretprobe", "kretprobe") and len(typed) > 1:
+            self.diags.at(p.file, typed[1][0], f"a {kind} has one parameter: the return value")
+        if kind in ("uprobe", "kprobe") and len(typed) > 6:
+            self.diags.at(p.file, typed[6][0], "at most 6 arguments are passed in registers")
+        if node.returns is not None:
+            try:
+                rt = fl.annotation_type(node.returns)
+                if not is_int(rt):
+                    self.diags.at(p.file, node.returns, "BPF programs return an int")
+            except Abort:
+                pass
+
+        def entry():
+            for i, (q, t) in enumerate(typed):
+                if kind in ("uprobe", "kprobe"):
+                    off = PT_REGS[ARG_REGS[i]] if i < 6 else 0
+                elif kind in ("uretprobe", "kretprobe"):
+                    off = PT_REGS["ax"]
+                else:
+                    off = 8 * i
+                fl.at(q)
+                raw = fl.emit(f"load i64, ptr {fl.gep('%ctx', off)}, align 8")
+                var = fl.local_slot(q.arg, "int", t, q)
+                fl.store_int(var.slot, t, fl.convert(raw, U_u64(), t))
+
+        void_ptr = self.ir.ptr_to("null")
+        int_di = self.ir.int_di()
+        header = f'define dso_local i32 @{p.name}(ptr noundef %ctx) #0 section "{decl.section}"'
+        self.lower_function(fl, [(fl.ctx_name or "ctx", void_ptr)], int_di, header, entry)
+
+    def lower_sub(self, sub: Subprogram):
+        fl = FunctionLowering(self, sub.fn, sub.node, sub.file, None, sub.llname)
+        fl.ret_type = sub.ret
+        params_di, decls = [], []
+        for i, (pname, t) in enumerate(sub.params):
+            if is_int(t):
+                decls.append(f"{lt(t)} %a{i}")
+                params_di.append((pname, self.ir.ditype(t)))
+            else:
+                decls.append(f"ptr %a{i}")
+                params_di.append((pname, self.ir.ptr_to(self.ir.ditype(t))))
+
+        def entry():
+            for i, (pname, t) in enumerate(sub.params):
+                if is_int(t):
+                    var = fl.local_slot(pname, "int", t, sub.node)
+                    fl.store_int(var.slot, t, f"%a{i}")
+                else:
+                    from .lower import V
+                    fl.bind_ref(pname, V("mem", t, f"%a{i}"), sub.node)
+
+        rt = "void" if sub.ret is None else lt(sub.ret)
+        ret_di = "null" if sub.ret is None else self.ir.ditype(sub.ret)
+        header = f'define internal {rt} @{sub.llname}({", ".join(decls)}) #1 section ".text"'
+        self.lower_function(fl, params_di, ret_di, header, entry)
+
+    def run(self):
+        info = self.info
+        for p in info.programs:
+            self.names.add(p.name)
+        for p in info.programs:
+            self.lower_program(p)
+        while self.sub_queue:
+            self.lower_sub(self.sub_queue.pop(0))
+        self.emit_maps()
+        lic = info.license.encode() + b"\0"
+        gve = self.ir.global_var("LICENSE", self.ir.array_type(
+            self.ir.meta('!DIBasicType(name: "char", size: 8, encoding: DW_ATE_signed_char)'), len(lic), 8), 1)
+        self.ir.globals.append(f'@LICENSE = dso_local global [{len(lic)} x i8] c"{esc(lic)}", section "license", '
+                               f"align 1, !dbg {gve}")
+
+
+def U_u32():
+    from ..lang.types import u32
+    return u32
+
+
+def U_u64():
+    from ..lang.types import u64
+    return u64

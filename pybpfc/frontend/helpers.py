@@ -1,0 +1,73 @@
+"""Kernel helper prototypes, parsed from the documentation comments in linux/bpf.h.
+
+Each prototype line looks like ` * long bpf_map_update_elem(struct bpf_map *map, const void *key, ...)`;
+ids come from pybpfc.uapi.HELPERS (generated from the same header's __BPF_FUNC_MAPPER).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import dataclass
+
+from ..uapi import HELPERS
+
+HEADER = "/usr/include/linux/bpf.h"
+_PROTO = re.compile(r"^ \* ((?:[a-z0-9_]+ )+\**)\s*bpf_([a-z0-9_]+)\((.*)\)\s*$")
+
+
+@dataclass
+class Param:
+    name: str
+    ctype: str
+
+    @property
+    def is_pointer(self) -> bool:
+        return "*" in self.ctype
+
+
+@dataclass
+class Helper:
+    name: str
+    id: int
+    ret: str                    # C return type, e.g. "long", "u64", "void *"
+    params: list
+
+    @property
+    def returns_pointer(self) -> bool:
+        return "*" in self.ret
+
+
+def _parse_param(text: str, i: int) -> Param:
+    text = text.strip()
+    m = re.match(r"^(.*?)(\w+)$", text)
+    if not m or not m.group(1).strip():
+        return Param(f"arg{i}", text)
+    return Param(m.group(2), m.group(1).strip())
+
+
+@functools.lru_cache(maxsize=1)
+def helpers() -> dict:
+    """name (without bpf_) -> Helper, for every helper documented in the header."""
+    out = {}
+    if os.path.exists(HEADER):
+        with open(HEADER, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                m = _PROTO.match(line.rstrip("\n"))
+                if not m or m.group(2) not in HELPERS or m.group(2) in out:
+                    continue
+                args = m.group(3).strip()
+                params = [] if args in ("", "void") else [_parse_param(a, i) for i, a in enumerate(args.split(","))]
+                out[m.group(2)] = Helper(m.group(2), HELPERS[m.group(2)], m.group(1).strip(), params)
+    for name, hid in HELPERS.items():   # undocumented ones: callable with up to 5 integer arguments
+        if name not in out and name != "unspec":
+            out[name] = Helper(name, hid, "long", [Param(f"arg{i}", "u64") for i in range(5)])
+    return out
+
+
+def size_param_after(h: Helper, i: int) -> bool:
+    """Whether parameter i+1 is the byte size of the buffer in parameter i (so it may be left out)."""
+    if i + 1 >= len(h.params) or not h.params[i].is_pointer:
+        return False
+    n = h.params[i + 1].name
+    return "size" in n or n in ("len", "buf_len", "sz")

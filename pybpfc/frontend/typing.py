@@ -1,0 +1,47 @@
+"""Integer typing rules (fixed width, Python-like where cheap)."""
+from __future__ import annotations
+
+from ..lang.types import IntType, bool_, i8, i16, i32, i64, u8, u16, u32, u64
+
+INTS = (u8, u16, u32, u64, i8, i16, i32, i64)
+_UNSIGNED = {1: u8, 2: u16, 4: u32, 8: u64}
+
+
+def is_int(t) -> bool:
+    return isinstance(t, type) and issubclass(t, IntType)
+
+
+def bits(t) -> int:
+    return 1 if t is bool_ else t._size * 8
+
+
+def signed(t) -> bool:
+    return bool(t._signed) and t is not bool_
+
+
+def common(a, b):
+    """Result type of a binary operation: the wider type; at equal width unsigned wins (as in C)."""
+    if a is bool_:
+        return b if b is not bool_ else u8
+    if b is bool_:
+        return a
+    if a._size != b._size:
+        return a if a._size > b._size else b
+    if a._signed != b._signed:
+        return _UNSIGNED[a._size]
+    return a
+
+
+def fits(v: int, t) -> bool:
+    """A literal fits a type if it is in its range, or (for unsigned) in the signed range of the
+    same width, so `x & -256` and `~0` work on unsigned values as in C."""
+    if t is bool_:
+        return v in (0, 1)
+    lo = -(1 << (bits(t) - 1))
+    hi = (1 << bits(t)) - 1 if not signed(t) else (1 << (bits(t) - 1)) - 1
+    return lo <= v <= hi
+
+
+def literal_type(v: int):
+    """Type of a literal with no context: i64, or u64 when only u64 holds it."""
+    return i64 if -(1 << 63) <= v < (1 << 63) else u64
