@@ -65,9 +65,14 @@ def _env_jit() -> bool:
 
 
 class UserspaceProgram(RawProgram):
-    def __init__(self, backend: "UserspaceBackend", prog_id: int, spec, insns: bytes, engine: str):
-        self.backend, self.id, self.spec, self.name = backend, prog_id, spec, spec.name
-        self.store = backend.store
+    """A program in a store. Other processes wrap a program another loader stored with
+    `UserspaceProgram(Store.open(path), prog_id, spec_or_namespace)` (spec: name and type)."""
+
+    def __init__(self, store: Store, prog_id: int, spec, insns: bytes = b"", engine: str = "interpreter",
+                 owner: bool = False):
+        self.id, self.spec, self.name = prog_id, spec, spec.name
+        self.store = store
+        self._owner = owner  # holds a reference on the stored program (the loader)
         self.insns = insns          # prepared bytecode, as stored
         self.engine = engine        # "jit" or "interpreter"
         self._subject = f"prog '{self.name}'"
@@ -76,6 +81,14 @@ class UserspaceProgram(RawProgram):
         self._res = ffi().new("struct pbs_run_result *")
         self._regions = ffi().new("struct pbr_region[4]")
         self._closed = False
+
+    def use_jit(self) -> bool:
+        """Runs the JIT code the loader put in the store (mapped executable here) from now on;
+        False if the program has none."""
+        if lib().pbs_prog_map_jit(self.store.handle, self.id) < 0:
+            return False
+        self.engine = "jit"
+        return True
 
     def fd_bytes(self) -> bytes:
         """This program's id as a 4-byte value (prog array contents)."""
@@ -194,7 +207,7 @@ class UserspaceProgram(RawProgram):
         if self._low is not None:
             L.pbs_low_free(self._low, self._low_size)
             self._low = None
-        if self.store._h is not None:
+        if self._owner and self.store._h is not None:
             L.pbs_prog_put(self.store.handle, self.id)
 
     def __repr__(self):
@@ -333,7 +346,7 @@ class UserspaceBackend(AttachMixin, Backend):
             except Exception as e:  # the interpreter runs every verified program
                 warnings.warn(f"{subject}: JIT unavailable, using the interpreter: {e}", RuntimeWarning,
                               stacklevel=2)
-        return UserspaceProgram(self, pid, spec, insns, engine)
+        return UserspaceProgram(self.store, pid, spec, insns, engine, owner=True)
 
     # -- trace_printk
     def trace_pipe_lines(self, timeout: Optional[float] = None) -> Iterator[str]:
