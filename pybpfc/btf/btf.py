@@ -597,7 +597,8 @@ def parse_btf_ext(raw: bytes, btf: BTF, source: str = ".BTF.ext") -> dict:
     """Decode .BTF.ext func_info and line_info, grouped by ELF section name.
 
     Returns {"func_info": {sec: [(byte_off, type_id)]},
-             "line_info": {sec: [(byte_off, file_name_off, line_off, line_col)]}}.
+             "line_info": {sec: [(byte_off, file_name_off, line_off, line_col)]},
+             "core_relo": {sec: [(byte_off, type_id, access_str_off, kind)]}}.
     Offsets stay in bytes relative to the section, as LLVM writes them.
     """
     raw = bytes(raw)
@@ -638,7 +639,12 @@ def parse_btf_ext(raw: bytes, btf: BTF, source: str = ".BTF.ext") -> dict:
             p += n * rec_size
         return out
 
-    return {
+    out = {
         "func_info": section(f_off, f_len, 8, "<II", "func_info"),
         "line_info": section(l_off, l_len, 16, "<IIII", "line_info"),
+        "core_relo": {},
     }
+    if hdr_len >= EXT_HDR.size + 8:
+        c_off, c_len = struct.unpack_from("<II", raw, EXT_HDR.size)
+        out["core_relo"] = section(c_off, c_len, 16, "<IIII", "core_relo")
+    return out

@@ -1,5 +1,5 @@
 """ELF -> CollectionSpec. Pure: no syscalls; the same file gives the same spec anywhere."""
-from .spec import CollectionSpec, LineInfo, MapSpec, ProgramSpec, Relocation
+from .spec import CollectionSpec, CoreRelo, LineInfo, MapSpec, ProgramSpec, Relocation
 
 
 def read_elf(obj, source: str = ""):
@@ -9,4 +9,4 @@ def read_elf(obj, source: str = ""):
     return _read(obj, source=source)
 
 
-__all__ = ["CollectionSpec", "LineInfo", "MapSpec", "ProgramSpec", "Relocation", "read_elf"]
+__all__ = ["CollectionSpec", "CoreRelo", "LineInfo", "MapSpec", "ProgramSpec", "Relocation", "read_elf"]

@@ -23,7 +23,7 @@ from ..btf.btf import (
 )
 from ..errors import BTFError, ELFError
 from .sections import parse_section
-from .spec import CollectionSpec, LineInfo, MapSpec, ProgramSpec, Relocation
+from .spec import CollectionSpec, CoreRelo, LineInfo, MapSpec, ProgramSpec, Relocation
 
 EM_BPF = 247
 SHF_EXECINSTR = 0x4
@@ -630,6 +630,15 @@ class _Reader:
                 insn = boff // 8
                 if f.start <= insn < f.end:
                     li.append((base + insn - f.start, file_off, line_off, line_col))
+        cr = []
+        for sh, f, base in pieces:
+            for boff, tid, acc, kind in self.ext["core_relo"].get(self.by_index[sh].name, []):
+                insn = boff // 8
+                if f.start <= insn < f.end:
+                    cr.append((base + insn - f.start, tid, acc, kind))
+        cr.sort()
+        p.core_relos = [CoreRelo(i, t, self.btf.str_at(a), k) for i, t, a, k in cr]
+        p.core_relos_raw = b"".join(struct.pack("<IIII", i * 8, t, a, k) for i, t, a, k in cr)
         fi.sort()
         li.sort(key=lambda r: r[0])
         p.func_info = fi

@@ -69,6 +69,17 @@ class LineInfo:
 
 
 @dataclass
+class CoreRelo:
+    """One CO-RE relocation: insn of the linked program, local BTF type, access string
+    ("0:1" = member 1 of the type), kind (BPF_CORE_* of enum bpf_core_relo_kind)."""
+
+    insn: int
+    type_id: int
+    access: str
+    kind: int
+
+
+@dataclass
 class ProgramSpec:
     name: str
     section: str                   # ELF section name, libbpf style ("tracepoint/syscalls/...")
@@ -86,6 +97,11 @@ class ProgramSpec:
     line_info: list = field(default_factory=list)     # [LineInfo]
     func_info_raw: bytes = b""     # kernel-format bpf_func_info records for the linked program
     line_info_raw: bytes = b""     # kernel-format bpf_line_info records for the linked program
+    # CO-RE relocations from .BTF.ext: [CoreRelo]; core_relos_raw is the kernel's
+    # struct bpf_core_relo array (insn_off in bytes) for BPF_PROG_LOAD core_relos, which makes
+    # the kernel apply them against its own BTF (needs prog_btf_fd).
+    core_relos: list = field(default_factory=list)
+    core_relos_raw: bytes = b""
     flags: int = 0
 
     @property

@@ -57,18 +57,44 @@ def prog_load(p, map_fds: dict, btf_fd=0, log_size=1 << 22):
     fi = ctypes.create_string_buffer(p.func_info_raw, max(len(p.func_info_raw), 1))
     li = ctypes.create_string_buffer(p.line_info_raw, max(len(p.line_info_raw), 1))
     use_btf = btf_fd and p.func_info_raw
+    cr = getattr(p, "core_relos_raw", b"") if use_btf else b""
+    crb = ctypes.create_string_buffer(cr, max(len(cr), 1))
     # prog_type, insn_cnt, insns, license, log_level, log_size, log_buf, kern_version, prog_flags,
     # prog_name[16], prog_ifindex, expected_attach_type, prog_btf_fd, func_info_rec_size,
     # func_info, func_info_cnt, line_info_rec_size, line_info, line_info_cnt
     attr = struct.pack(
         "<IIQQIIQII16sIIIIQIIQI",
         p.type, len(insns) // 8, ctypes.addressof(ib), ctypes.addressof(lic), 1, log_size,
-        ctypes.addressof(log), p.kern_version, 0, p.name.encode()[:15].ljust(16, b"\0"), 0,
+        ctypes.addressof(log), p.kern_version, p.flags, p.name.encode()[:15].ljust(16, b"\0"), 0,
         p.expected_attach_type, btf_fd if use_btf else 0, 8 if use_btf else 0,
         ctypes.addressof(fi) if use_btf else 0, len(p.func_info_raw) // 8 if use_btf else 0,
         16 if use_btf else 0, ctypes.addressof(li) if use_btf else 0,
         len(p.line_info_raw) // 16 if use_btf else 0)
+    # attach_btf_id, attach_prog_fd, core_relo_cnt, fd_array, core_relos, core_relo_rec_size
+    attr += struct.pack("<IIIQQI", 0, 0, len(cr) // 16, 0, ctypes.addressof(crb) if cr else 0,
+                        16 if cr else 0)
     try:
         return bpf(U.BPF_PROG_LOAD, attr.ljust(160, b"\0")), ""
     except OSError as e:
         return -e.errno, log.value.decode(errors="replace")
+
+
+def test_run(prog_fd, data=b"", ctx=b""):
+    """BPF_PROG_TEST_RUN once (repeat 0: syscall programs refuse any other); returns r0."""
+    d = ctypes.create_string_buffer(data, max(len(data), 1))
+    c = ctypes.create_string_buffer(ctx, max(len(ctx), 1))
+    attr = struct.pack("<IIIIQQIIIIQQ", prog_fd, 0, len(data), 0, ctypes.addressof(d) if data else 0, 0,
+                       0, 0, len(ctx), 0, ctypes.addressof(c) if ctx else 0, 0)
+    buf = ctypes.create_string_buffer(attr.ljust(80, b"\0"), 80)
+    r = _libc.syscall(_SYS_BPF, U.BPF_PROG_TEST_RUN, buf, 80)
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return struct.unpack_from("<I", buf.raw, 4)[0]
+
+
+def map_lookup(map_fd, key: bytes, value_size: int) -> bytes:
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(value_size)
+    bpf(U.BPF_MAP_LOOKUP_ELEM, struct.pack("<IIQQQ", map_fd, 0, ctypes.addressof(k), ctypes.addressof(v), 0))
+    return v.raw

@@ -267,3 +267,36 @@ def test_kinds_record_type():
     assert f["name"] == (Str[12], 64) and f["matrix"] == (Array[Array[i16, 3], 2], 76)
     r = R(c=-1, b=0x1234567890, name=b"x", matrix=[[1, 2, 3], [4, 5, 6]])
     assert R._unpack(R._pack(r)) == r
+
+
+def test_core_relocations_recorded():
+    s = read_elf(os.path.join(OBJ, "core.bpf.o"))
+    p = s.programs["read_tgid"]
+    assert p.type == U.BPF_PROG_TYPE_SYSCALL
+    got = [(r.access, r.kind, s.btf[r.type_id].name) for r in p.core_relos]
+    # BPF_CORE_FIELD_BYTE_OFFSET of tgid, FIELD_EXISTS of the bogus field, FIELD_BYTE_SIZE of tgid
+    assert got == [("0:1", 0, "task_struct"), ("0:2", 2, "task_struct"), ("0:1", 1, "task_struct")]
+    assert len(p.core_relos_raw) == 16 * len(p.core_relos)
+    assert struct.unpack_from("<I", p.core_relos_raw)[0] == p.core_relos[0].insn * 8
+
+
+@root
+def test_kernel_applies_core_relocations():
+    """The local task_struct puts tgid at offset 4; the kernel's CO-RE fixes the offset."""
+    s = read_elf(os.path.join(OBJ, "core.bpf.o"))
+    p = s.programs["read_tgid"]
+    btf_fd, log = _bpfsys.btf_load(s.btf.raw)
+    assert btf_fd >= 0, log
+    bss = _bpfsys.map_create(s.maps[".bss"], 0)
+    fd, log = _bpfsys.prog_load(p, {".bss": bss}, btf_fd)
+    try:
+        if fd < 0 and ("unknown func" in log or "not allowed" in log.lower()):
+            pytest.skip(f"kernel refuses bpf_get_current_task in syscall programs: {log[-200:]}")
+        assert fd >= 0, log
+        assert _bpfsys.test_run(fd) == os.getpid()
+        seen, bogus, size = struct.unpack("<III", _bpfsys.map_lookup(bss, b"\0\0\0\0", 12))
+        assert (seen, bogus, size) == (os.getpid(), 0, 4)
+    finally:
+        for f in (fd, bss, btf_fd):
+            if f >= 0:
+                os.close(f)
