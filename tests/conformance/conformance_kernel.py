@@ -33,9 +33,11 @@ class KernelLoadError(Exception):
         self.log = log
 
 
-def run_on_kernel(body, mem: bytes, name: str = "conformance") -> int:
+def run_on_kernel(body, mem: bytes, name: str = "conformance", mem_out: bytearray | None = None,
+                  log_level: int = 1) -> int:
     """Returns the 64-bit r0 of `body` (list of Insn) run by the kernel; raises KernelLoadError
-    with the verifier log when the kernel refuses the program."""
+    with the verifier log when the kernel refuses the program. `mem_out` receives the memory
+    block as the program left it."""
     size = max(len(mem), 1)
     memfd = sc.map_create(uapi.BPF_MAP_TYPE_ARRAY, 4, size, 1, name="conf_mem")
     resfd = sc.map_create(uapi.BPF_MAP_TYPE_ARRAY, 4, 8, 1, name="conf_res")
@@ -71,8 +73,11 @@ def run_on_kernel(body, mem: bytes, name: str = "conformance") -> int:
         """)[:-1]  # the trailing exit only gave `body` a slot; the test body goes there
         prog = encode(head + list(body))
         log = ctypes.create_string_buffer(1 << 20)
-        progfd, _ = sc.prog_load(uapi.BPF_PROG_TYPE_XDP, prog, name=name[:15], log_level=1,
-                                 log_buf=log)
+        progfd, _ = sc.prog_load(uapi.BPF_PROG_TYPE_XDP, prog, name=name[:15],
+                                 log_level=log_level, log_buf=log)
+        if progfd < 0 and log_level == 0:  # reload once with a log to explain the refusal
+            progfd, _ = sc.prog_load(uapi.BPF_PROG_TYPE_XDP, prog, name=name[:15], log_level=1,
+                                     log_buf=log)
         if progfd < 0:
             text = log.value.decode(errors="replace")
             lines = [ln for ln in text.splitlines() if ln.strip()
@@ -83,6 +88,8 @@ def run_on_kernel(body, mem: bytes, name: str = "conformance") -> int:
         if ret != XDP_PASS:
             raise RuntimeError(f"prologue failed (XDP action {ret})")
         out = sc.map_lookup_elem(resfd, key, 8)
+        if mem_out is not None:
+            mem_out[:] = sc.map_lookup_elem(memfd, key, size)[:len(mem)]
         return struct.unpack("<Q", out)[0]
     finally:
         if progfd >= 0:
