@@ -30,8 +30,25 @@ class _Codec:
 
     def __init__(self, t, size: int, what: str):
         self.t, self.size, self.what = t, size, what
+        if t is not None and isinstance(t, type) and issubclass(t, IntType) and not issubclass(t, bool_):
+            # Integers are most keys and values: a precompiled struct skips the generic path.
+            s = _struct.Struct(t._fmt)
+            self._ipack, self._iunpack = s.pack, s.unpack_from
+            self.encode, self.decode = self._encode_int, self._decode_int
+
+    def _encode_int(self, v) -> bytes:
+        try:
+            return self._ipack(v)
+        except (_struct.error, TypeError):
+            return self._encode_generic(v)
+
+    def _decode_int(self, b: bytes):
+        return self._iunpack(b)[0]
 
     def encode(self, v) -> bytes:
+        return self._encode_generic(v)
+
+    def _encode_generic(self, v) -> bytes:
         if self.t is None:
             if isinstance(v, int):
                 return v.to_bytes(self.size, "little", signed=v < 0)
@@ -195,6 +212,7 @@ class EventDecoder:
     def __init__(self, t):
         self.t = t
         self.size = t._size if t is not None else 0
+        self.scalar_names: Optional[tuple] = None  # set when every field is one struct item
         self._fmts: dict = {}
         self._make = None
         self._fmt_body = None
@@ -232,6 +250,8 @@ class EventDecoder:
         if all(a.endswith(f"= v[{i}]") for i, a in enumerate(assigns)) and len(assigns) == idx:
             # plain scalars: one tuple unpack is faster than indexing field by field
             src += f"    {', '.join(a.split(' = ')[0] for a in assigns)}, = v\n    return o\n"
+            # ... and a backend with a native constructor may build them from the rows itself
+            self.scalar_names = tuple(n for n, _, _ in t._fields_)
         else:
             src += "".join(f"    {a}\n" for a in assigns) + "    return o\n"
         ns = {"new": object.__new__, "cls": t}
@@ -250,10 +270,7 @@ class EventDecoder:
         if self._make is None or self.t is None:
             return [self.one(mv[i * stride + hdr:i * stride + hdr + self.size].tobytes())
                     for i in range(n)]
-        S = self._fmts.get((stride, hdr))
-        if S is None:
-            body, end = self._fmt_body
-            S = self._fmts[(stride, hdr)] = _struct.Struct(f"<{hdr}x{body}{stride - hdr - end}x")
+        S = self.row_struct(stride, hdr)
         # The new objects hold only ints/bytes (no cycles); letting the cyclic GC rescan the
         # growing heap every few hundred allocations would triple the cost of a large batch.
         reenable = gc.isenabled()
@@ -263,6 +280,15 @@ class EventDecoder:
         finally:
             if reenable:
                 gc.enable()
+
+
+    def row_struct(self, stride: int, hdr: int) -> _struct.Struct:
+        """struct.Struct of one record: `hdr` bytes skipped, the fields, padding to `stride`."""
+        S = self._fmts.get((stride, hdr))
+        if S is None:
+            body, end = self._fmt_body
+            S = self._fmts[(stride, hdr)] = _struct.Struct(f"<{hdr}x{body}{stride - hdr - end}x")
+        return S
 
 
 def name_ok(t) -> bool:

@@ -197,3 +197,29 @@ def test_perfbuf_counts_lost_events():
         assert len(got) + pb.lost == 2001
         seqs = [e.seq for e in got]
         assert seqs == sorted(seqs) and seqs[-1] == 2000
+
+
+class Plain(Struct):
+    seq: u64
+    magic: u32
+    tag: u32
+
+
+def test_ringbuf_scalar_events_native_and_python_paths_agree():
+    from pybpfc.backends.kernel import fast
+    from pybpfc.backends.kernel.ringbuf import KernelRingBuffer
+
+    with _ringbuf_coll(OUTPUT) as c:
+        rb = c.ringbuf("events", event_type=Plain)
+        c.programs.emit.test_run(PKT, repeat=3000)
+        got = _collect(rb, 3000)
+        assert [e.seq for e in got] == list(range(3000))
+        assert all(type(e) is Plain and e.magic == 0xabcd and e.tag == 0x7665 for e in got)
+        dec = rb._decoder
+        assert dec.scalar_names == ("seq", "magic", "tag")
+        rec = b"".join(bytes(8) + Plain(seq=i, magic=1, tag=2).to_bytes() for i in range(5))
+        py = dec.many(memoryview(rec), 5, 24, 8)
+        native = KernelRingBuffer._many(dec, memoryview(rec), 5, 24)
+        assert py == native == [Plain(seq=i, magic=1, tag=2) for i in range(5)]
+        if fast.mod is None:
+            pytest.skip(f"native fast path not built here ({fast.why_not}); Python path checked")

@@ -12,6 +12,7 @@ from ... import uapi as U
 from ...errors import LoadError, NotSupportedError
 from ..base import RawMap
 from . import syscall as sc
+from .fast import mod as _fast
 
 LIBBPF_PIN_BY_NAME = 1
 DEFAULT_PIN_ROOT = "/sys/fs/bpf"
@@ -107,6 +108,11 @@ class KernelMap(RawMap):
     def lookup(self, key: bytes, flags: int = 0) -> Optional[bytes]:
         if len(key) != self.key_size:
             self._check_key(key)
+        if _fast is not None:
+            r = _fast.lookup(self.fd, bytes(key), self.value_size, flags, U.BPF_MAP_LOOKUP_ELEM)
+            if r.__class__ is int:
+                raise self._err(r, U.BPF_MAP_LOOKUP_ELEM, "lookup")
+            return r
         a = self._attr
         ctypes.memmove(self._kaddr, key, self.key_size)
         a.key, a.value, a.flags = self._kaddr, self._vaddr, flags
@@ -115,9 +121,6 @@ class KernelMap(RawMap):
             if r == -_errno.ENOENT:
                 return None
             raise self._err(r, U.BPF_MAP_LOOKUP_ELEM, "lookup")
-        if self.type in FD_VALUE_TYPES:
-            # Lookups of fd maps return ids; keep the bytes but they are ids, not fds.
-            pass
         return self._vbuf.raw[:self.value_size]
 
     def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
@@ -125,6 +128,11 @@ class KernelMap(RawMap):
             self._check_key(key)
         if len(value) != self.value_size:
             self._check_value(value)
+        if _fast is not None:
+            r = _fast.update(self.fd, bytes(key), bytes(value), flags)
+            if r < 0:
+                raise self._err(r, U.BPF_MAP_UPDATE_ELEM, "update")
+            return
         a = self._attr
         ctypes.memmove(self._kaddr, key, self.key_size)
         ctypes.memmove(self._vaddr, value, self.value_size)
@@ -136,6 +144,13 @@ class KernelMap(RawMap):
     def delete(self, key: bytes) -> bool:
         if len(key) != self.key_size:
             self._check_key(key)
+        if _fast is not None:
+            r = _fast.delete(self.fd, bytes(key))
+            if r < 0:
+                if r == -_errno.ENOENT:
+                    return False
+                raise self._err(r, U.BPF_MAP_DELETE_ELEM, "delete")
+            return True
         a = self._attr
         ctypes.memmove(self._kaddr, key, self.key_size)
         a.key, a.value, a.flags = self._kaddr, 0, 0
@@ -147,6 +162,13 @@ class KernelMap(RawMap):
         return True
 
     def next_key(self, key: Optional[bytes]) -> Optional[bytes]:
+        if _fast is not None:
+            if key is not None and len(key) != self.key_size:
+                self._check_key(key)
+            r = _fast.next_key(self.fd, None if key is None else bytes(key), self.key_size)
+            if r.__class__ is int:
+                raise self._err(r, U.BPF_MAP_GET_NEXT_KEY, "get next key")
+            return r
         a = self._attr
         if key is None:
             a.key = 0

@@ -13,6 +13,7 @@ drops to the record-by-record path.
 from __future__ import annotations
 
 import fcntl
+import gc
 import mmap
 import os
 import select
@@ -22,6 +23,7 @@ from typing import Optional
 from ...errors import Error, LoadError
 from ..base import RawRingBuffer
 from . import perf as P
+from .fast import mod as _fast
 from .syscall import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT
 
 _BUSY, _DISCARD = BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT
@@ -123,7 +125,7 @@ class KernelRingBuffer(RawRingBuffer):
                         k += 1
                     n = k
                 if n:
-                    out.extend(dec.many(data[off:off + n * stride], n, stride, 8))
+                    out.extend(self._many(dec, data[off:off + n * stride], n, stride))
                     cons += n * stride
                     self._cons_q[0] = cons
                     continue
@@ -136,6 +138,21 @@ class KernelRingBuffer(RawRingBuffer):
             cons += (ln + 15) & ~7
             self._cons_q[0] = cons
         self._cons_q[0] = cons
+
+    @staticmethod
+    def _many(dec, mv, n: int, stride: int) -> list:
+        names = getattr(dec, "scalar_names", None)
+        if _fast is None or names is None:
+            return dec.many(mv, n, stride, 8)
+        rows = dec.row_struct(stride, 8).iter_unpack(mv)
+        # Objects hold only ints: no cycles for the GC to find while the batch is built.
+        reenable = gc.isenabled()
+        gc.disable()
+        try:
+            return _fast.make_objects(dec.t, names, rows)
+        finally:
+            if reenable:
+                gc.enable()
 
     def close(self) -> None:
         if self._ep is None:
