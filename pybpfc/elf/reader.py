@@ -145,6 +145,13 @@ class _Reader:
             if len(d) != 4:
                 raise self.err(f"section 'version': expected 4 bytes, got {len(d)}")
             spec.kern_version = struct.unpack("<I", d)[0]
+        for name in self.sections:
+            # Sections whose meaning a loader must act on but this reader does not model: refuse
+            # rather than hand over a collection that silently lacks them.
+            if name.startswith((".struct_ops", ".addr_space.")):
+                raise self.err(f"section '{name}': "
+                               f"{'struct_ops maps' if name.startswith('.struct_ops') else 'BPF arena data'}"
+                               " are not supported")
         self._read_btf()
         spec.btf = self.btf
         self._read_maps(spec)

@@ -115,3 +115,8 @@ def test_fuzz_truncations_and_bit_flips(path):
             read_elf(bytes(d))
         except (ELFError, BTFError) as e:
             assert str(e)
+
+
+def test_struct_ops_refused_not_dropped():
+    with pytest.raises(ELFError, match=r"section '.struct_ops.link': struct_ops maps are not supported"):
+        read_elf(os.path.join(OBJ, "struct_ops.bpf.o"))
