@@ -1,0 +1,204 @@
+"""Helpers of the userspace runtime, each run from a small program in the runtime (interpreter
+and JIT) with its effect checked in maps, trace output or the return value."""
+import ctypes
+import errno
+import os
+import struct
+
+import pytest
+
+import pybpfc
+from pybpfc import uapi as U
+from pybpfc.asm import assemble
+from pybpfc.backends.kernel.tracefs import parse_trace_line
+from pybpfc.backends.userspace import UserspaceBackend, userspace_available
+from pybpfc.elf.spec import CollectionSpec, MapSpec, ProgramSpec, Relocation
+from pybpfc.errors import LoadError
+
+pytestmark = pytest.mark.skipif(not userspace_available(), reason="native runtime cannot be built here")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(params=["interpreter", "jit"])
+def engine(request):
+    return request.param
+
+
+def load(asm: str, maps=(), relocs=(), ptype=U.BPF_PROG_TYPE_TRACEPOINT, engine="interpreter", name="p"):
+    insns = b"".join(i.encode() for i in assemble(asm))
+    spec = CollectionSpec()
+    for m in maps:
+        spec.maps[m.name] = m
+    spec.programs[name] = ProgramSpec(name, "tracepoint/x/y", ptype, insns=insns,
+                                      relocations=[Relocation(i, k, t) for i, k, t in relocs])
+    obj = pybpfc.load(spec, backend=UserspaceBackend(jit=engine == "jit"))
+    prog = getattr(obj.programs, name)
+    if engine == "jit" and prog.raw.engine != "jit":
+        obj.close()
+        pytest.skip("JIT unavailable")
+    return obj, prog
+
+
+def s64(v):
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def test_probe_read_bad_address_is_an_error_not_a_fault(engine):
+    obj, p = load("""
+        stdw [%r10-8], 0x55
+        mov %r1, %r10
+        add %r1, -8
+        mov %r2, 8
+        mov %r3, 16
+        call 4
+        ldxdw %r2, [%r10-8]
+        jeq %r2, 0, +2
+        mov %r0, 1
+        exit
+        exit
+    """, engine=engine)
+    with obj:
+        # -EFAULT, and the destination was zeroed (else 1), as the kernel does
+        assert s64(p.test_run(ctx=bytes(8)).retval) == -errno.EFAULT
+
+
+def test_probe_read_user_str_copies_a_string(engine):
+    src = ctypes.create_string_buffer(b"hello pybpfc")
+    vals = MapSpec("out", U.BPF_MAP_TYPE_ARRAY, 4, 16, 1)
+    obj, p = load("""
+        ldxdw %r3, [%r1+0]
+        mov %r1, %r10
+        add %r1, -16
+        mov %r2, 16
+        call 114
+        mov %r6, %r0
+        stw [%r10-20], 0
+        lddw %r1, map_fd(0)
+        mov %r2, %r10
+        add %r2, -20
+        mov %r3, %r10
+        add %r3, -16
+        mov %r4, 0
+        call 2
+        mov %r0, %r6
+        exit
+    """, maps=[vals], relocs=[(7, "map", "out")], engine=engine)
+    with obj:
+        r = p.test_run(ctx=struct.pack("<Q", ctypes.addressof(src)))
+        assert r.retval == len(b"hello pybpfc") + 1  # with the NUL, as the kernel counts
+        assert obj.maps.out[0] == b"hello pybpfc\0\0\0\0"
+
+
+def test_trace_printk_lines_readable_from_python(engine):
+    obj, p = load("""
+        lddw %r6, 0x0064252069682121
+        stxdw [%r10-8], %r6
+        mov %r1, %r10
+        add %r1, -8
+        mov %r2, 8
+        mov %r3, 42
+        call 6
+        exit
+    """, engine=engine)
+    with obj:
+        # the format is "!!hi %d" + NUL in little-endian order
+        p.test_run(ctx=bytes(8))
+        lines = list(obj.backend.trace_pipe_lines())
+        assert len(lines) == 1
+        task, msg = parse_trace_line(lines[0])
+        assert msg == "!!hi 42"
+        assert task.endswith(f"-{os.getpid()}") or "-" in task
+
+
+def test_strncmp_against_read_only_data(engine):
+    ro = MapSpec(".rodata", U.BPF_MAP_TYPE_ARRAY, 4, 8, 1, data=b"abcd\0\0\0\0", readonly=True)
+    obj, p = load("""
+        stdw [%r10-8], 0x0000000064636261
+        mov %r1, %r10
+        add %r1, -8
+        mov %r2, 5
+        lddw %r3, map_value(0, 0)
+        call 182
+        mov %r6, %r0
+        stdw [%r10-8], 0x0000000065636261
+        mov %r1, %r10
+        add %r1, -8
+        mov %r2, 5
+        lddw %r3, map_value(0, 0)
+        call 182
+        lsh %r6, 8
+        and %r0, 0xff
+        or %r0, %r6
+        exit
+    """, maps=[ro], relocs=[(4, "map_value", ".rodata"), (12, "map_value", ".rodata")], engine=engine)
+    with obj:
+        assert p.test_run(ctx=bytes(8)).retval == 0x01  # equal, then "abce" > "abcd"
+
+
+def test_identity_time_and_random_helpers(engine):
+    out = MapSpec("out", U.BPF_MAP_TYPE_ARRAY, 4, 8, 8)
+    asm = ""
+    for slot, helper in enumerate([14, 15, 5, 5, 7, 7, 125, 8]):
+        asm += f"""
+        call {helper}
+        stxdw [%r10-16], %r0
+        stw [%r10-4], {slot}
+        lddw %r1, map_fd(0)
+        mov %r2, %r10
+        add %r2, -4
+        mov %r3, %r10
+        add %r3, -16
+        mov %r4, 0
+        call 2
+        """
+    asm += "mov %r0, 0\nexit\n"
+    relocs = [(3 + 11 * i, "map", "out") for i in range(8)]
+    obj, p = load(asm, maps=[out], relocs=relocs, engine=engine)
+    with obj:
+        p.test_run(ctx=bytes(8))
+        v = [obj.maps.out[i] for i in range(8)]
+        assert v[0] >> 32 == os.getpid()
+        assert v[1] == (os.getgid() << 32) | os.getuid()
+        assert 0 < v[2] <= v[3]  # CLOCK_MONOTONIC, like bpf_ktime_get_ns
+        assert v[4] < 1 << 32 and v[5] < 1 << 32 and v[4] != v[5]
+        assert v[6] >= v[3]  # boot time includes suspend: never behind monotonic
+        assert v[7] < os.cpu_count()
+
+
+def test_queue_push_pop_from_a_program(engine):
+    q = MapSpec("q", U.BPF_MAP_TYPE_QUEUE, 0, 4, 4)
+    obj, p = load("""
+        ldxw %r6, [%r1+0]
+        stxw [%r10-4], %r6
+        lddw %r1, map_fd(0)
+        mov %r2, %r10
+        add %r2, -4
+        mov %r3, 0
+        call 87
+        exit
+    """, maps=[q], relocs=[(2, "map", "q")], engine=engine)
+    with obj:
+        for v in (5, 6, 7):
+            assert p.test_run(ctx=struct.pack("<Q", v)).retval == 0
+        assert [obj.maps.q.pop() for _ in range(4)] == [5, 6, 7, None]
+
+
+def test_unsupported_helper_refused_at_load_by_name():
+    with pytest.raises(LoadError, match=r"prog 'p': helper bpf_skb_store_bytes \(id 9\) is not supported "
+                                        r"by the userspace runtime"):
+        load("call 9\nexit")
+
+
+def test_tail_call_and_bpf_loop_in_clang_object(engine):
+    with pybpfc.load(f"{HERE}/../objects/progs.bpf.o", backend=UserspaceBackend(jit=engine == "jit")) as c:
+        # jmp_init's static initialiser: index 1 holds tail_target
+        assert dict(c.maps.jmp_init.items()) == {1: c.programs.tail_target.raw.id}
+        c.maps.jmp[0] = c.programs.tail_target.raw.id
+        assert c.programs.on_malloc_ret.test_run(ctx=bytes(168)).retval == 0
+        assert c.maps.hits[7] == 3  # tail_target ran (bump(7) adds `scale`)
+        del c.maps.jmp[0]
+        c.programs.on_malloc_ret.test_run(ctx=bytes(168))
+        assert c.maps.hits[7] == 3  # empty slot: the tail call falls through
+        c.programs.tc_count.test_run(bytes(12) + b"\x08\x00" + bytes(50))
+        assert c.maps.hits[45 & 7] == 3  # bpf_loop callback summed 0..9
