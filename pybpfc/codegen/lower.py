@@ -19,7 +19,7 @@ from ..frontend.module import GlobalVar, collect_globals, function_ast
 from ..frontend.typing import bits, common, fits, is_int, literal_type, signed
 from ..lang.bpf import ProgDecl, _Bpf
 from ..lang.maps import Map
-from ..lang.types import Array, IntType, Str, Struct, bool_, i32, i64, u8, u16, u32, u64
+from ..lang.types import Array, IntType, Str, Struct, bool_, i16, i32, i64, u8, u16, u32, u64
 from .ir import ModuleIR, esc
 
 
@@ -358,6 +358,8 @@ class FunctionLowering:
             return None
         if v.kind == "lit":
             return v.val
+        if v.kind == "int" and v.ref in ("true", "false"):
+            return v.ref == "true"
         if v.kind in ("bytes", "str"):
             return v.val
         return None
@@ -959,9 +961,9 @@ class FunctionLowering:
                 return V("int", t, self.emit(f"shl {lt(t)} {x}, {y}"))
             return V("int", t, self.emit(f"{'ashr' if signed(t) else 'lshr'} {lt(t)} {x}, {y}"))
         if a.kind == "lit":
-            t = b.ty
+            t = widen_for(b.ty, a.val)
         elif b.kind == "lit":
-            t = a.ty
+            t = widen_for(a.ty, b.val)
         else:
             t = common(a.ty, b.ty)
         if t is bool_ and not isinstance(op, (ast.BitAnd, ast.BitOr, ast.BitXor)):
@@ -1110,9 +1112,8 @@ class FunctionLowering:
             t = a.ty
         else:
             t = common(a.ty, b.ty)
-            if signed(a.ty) != signed(b.ty) and bits(a.ty) != bits(b.ty):
-                # a narrower unsigned value compares correctly in the wider signed type
-                t = a.ty if bits(a.ty) > bits(b.ty) else b.ty
+            if a.ty is not bool_ and b.ty is not bool_ and signed(a.ty) != signed(b.ty):
+                return self.mixed_compare(op, a, b)
         lit = a if a.kind == "lit" else b if b.kind == "lit" else None
         if lit is not None and not fits(lit.val, t):
             # a literal outside the type's range: the answer is known
@@ -1126,6 +1127,25 @@ class FunctionLowering:
         pred = {ast.Eq: "eq", ast.NotEq: "ne", ast.Lt: "slt" if s else "ult", ast.LtE: "sle" if s else "ule",
                 ast.Gt: "sgt" if s else "ugt", ast.GtE: "sge" if s else "uge"}[type(op)]
         return self.emit(f"icmp {pred} {lt(t)} {x}, {y}")
+
+    def mixed_compare(self, op, a: V, b: V) -> str:
+        """Signed with unsigned compares by value, as in Python (not C's conversion)."""
+        w = max(bits(a.ty), bits(b.ty))
+        if w < 64:
+            t = {8: i16, 16: i32, 32: i64}[w]
+            x, y = self.convert(a.ref, a.ty, t), self.convert(b.ref, b.ty, t)
+            pred = {ast.Eq: "eq", ast.NotEq: "ne", ast.Lt: "slt", ast.LtE: "sle", ast.Gt: "sgt", ast.GtE: "sge"}
+            return self.emit(f"icmp {pred[type(op)]} {lt(t)} {x}, {y}")
+        x, y = self.convert(a.ref, a.ty, u64), self.convert(b.ref, b.ty, u64)
+        neg_side = a if signed(a.ty) else b
+        neg = self.emit(f"icmp slt i64 {x if neg_side is a else y}, 0")
+        upred = {ast.Eq: "eq", ast.NotEq: "ne", ast.Lt: "ult", ast.LtE: "ule", ast.Gt: "ugt", ast.GtE: "uge"}
+        u = self.emit(f"icmp {upred[type(op)]} i64 {x}, {y}")
+        # when the signed side is negative it is the smaller value
+        a_smaller = neg_side is a
+        known = {ast.Eq: False, ast.NotEq: True, ast.Lt: a_smaller, ast.LtE: a_smaller,
+                 ast.Gt: not a_smaller, ast.GtE: not a_smaller}[type(op)]
+        return self.emit(f"select i1 {neg}, i1 {'true' if known else 'false'}, i1 {u}")
 
     def str_compare(self, op, a: V, b: V, node) -> str:
         if not isinstance(op, (ast.Eq, ast.NotEq)):
@@ -1214,7 +1234,7 @@ class FunctionLowering:
             self.err(node, f"{tname(t)}() takes exactly one argument")
         v = self.int_value(node.args[0], t)
         if v.kind == "lit":
-            return V("int", t, str(t(v.val)) if t is not bool_ else ("true" if v.val else "false"))
+            return V("int", t, self.as_int(V("lit", val=int(t(v.val))), t, node))
         return V("int", t, self.convert(v.ref, v.ty, t))
 
     def construct(self, t, node) -> V:
@@ -1754,6 +1774,17 @@ class FunctionLowering:
             self.err(node, f"'{g.name}' is a Const; programs cannot change it",
                      hint="use Global[...] for values programs write")
         self.store_into(self.global_mem(g), v, vnode)
+
+
+def widen_for(t, lit: int):
+    """The operand type, widened (like Python ints would) until the literal fits."""
+    if fits(lit, t):
+        return t
+    order = [i16, i32, i64] if signed(t) else [u16, u32, u64, i64]
+    for c in order:
+        if c._size > t._size and fits(lit, c):
+            return c
+    return i64 if -(1 << 63) <= lit < (1 << 63) else u64
 
 
 _MISSING = object()
