@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import time
 from types import SimpleNamespace
 
 from pybpfc import uapi as U
@@ -223,3 +224,14 @@ def length_filter(m: Counters, max_len: int) -> bytes:
     a += mov_imm(R0, 0)
     a += exit_()
     return a.assemble()
+
+
+def wait_link_gone(link_id: int) -> bool:
+    """The kernel frees an unpinned link after an RCU grace period: wait for its id to go."""
+    for _ in range(500):
+        try:
+            S.close_fd(S.get_fd_by_id(U.BPF_LINK_GET_FD_BY_ID, link_id))
+        except Exception:  # noqa: BLE001 - ENOENT: gone
+            return True
+        time.sleep(0.01)
+    return False

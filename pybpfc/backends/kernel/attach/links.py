@@ -38,8 +38,15 @@ class FdLink(Link):
         """Swap the attached program without a gap (BPF_LINK_UPDATE)."""
         S.link_update(self.fd, prog_fd(prog), subject=f"{self.kind} link {self.target}")
 
+    @property
+    def id(self) -> int:
+        """The kernel's id of this link (bpftool link show)."""
+        return S.obj_get_info_by_fd(self.fd, S.LinkInfo(), f"{self.kind} link {self.target}").id
+
     def detach(self) -> None:
-        """Detach now even if the link is pinned or its fd is shared (BPF_LINK_DETACH)."""
+        """Detach now even if the link is pinned or its fd is shared (BPF_LINK_DETACH: xdp,
+        tcx, cgroup, netns links). Other link types (perf event, raw tracepoint, tracing)
+        detach when their last reference, fd or pin, goes."""
         if self.fd >= 0:
             try:
                 S.link_detach(self.fd, subject=f"{self.kind} link {self.target}")
