@@ -12,6 +12,7 @@ command -v llvm-objdump-19 >/dev/null || need+=(llvm-19)
 dpkg -s libbpf-dev >/dev/null 2>&1 || need+=(libbpf-dev)
 dpkg -s linux-libc-dev >/dev/null 2>&1 || need+=(linux-libc-dev)
 command -v gcc >/dev/null || need+=(gcc)
+dpkg -s libcapstone-dev >/dev/null 2>&1 || need+=(libcapstone-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   $SUDO apt-get update -qq >/dev/null 2>&1 || true

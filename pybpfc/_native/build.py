@@ -27,8 +27,13 @@ def targets(root: str = ROOT) -> dict:
     if rt:
         out["pybpfc_runtime"] = (rt, inc, [], ["-lrt", "-ldl", "-lpthread"])
     if ag:
-        out["pybpfc_agent"] = (ag + rt, inc, ["-DPYBPFC_AGENT=1", "-fno-stack-protector"],
-                               ["-lrt", "-ldl", "-lpthread"])
+        # capstone decodes the instructions a uprobe patch displaces (Debian libcapstone-dev);
+        # without it the agent still builds and refuses uprobes with a message
+        cs = os.path.exists("/usr/include/capstone/capstone.h")
+        out["pybpfc_agent"] = (ag + rt, inc, ["-DPYBPFC_AGENT=1", "-fno-stack-protector",
+                                              "-ftls-model=initial-exec"]
+                               + ([] if cs else ["-DPYBPFC_NO_CAPSTONE=1"]),
+                               (["-lcapstone"] if cs else []) + ["-lrt", "-ldl", "-lpthread"])
     return out
 
 

@@ -1,0 +1,501 @@
+/* Syscall interception.
+ *
+ * Every thread of the target runs with Syscall User Dispatch (prctl PR_SET_SYSCALL_USER_DISPATCH)
+ * whose selector byte is shared by all threads. The agent's own text is exempt, so its raw
+ * syscalls are never caught. A thread that has SIGSYS blocked when a syscall traps is killed by
+ * the kernel, so the agent removes SIGSYS from every mask the target sets (sigprocmask,
+ * sigaction, sigsuspend, ppoll, pselect, epoll_pwait) and keeps its handler.
+ *
+ * zpoline mode (page 0 can be mapped: vm.mmap_min_addr == 0 or CAP_SYS_RAWIO): the first time
+ * a `syscall` instruction traps, the SIGSYS handler rewrites it in place to `call *%rax` (also
+ * two bytes, one atomic store) and restarts it. %rax holds the syscall number, so the call lands
+ * in a nop sled at address 0..511 that jumps to pba_zp_entry; later executions cost a call and
+ * no signal. Only instructions that actually executed as syscalls are rewritten, so there is no
+ * disassembly guesswork, and code loaded later (dlopen, JIT) is covered the same way.
+ *
+ * In zpoline mode the selector is BLOCK from start-up on, so the very syscalls that would block
+ * SIGSYS are already routed through the filter.
+ *
+ * sud mode (page 0 unavailable): every syscall is handled in the SIGSYS handler (slow: a signal
+ * round trip per syscall), so the selector is BLOCK only while a syscall hook exists; a thread
+ * that blocked SIGSYS natively before that is a known hazard (docs/agent.md).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+#ifndef PR_SET_SYSCALL_USER_DISPATCH
+#define PR_SET_SYSCALL_USER_DISPATCH 59
+#endif
+#define SUD_ON 1
+#define SUD_ALLOW 0
+#define SUD_BLOCK 1
+#define SYS_USER_DISPATCH_CODE 2
+#define NSYS 512
+
+struct hook {
+    int id;
+    int kind;
+    int nr;
+    pba_fn fn;
+    void *data;
+};
+struct hooklist {
+    int n;
+    struct hook h[];
+};
+
+static struct hooklist *enter_tab[NSYS], *exit_tab[NSYS], *enter_all, *exit_all;
+static int nhooks;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+#define MAX_SYS_HOOKS 1024
+static struct {
+    int used, nr, kind;
+} handles[MAX_SYS_HOOKS];
+
+char pba_sud_selector = SUD_ALLOW;
+static int mode; /* 0 off, 1 sud, 2 zpoline */
+static uint64_t stat_rewritten, stat_sigsys, stat_dispatched;
+
+extern char pba_zp_entry[], pba_sud_sigreturn[], pba_sud_clone[], pba_sud_restorer[];
+
+#define FRAME_SAVE                                                                                \
+    "  push %rbp\n  mov %rsp, %rbp\n  and $-16, %rsp\n  sub $432, %rsp\n"                         \
+    "  mov %r15, 0(%rsp)\n  mov %r14, 8(%rsp)\n  mov %r13, 16(%rsp)\n  mov %r12, 24(%rsp)\n"    \
+    "  mov %rbx, 40(%rsp)\n  mov %r11, 48(%rsp)\n  mov %r10, 56(%rsp)\n  mov %r9, 64(%rsp)\n"    \
+    "  mov %r8, 72(%rsp)\n  mov %rax, 80(%rsp)\n  mov %rcx, 88(%rsp)\n  mov %rdx, 96(%rsp)\n"    \
+    "  mov %rsi, 104(%rsp)\n  mov %rdi, 112(%rsp)\n  mov %rax, 120(%rsp)\n"                       \
+    "  mov 0(%rbp), %rcx\n  mov %rcx, 32(%rsp)\n"                                                 \
+    "  movaps %xmm0, 176(%rsp)\n  movaps %xmm1, 192(%rsp)\n  movaps %xmm2, 208(%rsp)\n"           \
+    "  movaps %xmm3, 224(%rsp)\n  movaps %xmm4, 240(%rsp)\n  movaps %xmm5, 256(%rsp)\n"           \
+    "  movaps %xmm6, 272(%rsp)\n  movaps %xmm7, 288(%rsp)\n  movaps %xmm8, 304(%rsp)\n"           \
+    "  movaps %xmm9, 320(%rsp)\n  movaps %xmm10, 336(%rsp)\n  movaps %xmm11, 352(%rsp)\n"         \
+    "  movaps %xmm12, 368(%rsp)\n  movaps %xmm13, 384(%rsp)\n  movaps %xmm14, 400(%rsp)\n"        \
+    "  movaps %xmm15, 416(%rsp)\n"
+#define FRAME_RESTORE                                                                             \
+    "  movaps 176(%rsp), %xmm0\n  movaps 192(%rsp), %xmm1\n  movaps 208(%rsp), %xmm2\n"           \
+    "  movaps 224(%rsp), %xmm3\n  movaps 240(%rsp), %xmm4\n  movaps 256(%rsp), %xmm5\n"           \
+    "  movaps 272(%rsp), %xmm6\n  movaps 288(%rsp), %xmm7\n  movaps 304(%rsp), %xmm8\n"           \
+    "  movaps 320(%rsp), %xmm9\n  movaps 336(%rsp), %xmm10\n  movaps 352(%rsp), %xmm11\n"         \
+    "  movaps 368(%rsp), %xmm12\n  movaps 384(%rsp), %xmm13\n  movaps 400(%rsp), %xmm14\n"        \
+    "  movaps 416(%rsp), %xmm15\n"                                                                \
+    "  mov 0(%rsp), %r15\n  mov 8(%rsp), %r14\n  mov 16(%rsp), %r13\n  mov 24(%rsp), %r12\n"    \
+    "  mov 40(%rsp), %rbx\n  mov 48(%rsp), %r11\n  mov 56(%rsp), %r10\n  mov 64(%rsp), %r9\n"    \
+    "  mov 72(%rsp), %r8\n  mov 80(%rsp), %rax\n  mov 88(%rsp), %rcx\n  mov 96(%rsp), %rdx\n"    \
+    "  mov 104(%rsp), %rsi\n  mov 112(%rsp), %rdi\n"                                              \
+    "  mov %rbp, %rsp\n  pop %rbp\n"
+
+/* pba_zp_entry: reached from the sled with %rax = number and [rsp] = the return address
+ * (the rewritten instruction + 2). Only rcx and r11 may change, as with `syscall`. */
+__asm__(".text\n"
+        ".globl pba_zp_entry\n"
+        ".type pba_zp_entry,@function\n"
+        "pba_zp_entry:\n"
+        "  cmp $15, %rax\n"       /* rt_sigreturn: needs rsp exactly at the signal frame */
+        "  je 1f\n"
+        "  cmp $56, %rax\n"       /* clone */
+        "  je 2f\n"
+        "  cmp $435, %rax\n"      /* clone3: refuse; libc falls back to clone */
+        "  je 3f\n"
+        "0:\n"
+        "  lea -120(%rsp), %rsp\n" /* keep the red zone: only [sp-8] was overwritten by the call */
+        "  pushfq\n"
+        "  cld\n"
+        FRAME_SAVE
+        /* rbp+8 flags, rbp+136 return address, rbp+144 application sp */
+        "  mov 8(%rbp), %rcx\n  mov %rcx, 144(%rsp)\n"
+        "  mov 136(%rbp), %rcx\n  mov %rcx, 128(%rsp)\n"
+        "  lea 144(%rbp), %rcx\n  mov %rcx, 152(%rsp)\n"
+        "  mov %rsp, %rdi\n"
+        "  call pba_sys_run\n"
+        FRAME_RESTORE
+        "  popfq\n"
+        "  lea 120(%rsp), %rsp\n"
+        "  ret\n"
+        "1:\n"
+        "  add $8, %rsp\n"
+        "  syscall\n"
+        "  ud2\n"
+        "2:\n"
+        "  test %rsi, %rsi\n"     /* no new stack: fork-like, the generic path is fine */
+        "  jz 0b\n"
+        /* the child starts on the new stack: give it the return address there */
+        "  sub $8, %rsi\n"
+        "  mov (%rsp), %rcx\n"
+        "  mov %rcx, (%rsi)\n"
+        "  syscall\n"
+        "  lea 8(%rsi), %rsi\n"
+        "  ret\n"
+        "3:\n"
+        "  mov $-38, %rax\n"
+        "  ret\n"
+        ".size pba_zp_entry, .-pba_zp_entry\n"
+        /* SUD mode stubs (in the exempt text) */
+        ".globl pba_sud_sigreturn\n"
+        "pba_sud_sigreturn:\n"
+        "  mov $15, %eax\n"
+        "  syscall\n"
+        "  ud2\n"
+        ".globl pba_sud_clone\n"
+        "pba_sud_clone:\n"
+        "  syscall\n"
+        "  lea 8(%rsi), %rsi\n"
+        "  ret\n"
+        ".globl pba_sud_restorer\n"
+        "pba_sud_restorer:\n"
+        "  mov $15, %eax\n"
+        "  syscall\n"
+        "  ud2\n");
+
+static void run_list(struct hooklist *l, int kind, struct pba_regs *r)
+{
+    for (int i = 0; i < l->n; i++)
+        l->h[i].fn(l->h[i].data, kind, r);
+}
+
+/* regs->ax = number on entry; returns the result (also left in regs->ax). */
+__attribute__((used)) long pba_sys_run(struct pba_regs *r)
+{
+    long nr = (long)r->ax;
+    if (nr == SYS_vfork)
+        nr = SYS_fork; /* the vfork child would run on (and clobber) this frame */
+    r->orig_ax = nr;
+    r->cs = 0x33;
+    r->ss = 0x2b;
+    struct hooklist *le = NULL, *lx = NULL;
+    if (nr >= 0 && nr < NSYS) {
+        le = __atomic_load_n(&enter_tab[nr], __ATOMIC_ACQUIRE);
+        lx = __atomic_load_n(&exit_tab[nr], __ATOMIC_ACQUIRE);
+    }
+    struct hooklist *ae = __atomic_load_n(&enter_all, __ATOMIC_ACQUIRE);
+    struct hooklist *ax = __atomic_load_n(&exit_all, __ATOMIC_ACQUIRE);
+    int run = !pba_in_agent && (le || lx || ae || ax);
+    if (run && (le || ae)) {
+        pba_in_agent = 1;
+        r->ax = (uint64_t)-ENOSYS;
+        if (ae)
+            run_list(ae, PBA_SYS_ENTER, r);
+        if (le)
+            run_list(le, PBA_SYS_ENTER, r);
+        pba_in_agent = 0;
+    }
+    /* SIGSYS must never be blocked: Syscall User Dispatch would kill the thread */
+    uint64_t a[6] = {r->di, r->si, r->dx, r->r10, r->r8, r->r9};
+    uint64_t set, sa[4], ps[2];
+    long ret;
+    const uint64_t bit = 1ull << (SIGSYS - 1);
+    switch (nr) {
+    case SYS_rt_sigprocmask:
+        if (a[1] && (a[0] == SIG_BLOCK || a[0] == SIG_SETMASK) && (*(uint64_t *)a[1] & bit)) {
+            set = *(uint64_t *)a[1] & ~bit;
+            a[1] = (uint64_t)&set;
+        }
+        break;
+    case SYS_rt_sigaction:
+        if (a[0] == SIGSYS && a[1]) {
+            ret = 0; /* the agent keeps its SIGSYS handler */
+            goto done;
+        }
+        if (a[1] && (((uint64_t *)a[1])[3] & bit)) {
+            memcpy(sa, (void *)a[1], sizeof sa);
+            sa[3] &= ~bit;
+            a[1] = (uint64_t)sa;
+        }
+        break;
+    case SYS_rt_sigsuspend:
+        if (a[0] && (*(uint64_t *)a[0] & bit)) {
+            set = *(uint64_t *)a[0] & ~bit;
+            a[0] = (uint64_t)&set;
+        }
+        break;
+    case SYS_ppoll:
+        if (a[3] && (*(uint64_t *)a[3] & bit)) {
+            set = *(uint64_t *)a[3] & ~bit;
+            a[3] = (uint64_t)&set;
+        }
+        break;
+    case SYS_epoll_pwait:
+    case SYS_epoll_pwait2:
+        if (a[4] && (*(uint64_t *)a[4] & bit)) {
+            set = *(uint64_t *)a[4] & ~bit;
+            a[4] = (uint64_t)&set;
+        }
+        break;
+    case SYS_pselect6:
+        if (a[5] && ((uint64_t *)a[5])[0] && (*(uint64_t *)((uint64_t *)a[5])[0] & bit)) {
+            set = *(uint64_t *)((uint64_t *)a[5])[0] & ~bit;
+            ps[0] = (uint64_t)&set;
+            ps[1] = ((uint64_t *)a[5])[1];
+            a[5] = (uint64_t)ps;
+        }
+        break;
+    }
+    ret = pba_raw_syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+done:
+    r->ax = ret;
+    if (run && (lx || ax)) {
+        pba_in_agent = 1;
+        if (ax)
+            run_list(ax, PBA_SYS_EXIT, r);
+        if (lx)
+            run_list(lx, PBA_SYS_EXIT, r);
+        pba_in_agent = 0;
+        r->ax = ret;
+    }
+    if (run)
+        __atomic_fetch_add(&stat_dispatched, 1, __ATOMIC_RELAXED);
+    return ret;
+}
+
+/* -- rewriting ------------------------------------------------------------------------------ */
+static int rewrite(uint64_t site)
+{
+    if ((site & 63) == 63)
+        return -1; /* the 2-byte store would straddle a cache line: not atomic */
+    const volatile uint8_t *p = (const uint8_t *)site;
+    if (p[0] != 0x0f || p[1] != 0x05)
+        return (p[0] == 0xff && p[1] == 0xd0) ? 0 : -1; /* another thread was first */
+    int ww;
+    if (pba_protect_rw(site, 2, &ww))
+        return -1;
+    uint16_t old = 0x050f;
+    int ok = __atomic_compare_exchange_n((uint16_t *)site, &old, (uint16_t)0xd0ff, 0,
+                                         __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    pba_protect_restore(site, 2, ww);
+    if (ok)
+        __atomic_fetch_add(&stat_rewritten, 1, __ATOMIC_RELAXED);
+    return ok || old == 0xd0ff ? 0 : -1;
+}
+
+static void regs_from_uc(struct pba_regs *r, const greg_t *g)
+{
+    r->r15 = g[REG_R15]; r->r14 = g[REG_R14]; r->r13 = g[REG_R13]; r->r12 = g[REG_R12];
+    r->bp = g[REG_RBP]; r->bx = g[REG_RBX]; r->r11 = g[REG_R11]; r->r10 = g[REG_R10];
+    r->r9 = g[REG_R9]; r->r8 = g[REG_R8]; r->ax = g[REG_RAX]; r->cx = g[REG_RCX];
+    r->dx = g[REG_RDX]; r->si = g[REG_RSI]; r->di = g[REG_RDI]; r->ip = g[REG_RIP];
+    r->flags = g[REG_EFL]; r->sp = g[REG_RSP];
+}
+
+static void on_sigsys(int sig, siginfo_t *si, void *ucv)
+{
+    (void)sig;
+    if (si->si_code != SYS_USER_DISPATCH_CODE)
+        return;
+    ucontext_t *uc = ucv;
+    greg_t *g = uc->uc_mcontext.gregs;
+    uint64_t site = g[REG_RIP] - 2;
+    long nr = g[REG_RAX];
+    __atomic_fetch_add(&stat_sigsys, 1, __ATOMIC_RELAXED);
+    if (mode == 2 && nr >= 0 && nr < NSYS && rewrite(site) == 0) {
+        g[REG_RIP] = site; /* run it again, now through zpoline */
+        return;
+    }
+    switch (nr) {
+    case SYS_rt_sigreturn:
+        g[REG_RIP] = (greg_t)pba_sud_sigreturn; /* rsp is at the application's frame */
+        return;
+    case SYS_clone3:
+        g[REG_RAX] = -ENOSYS;
+        return;
+    case SYS_clone:
+        if (g[REG_RSI]) {
+            uint64_t ret = g[REG_RIP];
+            g[REG_RSI] -= 8;
+            *(uint64_t *)g[REG_RSI] = ret;
+            g[REG_RSP] -= 8;
+            *(uint64_t *)g[REG_RSP] = ret;
+            g[REG_RIP] = (greg_t)pba_sud_clone;
+            return;
+        }
+        break;
+    }
+    struct pba_regs r;
+    regs_from_uc(&r, g);
+    g[REG_RAX] = pba_sys_run(&r);
+}
+
+static int setup_zpoline(void)
+{
+    long r = pba_raw_syscall(SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (r != 0) {
+        if (r > 0)
+            pba_raw_syscall(SYS_munmap, r, 4096, 0, 0, 0, 0);
+        return -1;
+    }
+    /* hide the null pointer from the compiler, which would turn the stores into traps */
+    volatile uint8_t *vz;
+    __asm__("" : "=r"(vz) : "0"(0ul));
+    for (int i = 0; i < NSYS; i++)
+        vz[i] = 0x90;
+    uint64_t ent = (uint64_t)pba_zp_entry;
+    vz[NSYS] = 0x49;
+    vz[NSYS + 1] = 0xbb; /* movabs $pba_zp_entry, %r11 (r11 is clobbered by syscall anyway) */
+    for (int i = 0; i < 8; i++)
+        vz[NSYS + 2 + i] = (uint8_t)(ent >> (8 * i));
+    vz[NSYS + 10] = 0x41;
+    vz[NSYS + 11] = 0xff;
+    vz[NSYS + 12] = 0xe3; /* jmp *%r11 */
+    /* execute-only where the CPU has protection keys; NULL reads then still fault */
+    pba_raw_syscall(SYS_mprotect, 0, 4096, PROT_EXEC, 0, 0, 0);
+    return 0;
+}
+
+struct ksigaction {
+    void *handler;
+    unsigned long flags;
+    void *restorer;
+    uint64_t mask;
+};
+
+int pba_sys_init(int want_zpoline)
+{
+    uint64_t start, len;
+    pba_self_text(&start, &len);
+    struct ksigaction ka = {(void *)on_sigsys, SA_SIGINFO | SA_NODEFER | SA_RESTART | 0x04000000 /* SA_RESTORER */,
+                            (void *)pba_sud_restorer, 0};
+    if (pba_raw_syscall(SYS_rt_sigaction, SIGSYS, (long)&ka, 0, 8, 0, 0) < 0)
+        return -1;
+    if (pba_raw_syscall(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, SUD_ON, start, len,
+                        (long)&pba_sud_selector, 0) < 0) {
+        mode = 0;
+        pba_log("syscall hooks unavailable: no Syscall User Dispatch in this kernel");
+        return -1;
+    }
+    mode = 1;
+    const char *m = getenv("PYBPFC_AGENT_SYSCALL");
+    if (m && !strcmp(m, "zpoline"))
+        want_zpoline = 1;
+    if (m && !strcmp(m, "sud"))
+        want_zpoline = 0;
+    if (want_zpoline && setup_zpoline() == 0) {
+        /* every syscall instruction traps once, from the start, and is rewritten: so the ones
+         * that would block SIGSYS are seen (and filtered) before they can */
+        mode = 2;
+        __atomic_store_n(&pba_sud_selector, SUD_BLOCK, __ATOMIC_SEQ_CST);
+    }
+    pba_log("syscall interception: %s", pba_sys_mode());
+    return 0;
+}
+
+void pba_sys_thread_start(void)
+{
+    if (!mode)
+        return;
+    uint64_t start, len;
+    pba_self_text(&start, &len);
+    pba_raw_syscall(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, SUD_ON, start, len,
+                    (long)&pba_sud_selector, 0);
+}
+
+void pba_sys_after_fork(void) { pba_sys_thread_start(); }
+
+const char *pba_sys_mode(void) { return mode == 2 ? "zpoline" : mode == 1 ? "sud" : "off"; }
+
+uint64_t pba_sys_stat(int which)
+{
+    return which == 0 ? stat_rewritten : which == 1 ? stat_sigsys : stat_dispatched;
+}
+
+/* -- hook registry ---------------------------------------------------------------------------- */
+static struct hooklist **slot_for(int nr, int kind)
+{
+    if (nr < 0)
+        return kind == PBA_SYS_ENTER ? &enter_all : &exit_all;
+    return kind == PBA_SYS_ENTER ? &enter_tab[nr] : &exit_tab[nr];
+}
+
+static struct hooklist *list_with(struct hooklist *l, const struct hook *add, int remove_id)
+{
+    int n = l ? l->n : 0;
+    struct hooklist *nl = malloc(sizeof *nl + (n + 1) * sizeof(struct hook));
+    if (!nl)
+        return NULL;
+    nl->n = 0;
+    for (int i = 0; i < n; i++)
+        if (l->h[i].id != remove_id)
+            nl->h[nl->n++] = l->h[i];
+    if (add)
+        nl->h[nl->n++] = *add;
+    if (!nl->n) {
+        free(nl);
+        return NULL;
+    }
+    return nl;
+}
+
+int pba_sys_add(int nr, int kind, pba_fn fn, void *data, char *err, size_t errlen)
+{
+    if (nr >= NSYS || nr < -1 || (kind != PBA_SYS_ENTER && kind != PBA_SYS_EXIT)) {
+        if (err)
+            snprintf(err, errlen, "bad syscall hook (nr %d, kind %d)", nr, kind);
+        return -1;
+    }
+    if (!mode) {
+        if (err)
+            snprintf(err, errlen, "syscall interception unavailable (no Syscall User Dispatch)");
+        return -1;
+    }
+    int saved = pba_in_agent;
+    pba_in_agent = 1;
+    pthread_mutex_lock(&mu);
+    int id = -1;
+    for (int i = 1; i < MAX_SYS_HOOKS; i++)
+        if (!handles[i].used) {
+            id = i;
+            break;
+        }
+    if (id > 0) {
+        struct hook h = {id, kind, nr, fn, data};
+        struct hooklist **sl = slot_for(nr, kind);
+        struct hooklist *nl = list_with(*sl, &h, -1);
+        if (nl) {
+            __atomic_store_n(sl, nl, __ATOMIC_RELEASE);
+            handles[id].used = 1;
+            handles[id].nr = nr;
+            handles[id].kind = kind;
+            if (nhooks++ == 0 && mode == 1)
+                __atomic_store_n(&pba_sud_selector, SUD_BLOCK, __ATOMIC_SEQ_CST);
+        } else {
+            id = -1;
+        }
+    }
+    pthread_mutex_unlock(&mu);
+    pba_in_agent = saved;
+    if (id < 0 && err)
+        snprintf(err, errlen, "too many syscall hooks");
+    return id;
+}
+
+int pba_sys_del(int id)
+{
+    if (id <= 0 || id >= MAX_SYS_HOOKS)
+        return -1;
+    int saved = pba_in_agent;
+    pba_in_agent = 1;
+    pthread_mutex_lock(&mu);
+    int rc = -1;
+    if (handles[id].used) {
+        struct hooklist **sl = slot_for(handles[id].nr, handles[id].kind);
+        __atomic_store_n(sl, list_with(*sl, NULL, id), __ATOMIC_RELEASE);
+        handles[id].used = 0;
+        if (--nhooks == 0 && mode == 1)
+            __atomic_store_n(&pba_sud_selector, SUD_ALLOW, __ATOMIC_SEQ_CST);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&mu);
+    pba_in_agent = saved;
+    return rc;
+}
