@@ -94,7 +94,7 @@ def load(obj, backend: Union[str, object] = "auto", consts: Optional[dict] = Non
         spec = spec.copy()
         apply_consts(spec, consts)
     be = get_backend(backend) if isinstance(backend, str) else backend
-    return Collection(spec, be, unsupported=unsupported)
+    return Collection(spec, be, unsupported=unsupported, owns_backend=isinstance(backend, str))
 
 
 __all__ = ["compile", "read_spec", "load", "get_backend", "NotSupportedError"]

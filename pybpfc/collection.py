@@ -501,8 +501,9 @@ def _accepts(fn, param: str) -> bool:
 class Collection:
     """A loaded object: `.programs.NAME`, `.maps.NAME`, `.globals.NAME`, attach_all()."""
 
-    def __init__(self, spec, backend: Backend, unsupported: str = "error"):
+    def __init__(self, spec, backend: Backend, unsupported: str = "error", owns_backend: bool = False):
         self.spec, self.backend, self.unsupported = spec, backend, unsupported
+        self._owns_backend = owns_backend  # created for this collection: closed with it
         self._maps: dict[str, Map] = {}
         self._progs: dict[str, Program] = {}
         self._links: list[Link] = []
@@ -603,6 +604,9 @@ class Collection:
         for m in self._maps.values():
             m.raw.close()
         self._readers, self._links, self._progs, self._maps = [], [], {}, {}
+        if self._owns_backend:
+            self._owns_backend = False
+            self.backend.close()
 
     def __enter__(self):
         return self

@@ -381,8 +381,13 @@ def create_map(spec, ncpu: int, btf_fd: int = -1, pin_root: str = DEFAULT_PIN_RO
                     continue
                 if with_btf:
                     continue  # the kernel rejected the BTF types; libbpf retries without too
-                if getattr(e, "errno", 0) == _errno.EINVAL and t not in MAP_TYPE_NAMES:
-                    raise NotSupportedError(f"{subject}: map type {t} is not supported by this kernel") from None
+                if getattr(e, "errno", 0) in (_errno.EINVAL, _errno.EOPNOTSUPP, ENOTSUPP):
+                    from .probes import map_type
+
+                    ok, why = map_type(t)
+                    if not ok:
+                        raise NotSupportedError(f"{subject}: {MAP_TYPE_NAMES.get(t, t)} maps are not "
+                                                f"supported here: {why}") from None
                 raise
     finally:
         if inner_fd:

@@ -233,6 +233,13 @@ def load_program(spec, maps: dict, btf_fd: int = -1, attach_btf_id: int = 0,
                                     f"programs (Operation not permitted with no verifier log; the "
                                     f"kernel likely lacks ftrace/trampoline support)")
         what = "program load"
+        if err in (_errno.EINVAL, _errno.EOPNOTSUPP, ENOTSUPP):
+            from .probes import prog_type
+
+            ok, why = prog_type(spec.type)
+            if not ok:
+                raise NotSupportedError(f"{subject}: {PROG_TYPE_NAMES.get(spec.type, spec.type)} "
+                                        f"programs are not supported here: {why}")
         if err == _errno.EINVAL:
             hint = (f" (program type {PROG_TYPE_NAMES.get(spec.type, spec.type)}, expected "
                     f"attach type {spec.expected_attach_type}: the kernel may not support it)")
