@@ -1,6 +1,7 @@
 """Network attach points with real packets: XDP and tc (tcx) on a veth pair between two
 network namespaces, socket filter on a socket pair, cgroup_skb on a cgroup v2 directory."""
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -187,3 +188,32 @@ def test_cgroup_errors(counters, progs, tmp_path):
         A.attach_cgroup(p, "/nonexistent/cg")
     with pytest.raises(AttachError, match=r"not a cgroup v2 directory"):
         A.attach_cgroup(p, str(tmp_path))
+
+
+def _tc_show(ns, dev, direction):
+    return subprocess.run(["ip", "netns", "exec", ns, "tc", "filter", "show", "dev", dev, direction],
+                          capture_output=True, text=True).stdout
+
+
+def _qdiscs(ns, dev):
+    return subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "show", "dev", dev],
+                          capture_output=True, text=True).stdout
+
+
+@pytest.mark.skipif(not shutil.which("tc"), reason="iproute2 tc is missing")
+def test_tc_netlink_filter(counters, progs, veth):
+    p = progs(U.BPF_PROG_TYPE_SCHED_CLS, udp_port_counter(counters, PORT, *SKB_OFFS, U.TC_ACT_SHOT, U.TC_ACT_OK),
+              "tc_nl_shot")
+    with enter(veth.ns_b):
+        link = A.attach_tc(p, veth.dev_b, "ingress", mode="netlink")
+    try:
+        shown = _tc_show(veth.ns_b, veth.dev_b, "ingress")
+        assert "bpf" in shown and "tc_nl_shot" in shown and "direct-action" in shown
+        assert "clsact" in _qdiscs(veth.ns_b, veth.dev_b)
+        assert send_udp(veth, 4) == 0
+        assert counters[0] == 4
+    finally:
+        link.close()          # from the root namespace: the link remembers its own
+    assert "tc_nl_shot" not in _tc_show(veth.ns_b, veth.dev_b, "ingress")
+    assert "clsact" not in _qdiscs(veth.ns_b, veth.dev_b)
+    assert send_udp(veth, 2) == 2 and counters[0] == 4

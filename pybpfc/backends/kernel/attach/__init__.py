@@ -33,8 +33,8 @@ class AttachMixin:
     def attach_xdp(self, prog, ifname, flags=0):
         return xdp.attach(prog, ifname, flags)
 
-    def attach_tc(self, prog, ifname, direction: str = "ingress"):
-        return tc.attach(prog, ifname, direction)
+    def attach_tc(self, prog, ifname, direction: str = "ingress", mode: str = "auto"):
+        return tc.attach(prog, ifname, direction, mode)
 
     def attach_socket_filter(self, prog, sock):
         return socket_filter.attach(prog, sock)
