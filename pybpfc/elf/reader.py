@@ -19,7 +19,7 @@ from elftools.elf.sections import SymbolTableSection
 from .. import uapi as U
 from ..btf import BTF, parse_btf_ext
 from ..btf.btf import (
-    KIND_ARRAY, KIND_DATASEC, KIND_PTR, KIND_STRUCT, KIND_VAR, VAR_GLOBAL_EXTERN,
+    KIND_ARRAY, KIND_DATASEC, KIND_PTR, KIND_STRUCT, KIND_UNION, KIND_VAR,
 )
 from ..errors import BTFError, ELFError
 from .sections import parse_section
@@ -158,7 +158,10 @@ class _Reader:
         self._read_data_sections(spec)
         self._read_programs(spec)
         if self.btf is not None:
-            spec.types = self.btf.structs()
+            # map definitions (`struct { __uint(type, ...); ... } name SEC(".maps")`) are not
+            # value types
+            defs = {self.btf.resolve(v.type).name for v in self._map_vars().values()}
+            spec.types = {n: t for n, t in self.btf.structs().items() if n not in defs}
             secs = {s.name: s["sh_size"] for s in self.by_index.values() if s.name}
             offs = {}
             for sym in self.symbols:
@@ -239,11 +242,13 @@ class _Reader:
             return
         k, val = tag[len("pybpfc:"):].split("=", 1)
         if k == "event":
-            st = self.btf.find(val, KIND_STRUCT)
-            if st is None:
+            # a struct name, or a typedef of a (possibly anonymous) struct
+            found = [self.btf.resolve(t.id) for t in self.btf.find_all(val)]
+            found = [t for t in found if t.kind in (KIND_STRUCT, KIND_UNION)]
+            if not found:
                 raise ELFError(f"map '{m.name}': event type '{val}' named by a pybpfc:event tag "
                                "is not a struct in the object's BTF")
-            m.event_type = self.btf.to_lang_type(st.id)
+            m.event_type = self.btf.to_lang_type(found[0].id)
         else:
             m.tags[k] = val
 

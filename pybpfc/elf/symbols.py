@@ -79,14 +79,36 @@ def _name_matches(soname: str, name: str) -> int:
     return 0
 
 
-def resolve_library(name: str) -> str:
-    """A library name ("libc", "c", "libc.so.6", "/abs/path") -> the real file path."""
+def _mapped(name: str, maps_path: str):
+    try:
+        with open(maps_path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 6 and parts[5].startswith("/"):
+                    if _name_matches(os.path.basename(parts[5]), name):
+                        return parts[5]
+    except OSError:
+        pass
+    return None
+
+
+def resolve_library(name: str, pid: int | None = None) -> str:
+    """A library name ("libc", "c", "libc.so.6", "/abs/path") -> the real file path.
+
+    With `pid`, the library that process has mapped wins (seen through /proc/PID/root, so
+    processes in other mount namespaces resolve to their own file).
+    """
     if not name:
         raise SymbolError("uprobe: empty library name")
     if "/" in name:
         if not os.path.exists(name):
             raise SymbolError(f"uprobe: '{name}': no such file")
         return os.path.realpath(name)
+    if pid is not None:
+        p = _mapped(name, f"/proc/{pid}/maps")
+        if p is not None:
+            q = f"/proc/{pid}/root{p}"
+            return q if os.path.exists(q) and os.path.realpath(f"/proc/{pid}/root") != "/" else p
     best = (0, "")
     for soname, path, flags in _ld_cache_entries():
         score = _name_matches(soname, name)
@@ -95,15 +117,9 @@ def resolve_library(name: str) -> str:
     if best[1]:
         return os.path.realpath(best[1])
     # Not in the cache: a library this process has mapped, then the usual directories.
-    try:
-        with open("/proc/self/maps") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 6 and parts[5].startswith("/"):
-                    if _name_matches(os.path.basename(parts[5]), name) and os.path.exists(parts[5]):
-                        return os.path.realpath(parts[5])
-    except OSError:
-        pass
+    p = _mapped(name, "/proc/self/maps")
+    if p is not None and os.path.exists(p):
+        return os.path.realpath(p)
     for d in _LIB_DIRS:
         try:
             files = sorted(os.listdir(d))
@@ -116,12 +132,12 @@ def resolve_library(name: str) -> str:
                       "mappings or the standard library directories")
 
 
-def resolve_binary(binary: str) -> str:
+def resolve_binary(binary: str, pid: int | None = None) -> str:
     """A path, a library name, or an executable on $PATH -> the real file path."""
     if "/" in binary:
         return resolve_library(binary)
     try:
-        return resolve_library(binary)
+        return resolve_library(binary, pid)
     except SymbolError:
         for d in os.environ.get("PATH", "/usr/bin:/bin").split(":"):
             p = os.path.join(d, binary)
@@ -214,14 +230,15 @@ def lookup_symbol(path: str, symbol: str) -> SymbolInfo:
     return cands[0]
 
 
-def resolve_uprobe(binary: str, symbol: str | None, offset: int = 0) -> tuple:
+def resolve_uprobe(binary: str, symbol: str | None, offset: int = 0, pid: int | None = None) -> tuple:
     """(path, file_offset) for a uprobe on binary:symbol(+offset).
 
     binary: a path, a library name ("libc", "libc.so.6") or a program on $PATH.
     symbol: a function name, optionally versioned or "+off"-suffixed; None/"" means `offset`
     is already a file offset. A probe on an ifunc warns: it fires in the resolver.
+    pid: resolve library names to what that process has mapped.
     """
-    path = resolve_binary(binary)
+    path = resolve_binary(binary, pid)
     if not symbol:
         return path, offset
     if "+" in symbol:

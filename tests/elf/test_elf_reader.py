@@ -232,6 +232,10 @@ def test_kinds_object_corners():
     im = outer.inner_map
     assert (im.type, im.key_size, im.value_size, im.max_entries) == (U.BPF_MAP_TYPE_ARRAY, 4, 4, 3)
     assert outer.contents == [(struct.pack("<I", 2), "inner_a")]
+    ev = s.maps["samples"].event_type  # named through a typedef of an anonymous struct
+    assert [(n, o) for n, _, o in ev._fields_] == [("a", 0), ("b", 4)] and ev._size == 8
+    assert s.maps[".bss"].variables["last_sample"][2] is ev
+    assert "inner" not in s.types and "record" in s.types  # map definitions are not value types
     cu = s.maps[".data.custom"]
     assert not cu.readonly and cu.variables["custom_var"][:2] == (0, 4)
     assert struct.unpack("<i", cu.data)[0] == 5
@@ -240,7 +244,8 @@ def test_kinds_object_corners():
     p = s.programs["frag_prog"]
     assert p.type == U.BPF_PROG_TYPE_XDP and p.flags & U.BPF_F_XDP_HAS_FRAGS
     assert {(r.kind, r.target) for r in p.relocations} == {
-        ("map", "legacy_hash"), ("map", "outer"), ("map_value", ".data.custom"), ("map", "records"), ("func", "cb")}
+        ("map", "legacy_hash"), ("map", "outer"), ("map_value", ".data.custom"), ("map", "records"), ("func", "cb"),
+        ("map", "samples"), ("map_value", ".bss")}
     sl = s.programs["sleepy"]
     assert sl.sleepable and sl.flags & U.BPF_F_SLEEPABLE and sl.kind == "uprobe"
     assert ("map_value", ".rodata.str1.1") in {(r.kind, r.target) for r in sl.relocations}

@@ -82,6 +82,21 @@ def test_libc_symbols_match_nm_and_readelf():
     assert resolve_uprobe("libc", None, 0x1234) == (LIBC, 0x1234)
 
 
+def test_library_of_a_process():
+    p = subprocess.Popen(["sleep", "30"])
+    try:
+        for _ in range(100):  # wait for the dynamic loader to map libc
+            with open(f"/proc/{p.pid}/maps") as f:
+                if "libc" in f.read():
+                    break
+        assert os.path.realpath(resolve_library("libc", pid=p.pid)) == LIBC
+        path, off = resolve_uprobe("libc", "malloc", pid=p.pid)
+        assert os.path.realpath(path) == LIBC and off == resolve_uprobe("libc", "malloc")[1]
+    finally:
+        p.kill()
+        p.wait()
+
+
 def test_unknown_symbol_is_elf_and_attach_error():
     with pytest.raises(SymbolError, match=r"symbol 'no_such_function_xyz' not found in .*libc"):
         resolve_uprobe("libc", "no_such_function_xyz")

@@ -67,6 +67,17 @@ struct {
 	.values = { [2] = &inner_a },
 };
 
+typedef struct {
+	__u32 a;
+	__u16 b;
+} sample_t;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} samples SEC(".maps") __attribute__((btf_decl_tag("pybpfc:event=sample_t")));
+
+sample_t last_sample;
 int custom_var SEC(".data.custom") = 5;
 __u32 _version SEC("version") = 0x060c00;
 
@@ -97,6 +108,11 @@ int frag_prog(struct xdp_md *ctx)
 	struct record *r = bpf_map_lookup_elem(&records, &k);
 	if (r)
 		r->c = GREEN;
+	sample_t *e = bpf_ringbuf_reserve(&samples, sizeof(*e), 0);
+	if (e) {
+		e->a = last_sample.a;
+		bpf_ringbuf_submit(e, 0);
+	}
 	return XDP_PASS;
 }
 
