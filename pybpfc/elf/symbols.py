@@ -160,10 +160,16 @@ def _symbols(path: str, _ino: int, _mtime: int, _size: int):
                 st = elf.get_section_by_name(table)
                 if st is None or not hasattr(st, "iter_symbols"):
                     continue
-                versym = verdef = None
+                versym, vernames = None, {}
                 if table == ".dynsym":
-                    versym = elf.get_section_by_name(".gnu.version")
+                    vs = elf.get_section_by_name(".gnu.version")
+                    # an Elf64_Versym (u16) per .dynsym entry; read as one array
+                    versym = memoryview(vs.data()).cast("H") if vs is not None else None
                     verdef = elf.get_section_by_name(".gnu.version_d")
+                    if verdef is not None:
+                        for vd, auxs in verdef.iter_versions():
+                            aux = next(iter(auxs), None)
+                            vernames[vd["vd_ndx"]] = aux.name if aux is not None else ""
                 for i, sym in enumerate(st.iter_symbols()):
                     info = sym["st_info"]
                     stype = info["type"]
@@ -175,13 +181,10 @@ def _symbols(path: str, _ino: int, _mtime: int, _size: int):
                         name, _, version = name.partition("@")
                         default = version.startswith("@")
                         version = version.lstrip("@")
-                    elif versym is not None and verdef is not None:
-                        ndx = versym.get_symbol(i).entry["ndx"]
-                        if isinstance(ndx, int) and (ndx & 0x7FFF) >= 2:
-                            got = verdef.get_version(ndx & 0x7FFF)
-                            if got is not None:
-                                aux = next(iter(got[1]), None)
-                                version = aux.name if aux is not None else ""
+                    elif versym is not None and vernames:
+                        ndx = versym[i] if i < len(versym) else 0
+                        if (ndx & 0x7FFF) >= 2:
+                            version = vernames.get(ndx & 0x7FFF, "")
                             default = not ndx & 0x8000
                     addr = sym["st_value"]
                     out.append(SymbolInfo(name, version, default, addr, sym["st_size"],
