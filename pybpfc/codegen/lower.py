@@ -1401,7 +1401,10 @@ class FunctionLowering:
                 self.err(a, f"bpf.{name}() takes {len(h.params)} arguments")
             v = self.expr(a)
             p = h.params[pi]
-            if v.kind == "mem" and not is_int(v.ty) or v.kind in ("map", "ctx") or (v.kind == "mem" and p.is_pointer):
+            # memory goes by address; an integer field does only where a buffer and its size are expected
+            # (pointer fields of contexts are u64 addresses and go by value)
+            buffer = v.kind == "mem" and is_int(v.ty) and p.is_pointer and H.size_param_after(h, pi)
+            if v.kind == "mem" and not is_int(v.ty) or v.kind in ("map", "ctx") or buffer:
                 if v.kind == "mem":
                     self.need_checked(v, a)
                 vals.append(("ptr", v.ref))
