@@ -126,6 +126,9 @@ class UserspaceProgram(RawProgram):
         F.memmove(buf + CTX_AREA + XDP_HEADROOM, data, len(data))
         nreg = 0
         if t == U.BPF_PROG_TYPE_XDP:
+            if len(data) < ETH_HLEN:  # the kernel refuses these too
+                raise LoadError(f"{self._subject}: test_run needs at least {ETH_HLEN} bytes of packet data "
+                                f"for xdp programs")
             md = bytearray(XDP_MD_SIZE)
             if ctx_in:
                 if len(ctx_in) != XDP_MD_SIZE:
