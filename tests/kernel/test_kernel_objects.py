@@ -144,3 +144,16 @@ def test_maps_object_end_to_end(maps_obj):
     assert [k.saddr for k in c.maps.flows.keys()] == [pid]
     assert c.maps.pcpu.sum(0) == 5
     assert len(pb.poll(1)) >= 1
+
+
+def test_pybpfc_compiled_example_runs_in_kernel():
+    """Python source -> compiler -> ELF reader -> kernel: the per-CPU count of the UDP packet."""
+    src = os.path.join(HERE, "..", "..", "examples", "xdp_proto.py")
+    if not os.path.exists(src) or not os.path.exists(f"{BENCH}/pkt64.bin"):
+        pytest.skip("example or packet missing")
+    with pybpfc.load(src, backend="kernel") as c:
+        r = c.programs.count_proto.test_run(_pkt(64), repeat=7)
+        assert r.retval == U.XDP_PASS
+        counts = c.maps.counts
+        assert counts.sum(17) == 7 and counts.sum(6) == 0  # pkt64 is UDP
+        assert isinstance(counts[17], list) and len(counts[17]) == c.backend.num_possible_cpus()
