@@ -299,7 +299,8 @@ class FunctionLowering:
         try:
             meth = getattr(self, "s_" + type(s).__name__, None)
             if meth is None:
-                self.err(s, f"{type(s).__name__.lower()} statements are not supported in BPF programs",
+                self.err(s, STMT_NAMES.get(type(s).__name__, f"{type(s).__name__.lower()} statements") +
+                     " are not supported in BPF programs",
                          hint=STMT_HINTS.get(type(s).__name__))
             meth(s)
         except Abort:
@@ -652,6 +653,7 @@ class FunctionLowering:
         if var is None:
             slot = self.t()
             self.allocas.append(f"  {slot} = alloca ptr, align 8")
+            self.allocas.append(f"  store ptr null, ptr {slot}, align 8")
             var = self.locals[name] = Local(name, slot, "ref", v.ty)
             var.shared = v.shared
             var.volatile = v.volatile
@@ -668,6 +670,8 @@ class FunctionLowering:
         var = self.locals.get(name)
         if var is None:
             slot = self.alloca(ty._size, ty._align)
+            # zeroed at entry: a variable set only on some paths never reads uninitialised stack
+            self.allocas.append(f"  store {lt(ty) if ty is not bool_ else 'i8'} 0, ptr {slot}, align {ty._align}")
             var = self.locals[name] = Local(name, slot, kind, ty)
         return var
 
@@ -803,9 +807,11 @@ class FunctionLowering:
         if isinstance(obj, (type, _Bpf, pytypes.FunctionType, pytypes.ModuleType)):
             return V("py", val=obj)
         if isinstance(obj, pytypes.BuiltinFunctionType) or obj in (range, int, bool):
-            if getattr(obj, "__name__", "") in BUILTIN_OK:
+            if getattr(obj, "__name__", "") in BUILTIN_OK and getattr(builtins, obj.__name__, None) is obj:
                 return V("py", val=obj)
-            self.err(node, f"built-in '{obj.__name__}' is not available in BPF programs")
+            qual = ast.unparse(node) if isinstance(node, (ast.Name, ast.Attribute)) else obj.__name__
+            self.err(node, f"'{qual}' is plain Python; it cannot run in a BPF program",
+                     hint="kernel helpers are under bpf.*, e.g. bpf.pid(), bpf.ktime_ns()")
         if isinstance(obj, float):
             self.err(node, f"'{name}' is a float; BPF programs have no floating point")
         self.err(node, f"'{name}' ({type(obj).__name__}) cannot be used in a BPF program",
@@ -1076,6 +1082,9 @@ class FunctionLowering:
         self.err(node, "both branches of a conditional expression must be integers or references")
 
     def e_Compare(self, node, want):
+        for op in node.ops:
+            if isinstance(op, (ast.In, ast.NotIn)):
+                self.err(node, "'in' is not supported", hint="use a map lookup or explicit == comparisons")
         if len(node.ops) > 1:   # a < b < c  ->  a < b and b < c (each operand evaluated once)
             vals = [self.rvalue(self.expr(node.left), node.left)] + \
                    [self.rvalue(self.expr(c), c) for c in node.comparators]
@@ -1806,6 +1815,11 @@ EXPR_HINTS = {"List": "use Array[T, N] in a Struct or a map", "Dict": "use a Has
               "Lambda": "define a function at module level", "JoinedStr": "f-strings work only inside print()",
               "Tuple": "tuples are only allowed in tuple assignment (a, b = x, y)",
               "ListComp": "use a for loop over range(...)"}
+STMT_NAMES = {"FunctionDef": "nested function definitions", "AsyncFunctionDef": "async functions",
+              "ClassDef": "class definitions inside functions", "Import": "imports inside functions",
+              "ImportFrom": "imports inside functions", "Try": "try/except statements", "TryStar": "try/except*",
+              "Raise": "raise statements", "With": "with statements", "Match": "match statements",
+              "AsyncFor": "async for loops", "AsyncWith": "async with statements"}
 STMT_HINTS = {"Try": "BPF has no exceptions; check values with if", "Raise": "return an error code instead",
               "With": "with is not available in BPF programs", "FunctionDef": "define functions at module level",
               "ClassDef": "define Structs at module level", "Import": "import at module level",

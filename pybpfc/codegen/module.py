@@ -359,7 +359,9 @@ class ModuleLowering:
         for p in info.programs:
             self.lower_program(p)
         while self.sub_queue:
-            self.lower_sub(self.sub_queue.pop(0))
+            sub = self.sub_queue.pop(0)
+            if all(t is not None for _, t in sub.params):   # bad signatures are already reported
+                self.lower_sub(sub)
         self.emit_maps()
         lic = info.license.encode() + b"\0"
         gve = self.ir.global_var("LICENSE", self.ir.array_type(
