@@ -39,3 +39,39 @@ def harness(agent_lib, tmp_path_factory):
 @pytest.fixture(scope="session")
 def cbuild():
     return build_c
+
+
+@pytest.fixture(scope="session")
+def bpf_objs(tmp_path_factory):
+    """The examples/userspace C programs and the test programs, built with clang."""
+    clang = shutil.which("clang-19") or shutil.which("clang")
+    if not clang:
+        pytest.skip("clang is needed to build the BPF test objects")
+    d = tmp_path_factory.mktemp("bpfobj")
+    out = {}
+    srcs = [os.path.join(ROOT, "examples", "userspace", f) for f in
+            ("malloc_count.bpf.c", "malloc_latency.bpf.c", "opens.bpf.c")]
+    srcs.append(os.path.join(HERE, "progs", "fault.bpf.c"))
+    for src in srcs:
+        name = os.path.basename(src)[:-len(".bpf.c")]
+        o = str(d / f"{name}.bpf.o")
+        r = subprocess.run([clang, "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu",
+                            "-c", src, "-o", o], capture_output=True, text=True)
+        if r.returncode:
+            raise AssertionError(f"clang {src}:\n{r.stderr}")
+        out[name] = o
+    return out
+
+
+@pytest.fixture(scope="session")
+def target(tmp_path_factory):
+    d = tmp_path_factory.mktemp("target")
+    return build_c(os.path.join(HERE, "progs", "target.c"), str(d / "target"), "-O1")
+
+
+@pytest.fixture
+def kernel_ok():
+    if os.geteuid() != 0:
+        pytest.skip("the kernel comparison needs root")
+    if not os.path.isdir("/sys/kernel/tracing/events/syscalls"):
+        pytest.skip("tracefs with syscall tracepoints is not mounted")

@@ -1,0 +1,233 @@
+"""The agent with the store: programs loaded by UserspaceBackend run inside real processes
+started with LD_PRELOAD, and produce what the kernel backend produces for the same workload."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import pytest
+from pathlib import Path
+
+import pybpfc
+from pybpfc.backends.userspace import UserspaceBackend
+from pybpfc.backends.userspace.agent import agent_env
+
+
+def wait_log(be, needle: str, timeout: float = 10.0) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        t = be.agent_log.text()
+        if needle in t:
+            return t
+        time.sleep(0.01)
+    raise AssertionError(f"agent log has no {needle!r}:\n{be.agent_log.text()}")
+
+
+def run_us(obj, attach, argv, **spawn_kw):
+    be = UserspaceBackend()
+    coll = pybpfc.load(obj, backend=be)
+    links = attach(coll)
+    p = be.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **spawn_kw)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, (out, err, be.agent_log.text())
+    return be, coll, links, p, out, err
+
+
+def run_kernel(obj, attach, argv):
+    coll = pybpfc.load(obj, backend="kernel")
+    links = attach(coll)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.communicate(timeout=60)
+    assert p.returncode == 0
+    return coll, links, p
+
+
+def test_malloc_count_matches_kernel(bpf_objs, target, kernel_ok):
+    def attach(c):
+        return [c.programs.count_malloc.attach_uprobe("libc", "malloc")]
+
+    be, coll, links, p, out, err = run_us(bpf_objs["malloc_count"], attach, [target, "1000"])
+    assert out == b"" and err == b""  # the agent writes nothing to the target's output
+    us = dict(coll.maps.calls.items())
+    assert us.get(p.pid, 0) >= 1000
+    assert links[0].hits == sum(us.values())
+    kc, _, kp = run_kernel(bpf_objs["malloc_count"], attach, [target, "1000"])
+    assert us[p.pid] == dict(kc.maps.calls.items())[kp.pid]
+    kc.close()
+    coll.close()
+
+
+def test_malloc_latency_uretprobe(bpf_objs, target, kernel_ok):
+    def attach(c):
+        return [c.programs.malloc_enter.attach_uprobe("libc", "malloc"),
+                c.programs.malloc_exit.attach_uretprobe("libc", "malloc")]
+
+    be, coll, _, p, _, _ = run_us(bpf_objs["malloc_latency"], attach, [target, "500"])
+    totals = [coll.maps.totals[i] for i in range(3)]
+    assert totals[0] == totals[1] == totals[2] >= 500  # every call returned, non-NULL
+    assert sum(v for _, v in coll.maps.hist.items()) == totals[1]
+    kc, _, _ = run_kernel(bpf_objs["malloc_latency"], attach, [target, "500"])
+    # the kernel counts every process's malloc while attached: compare the shape, not totals
+    kt = [kc.maps.totals[i] for i in range(3)]
+    assert kt[0] >= 500 and kt[1] >= 500
+    kc.close()
+    coll.close()
+
+
+def _open_names(coll, pid_filter, prefix):
+    rb = coll.ringbuf("events")
+    names = []
+    for ev in rb.poll(0.2):
+        raw = bytes(ev) if isinstance(ev, (bytes, bytearray)) else ev
+        if isinstance(raw, bytes):
+            pid = int.from_bytes(raw[:4], "little")
+            name = raw[8:72].split(b"\0")[0].decode()
+        else:
+            pid, name = ev.pid, bytes(ev.name).split(b"\0")[0].decode() if not isinstance(ev.name, str) else ev.name
+        if pid in pid_filter and name.startswith(prefix):
+            names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("tool", ["target", "cat", "python"])
+def test_opens_match_kernel(bpf_objs, target, kernel_ok, tool):
+    tmp_path = Path(tempfile.mkdtemp(prefix="pa"))  # short: the event keeps 64 bytes of name
+    files = []
+    for i in range(4):
+        f = tmp_path / f"file{i}"
+        f.write_text("x")
+        files.append(str(f))
+    argv = {"target": [target, "3", *files],
+            "cat": ["cat", *files],
+            "python": [sys.executable, "-c", f"import sys\nfor f in {files!r}: open(f).close()"]}[tool]
+
+    def attach(c):
+        return [c.programs.on_openat.attach()]
+
+    be, coll, links, p, out, _ = run_us(bpf_objs["opens"], attach, argv)
+    us = _open_names(coll, {p.pid}, str(tmp_path))
+    kc, _, kp = run_kernel(bpf_objs["opens"], attach, argv)
+    k = _open_names(kc, {kp.pid}, str(tmp_path))
+    assert us == k == files
+    kc.close()
+    coll.close()
+    shutil.rmtree(tmp_path)
+
+
+def test_attach_after_start_then_detach(bpf_objs, target):
+    be = UserspaceBackend()
+    coll = pybpfc.load(bpf_objs["malloc_count"], backend=be)
+    p = be.spawn([target, "wait", "777"], stdin=subprocess.PIPE)
+    try:
+        wait_log(be, "store ")
+        link = coll.programs.count_malloc.attach_uprobe("libc", "malloc")
+        t0 = time.monotonic()
+        wait_log(be, "link 1: uprobe")
+        picked = time.monotonic() - t0
+        p.stdin.write(b"go\n")
+        p.stdin.close()
+        assert p.wait(30) == 0
+        assert dict(coll.maps.calls.items())[p.pid] == 777
+        assert picked < 5
+    finally:
+        p.kill()
+    # detach while 3 threads call malloc: counting stops, the target finishes normally
+    p = be.spawn([target, "spin", "600", "3"], stdout=subprocess.PIPE)
+    wait_log(be, "link 1: uprobe")
+    while dict(coll.maps.calls.items()).get(p.pid, 0) == 0:
+        time.sleep(0.01)
+    link.close()
+    time.sleep(0.1)  # > the agent's poll period
+    n1 = dict(coll.maps.calls.items())[p.pid]
+    time.sleep(0.2)
+    assert dict(coll.maps.calls.items())[p.pid] == n1
+    out, _ = p.communicate(timeout=30)
+    assert p.returncode == 0 and out == b"ok\n"
+    coll.close()
+
+
+def test_target_started_before_loader(bpf_objs, target, tmp_path):
+    path = f"/dev/shm/pybpfc-agenttest-{uuid.uuid4().hex}"
+    log = str(tmp_path / "agent.log")
+    p = subprocess.Popen([target, "wait", "321"], stdin=subprocess.PIPE,
+                         env=agent_env(path, log, poll_ms=2))
+    try:
+        time.sleep(0.1)
+        assert "waiting for it" in open(log).read()
+        be = UserspaceBackend(store=path)
+        coll = pybpfc.load(bpf_objs["malloc_count"], backend=be)
+        coll.programs.count_malloc.attach_uprobe("libc", "malloc")
+        end = time.monotonic() + 10
+        while "link 1: uprobe" not in open(log).read():
+            assert time.monotonic() < end, open(log).read()
+            time.sleep(0.01)
+        p.stdin.write(b"go\n")
+        p.stdin.close()
+        assert p.wait(30) == 0
+        assert dict(coll.maps.calls.items())[p.pid] == 321
+        coll.close()
+    finally:
+        p.kill()
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+LOADER = r"""
+import sys, time, pybpfc
+from pybpfc.backends.userspace import UserspaceBackend
+be = UserspaceBackend()
+coll = pybpfc.load(sys.argv[1], backend=be)
+coll.programs.count_malloc.attach_uprobe("libc", "malloc")
+p = be.spawn([sys.argv[2], "spin", "800", "2"], stdout=open(sys.argv[3], "w"))
+print(p.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_loader_killed_mid_run(bpf_objs, target, tmp_path):
+    out = tmp_path / "out"
+    loader = subprocess.Popen([sys.executable, "-c", LOADER, bpf_objs["malloc_count"], target, str(out)],
+                              stdout=subprocess.PIPE)
+    pid = int(loader.stdout.readline())
+    time.sleep(0.2)
+    loader.send_signal(signal.SIGKILL)
+    loader.wait()
+    end = time.monotonic() + 30
+    while os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z":
+        assert time.monotonic() < end
+        time.sleep(0.02)
+    assert out.read_text() == "ok\n"  # the orphaned target ran to the end
+
+
+def test_faulting_program_leaves_target_running(bpf_objs, target):
+    be = UserspaceBackend()
+    coll = pybpfc.load(bpf_objs["fault"], backend=be)
+    link = coll.programs.bad_read.attach_uprobe("libc", "malloc")
+    p = be.spawn([target, "200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0 and out == b"" and err == b""
+    assert link.errors >= 200 and link.errors == link.hits
+    assert "stopped" in be.agent_log.text()
+    coll.close()
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_children_follow_or_not(bpf_objs, target, follow):
+    be = UserspaceBackend()
+    coll = pybpfc.load(bpf_objs["malloc_count"], backend=be)
+    coll.programs.count_malloc.attach_uprobe("libc", "malloc")
+    p = be.spawn(["/bin/sh", "-c", f"{target} 111; {target} 222"], follow_fork=follow)
+    assert p.wait(30) == 0
+    counts = dict(coll.maps.calls.items())
+    children = {k: v for k, v in counts.items() if k != p.pid}
+    if follow:
+        assert sorted(children.values()) == [111, 222]
+    else:
+        assert children == {}
+    coll.close()
