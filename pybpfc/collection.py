@@ -130,7 +130,13 @@ class Map:
             return check(self.value.encode(k))
         return self.raw.lookup(self.key.encode(k)) is not None
 
+    def _keyed(self, what: str):
+        if self.spec.type in KEYLESS_TYPES:
+            raise Error(f"map '{self.name}': {what}: queue, stack and bloom filter maps have no keys "
+                        f"(use push/pop/peek, or `value in map` for bloom filters)")
+
     def keys(self) -> Iterator:
+        self._keyed("keys")
         k = self.raw.next_key(None)
         while k is not None:
             nk = self.raw.next_key(k)
@@ -140,6 +146,7 @@ class Map:
     __iter__ = keys
 
     def items(self) -> Iterator:
+        self._keyed("items")
         for k, v in self.raw.lookup_batch():
             yield self.key.decode(k), self._dec_value(v)
 
@@ -148,6 +155,7 @@ class Map:
             yield v
 
     def __len__(self):
+        self._keyed("len")
         if self.spec.type in ARRAY_TYPES:
             return self.spec.max_entries
         return sum(1 for _ in self.raw.lookup_batch())

@@ -92,6 +92,8 @@ def test_percpu_values_are_lists(mtype):
         assert sum(v) == 5 == m.sum(0)
         m[1] = list(range(len(v)))
         assert m[1] == list(range(len(v)))
+        items = dict(m.items())  # batch lookup of per-CPU values
+        assert items[0] == v and items[1] == list(range(len(v)))
 
 
 def test_lru_evicts():
@@ -148,6 +150,8 @@ def test_queue_and_stack(mtype, order):
             assert q.peek() == 100
         assert [q.pop() for _ in range(4)] == order
         assert q.pop() is None
+        with pytest.raises(pybpfc.Error, match=r"map 'q': len: queue, stack and bloom filter maps have no keys"):
+            len(q)
 
 
 BLOOM_CHECK = """

@@ -60,6 +60,20 @@ def test_verifier_error_from_clang_object_uses_btf_line_info(tmp_path):
     assert "; return p[100]; @ oob.bpf.c:6" in ei.value.log  # the kernel's own annotation kept
 
 
+def test_long_verifier_log_is_captured_whole():
+    # ~60k straight-line instructions, rejected at the end: the log outgrows the first buffer.
+    from pybpfc.elf.spec import ProgramSpec
+
+    insns = struct.pack("<BBhi", 0xb7, 1, 0, 1) * 60000 + struct.pack("<BBhi", 0x95, 0, 0, 0)
+    p = ProgramSpec(name="long", section="xdp", type=U.BPF_PROG_TYPE_XDP, insns=insns)
+    with pytest.raises(pybpfc.VerifierError) as ei:
+        pybpfc.load(collection([], [p]), backend="kernel")
+    log = ei.value.log
+    assert len(log) > (1 << 20)
+    assert log.splitlines()[0].startswith("0: R1=ctx() R10=fp0") or "0: (b7) r1 = 1" in log.splitlines()[1]
+    assert "60000: (95) exit" in log and "R0 !read_ok" in str(ei.value).splitlines()[0]
+
+
 def test_bad_instructions_are_clear_load_errors():
     from pybpfc.elf.spec import ProgramSpec
 
