@@ -6,7 +6,7 @@ import struct
 from functools import lru_cache
 from typing import Optional
 
-from ...errors import BTFError, LoadError
+from ...errors import BTFError, LoadError, NotSupportedError
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
 KIND_TYPEDEF, KIND_FUNC = 8, 12
@@ -57,7 +57,10 @@ def find(name: str, kind: int) -> Optional[int]:
 def attach_btf_id(spec) -> int:
     """The vmlinux type id a BTF-attached program names (0 for other kinds)."""
     kind, target = spec.kind, spec.attach_to
-    if kind in ("fentry", "fexit", "fmod_ret", "freplace"):
+    if kind == "freplace":
+        raise NotSupportedError(f"prog '{spec.name}': freplace programs replace a function of "
+                                f"another loaded program; the loader does not support them")
+    if kind in ("fentry", "fexit", "fmod_ret"):
         name, k = target, KIND_FUNC
     elif kind == "tp_btf":
         name, k = "btf_trace_" + target, KIND_TYPEDEF
