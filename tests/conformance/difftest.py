@@ -94,6 +94,10 @@ def _insn(rng, lines, labels_left):
         else:
             addr = f"[%r10{-8 * rng.randint(1, STACK_SLOTS) + (4 if w and rng.random() < 0.5 else 0):+d}]"
         parts = op.split()
+        if op == "cmpxchg" and w:
+            # Linux 6.18 can leave r0's upper half in place after a successful cmpxchg32
+            # (RFC 9669 zero-extends; see KERNEL_CMPXCHG32 below): keep it zero on entry.
+            lines.append("mov32 %r0, %r0")
         lines.append(f"lock {' '.join(parts[:-1] + [parts[-1] + w])} {addr}, {_r(rng)}")
     elif k < 0.97 and labels_left:  # forward conditional jump
         lab = labels_left.pop()
@@ -141,6 +145,41 @@ def generate(seed: int, length: int = 40) -> str:
                   f"{rng.choice(['mul', 'xor', 'add'])} %r0, {_imm(rng)}",
                   "stxdw [%r1+8], %r0", "exit"]
     return "\n".join(lines) + "\n"
+
+
+# Found by this generator (seed 1000705, reduced): after a successful 32-bit cmpxchg the kernel
+# leaves r0's upper 32 bits unchanged when the only 64-bit use of r0 is on a branch that the
+# verifier prunes against a path where a call overwrote r0; its zero-extension pass then
+# skips the zext. RFC 9669: "the value that was at dst_reg + off before the operation is
+# zero-extended and loaded back to R0", which the interpreter and the JIT do.
+KERNEL_CMPXCHG32 = """
+lddw %r0, 0x7fffffffffffffff
+lddw %r3, 0x558e9af0dc5e4d51
+lddw %r4, 0xf85e20cca7f259d6
+lddw %r5, 0xa49cf892681e4e8a
+lddw %r7, 0xed9e3214483d3b16
+stxdw [%r10-8], %r4
+stxdw [%r10-16], %r4
+stxdw [%r10-24], %r2
+stxdw [%r10-32], %r0
+stxdw [%r10-40], %r5
+stxdw [%r10-48], %r3
+stxdw [%r10-56], %r7
+stxdw [%r10-64], %r5
+lock cmpxchg32 [%r10-32], %r7
+lsh32 %r7, %r7
+jsge %r3, %r7, done
+call local sub
+mov %r2, 1702597145
+done:
+exit
+sub:
+ldxdw %r0, [%r1+8]
+add %r0, %r2
+mul %r0, 255
+stxdw [%r1+8], %r0
+exit
+"""
 
 
 def mem_for(seed: int) -> bytes:
