@@ -67,6 +67,10 @@ class UserspaceMap(RawMap):
         self._kbuf = F.new("char[]", max(self.key_size, 1))
         self._owner = owner
         self._closed = False
+        from . import fast
+
+        self._fast = fast.mod
+        self._addr = int(F.cast("uintptr_t", self._m))
 
     # -- helpers
     def _check(self, b: bytes, size: int, what: str):
@@ -83,6 +87,11 @@ class UserspaceMap(RawMap):
     def lookup(self, key: bytes, flags: int = 0) -> Optional[bytes]:
         if len(key) != self.key_size:
             self._check(key, self.key_size, "key")
+        if self._fast is not None and type(key) is bytes:
+            r = self._fast.lookup(self._addr, key, self.value_size)
+            if type(r) is int:
+                raise self._fail(r, "lookup")
+            return r
         r = lib().pbs_map_lookup_copy(self._m, key, self._vbuf)
         if r < 0:
             if r == -_errno.ENOENT:
@@ -95,14 +104,20 @@ class UserspaceMap(RawMap):
             self._check(key, self.key_size, "key")
         if len(value) != self.value_size:
             self._check(value, self.value_size, "value")
-        r = lib().pbs_map_update_user(self._m, key, value, flags)
+        if self._fast is not None and type(key) is bytes and type(value) is bytes:
+            r = self._fast.update(self._addr, key, value, flags)
+        else:
+            r = lib().pbs_map_update_user(self._m, bytes(key), bytes(value), flags)
         if r < 0:
             raise self._fail(r, "update")
 
     def delete(self, key: bytes) -> bool:
         if len(key) != self.key_size:
             self._check(key, self.key_size, "key")
-        r = lib().pbs_map_delete(self._m, key)
+        if self._fast is not None and type(key) is bytes:
+            r = self._fast.delete(self._addr, key)
+        else:
+            r = lib().pbs_map_delete(self._m, bytes(key))
         if r < 0:
             if r == -_errno.ENOENT:
                 return False
@@ -113,6 +128,11 @@ class UserspaceMap(RawMap):
         F = ffi()
         if key is not None and len(key) != self.key_size:
             self._check(key, self.key_size, "key")
+        if self._fast is not None and (key is None or type(key) is bytes):
+            r = self._fast.next_key(self._addr, key, self.key_size)
+            if type(r) is int:
+                raise self._fail(r, "next key")
+            return r
         r = lib().pbs_map_next_key(self._m, F.NULL if key is None else key, self._kbuf)
         if r < 0:
             if r == -_errno.ENOENT:
