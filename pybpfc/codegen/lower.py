@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import math
 import types as pytypes
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,10 @@ class V:
     shared: bool = False      # memory other CPUs may write (map values, globals)
     volatile: bool = False
     var: str = ""             # local variable name this value was read from (None checks)
+    align: int = 0            # known alignment of memory (0: the type's natural alignment)
+
+    def alignment(self) -> int:
+        return self.align or getattr(self.ty, "_align", 1)
 
 
 @dataclass
@@ -202,10 +207,10 @@ class FunctionLowering:
             return
         self.emit(f"store {lt(t)} {val}, ptr {ptr}, align {t._align}", False)
 
-    def memcpy(self, dst: str, src: str, n: int):
+    def memcpy(self, dst: str, src: str, n: int, dalign: int = 1, salign: int = 1):
         self.ir.declares.add("declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)")
-        self.emit(f"call void @llvm.memcpy.p0.p0.i64(ptr align 1 {dst}, ptr align 1 {src}, i64 {n}, i1 false)",
-                  False)
+        self.emit(f"call void @llvm.memcpy.p0.p0.i64(ptr align {dalign} {dst}, ptr align {salign} {src}, "
+                  f"i64 {n}, i1 false)", False)
 
     def memset(self, dst: str, n: int):
         self.ir.declares.add("declare void @llvm.memset.p0.i64(ptr, i8, i64, i1)")
@@ -560,7 +565,29 @@ class FunctionLowering:
         want = None
         if isinstance(target, ast.Name) and target.id in self.locals and self.locals[target.id].kind == "int":
             want = self.locals[target.id].ty
+        if isinstance(target, ast.Attribute) and self.is_comm_call(s.value):
+            self.assign(target, V("comm"), s.value)   # the helper writes straight into the field
+            return
         self.assign(target, self.expr(s.value, want), s.value)
+
+    def is_comm_call(self, node) -> bool:
+        if not (isinstance(node, ast.Call) and not node.args and not node.keywords
+                and isinstance(node.func, ast.Attribute) and node.func.attr in ("comm", "get_current_comm")
+                and isinstance(node.func.value, ast.Name)):
+            return False
+        return isinstance(self.globals_ns.get(node.func.value.id), _Bpf) and node.func.value.id not in self.locals
+
+    def comm_into(self, target, vnode):
+        """`x.f = bpf.comm()` fills x.f directly (no temporary); other targets get a Str[16] value."""
+        base = self.expr(target.value)
+        if base.kind == "mem" and is_struct(base.ty):
+            self.need_checked(base, target.value)
+            fld = self.field(base, target.attr, target)
+            if is_str(fld.ty):
+                n = min(fld.ty._len, 16)
+                self.helper_call(U.HELPERS["get_current_comm"], [("ptr", fld.ref), ("i32", str(n))])
+                return None
+        return self.expr(vnode)
 
     def assign(self, target, v: V, vnode):
         if isinstance(target, ast.Name):
@@ -589,6 +616,10 @@ class FunctionLowering:
                 return
             self.err(vnode, f"cannot store {describe(v)} in a variable")
         if isinstance(target, ast.Attribute):
+            if v.kind == "comm":
+                v = self.comm_into(target, vnode)
+                if v is None:
+                    return
             dst = self.expr(target.value)
             if dst.kind == "ctx":
                 self.err(target, "program context fields are read-only")
@@ -623,7 +654,7 @@ class FunctionLowering:
         if v.kind == "mem" and (v.ty is t or (is_str(t) and is_str(v.ty))):
             self.need_checked(v, vnode)
             n = min(t._size, v.ty._size)
-            self.memcpy(dst.ref, v.ref, n)
+            self.memcpy(dst.ref, v.ref, n, dst.alignment(), v.alignment())
             if n < t._size:
                 self.memset(self.gep(dst.ref, n), t._size - n)
             return
@@ -844,7 +875,8 @@ class FunctionLowering:
     def field(self, base: V, name: str, node) -> V:
         for fname, ft, off in base.ty._fields_:
             if fname == name:
-                return V("mem", ft, self.gep(base.ref, off), shared=base.shared, volatile=base.volatile)
+                al = max(math.gcd(base.alignment(), off) if off else base.alignment(), ft._align)
+                return V("mem", ft, self.gep(base.ref, off), shared=base.shared, volatile=base.volatile, align=al)
         names = ", ".join(f[0] for f in base.ty._fields_)
         self.err(node, f"{tname(base.ty)} has no field '{name}'", hint=f"fields: {names}")
 
@@ -1249,9 +1281,9 @@ class FunctionLowering:
     def construct(self, t, node) -> V:
         if node.args:
             self.err(node, f"{tname(t)}(...) takes keyword arguments only", hint=f"e.g. {tname(t)}(field=value)")
-        mem = self.alloca(t._size, t._align)
+        mem = self.alloca(t._size, max(t._align, 8))
         self.memset(mem, t._size)
-        v = V("mem", t, mem)
+        v = V("mem", t, mem, align=max(t._align, 8))
         for kw in node.keywords:
             if kw.arg is None:
                 self.err(kw.value, "**kwargs is not supported")
@@ -1382,7 +1414,7 @@ class FunctionLowering:
         if name in ("comm", "get_current_comm") and not node.args:
             mem = self.alloca(16, 8)
             self.helper_call(U.HELPERS["get_current_comm"], [("ptr", mem), ("i32", "16")])
-            return V("mem", Str[16], mem)
+            return V("mem", Str[16], mem, align=8)
         if name in ("load_byte", "load_half", "load_word"):
             if self.prog is None or self.prog.kind not in ("socket_filter", "tc", "section"):
                 self.err(node, f"bpf.{name}() works only in socket filter and tc programs")
@@ -1504,7 +1536,7 @@ class FunctionLowering:
     def value_ref(self, mv: V, p: str, nullable=True) -> V:
         percpu = mv.val.map_type in (U.BPF_MAP_TYPE_PERCPU_ARRAY, U.BPF_MAP_TYPE_PERCPU_HASH,
                                      U.BPF_MAP_TYPE_LRU_PERCPU_HASH)
-        return V("mem", mv.val.value, p, nullable=nullable, shared=not percpu)
+        return V("mem", mv.val.value, p, nullable=nullable, shared=not percpu, align=8)
 
     def map_read(self, mv: V, key_node, node) -> V:
         m = mv.val
@@ -1634,10 +1666,15 @@ class FunctionLowering:
             if name == "record" and m.tags.get("histogram"):
                 nargs(1, 1, "(value)")
                 v = self.as_int(self.int_value(args[0], u64), u64, args[0])
-                self.ir.declares.add("declare i64 @llvm.ctlz.i64(i64, i1)")
-                lz = self.emit(f"call i64 @llvm.ctlz.i64(i64 {v}, i1 false)")
-                b = self.emit(f"sub i64 64, {lz}")
-                b32 = self.emit(f"trunc i64 {b} to i32")
+                # floor(log2(v)) + 1 by binary search: BPF has no count-leading-zeros instruction
+                b = "0"
+                for sh in (32, 16, 8, 4, 2, 1):
+                    t = self.emit(f"lshr i64 {v}, {sh}")
+                    c = self.emit(f"icmp ne i64 {t}, 0")
+                    v = self.emit(f"select i1 {c}, i64 {t}, i64 {v}")
+                    b = self.emit(f"add i64 {b}, {self.emit(f'select i1 {c}, i64 {sh}, i64 0')}")
+                nz = self.emit(f"zext i1 {self.emit(f'icmp ne i64 {v}, 0')} to i64")
+                b32 = self.emit(f"trunc i64 {self.emit(f'add i64 {b}, {nz}')} to i32")
                 k = self.alloca(4, 4)
                 self.store_int(k, u32, b32)
                 p = self.helper_call(U.HELPERS["map_lookup_elem"], [("ptr", mv.ref), ("ptr", k)], "ptr")
@@ -1657,7 +1694,7 @@ class FunctionLowering:
                 self.m.note_event(m, tv.val, node, self.file)
                 r = self.helper_call(U.HELPERS["ringbuf_reserve"], [("ptr", mv.ref), ("i64", str(tv.val._size)),
                                                                     ("i64", "0")], "ptr")
-                return V("mem", tv.val, r, nullable=True, shared=True)
+                return V("mem", tv.val, r, nullable=True, shared=True, align=8)
             if name in ("submit", "discard"):
                 nargs(1, 2, "(event, flags=0)")
                 e = self.expr(args[0])
