@@ -271,3 +271,17 @@ def test_relocation_to_missing_map_is_named():
                                      relocations=[Relocation(0, "map", "nope")])
     with pytest.raises(LoadError, match=r"prog 'p': references map 'nope' which the object does not define"):
         pybpfc.load(spec, backend=UserspaceBackend(jit=False))
+
+
+def test_too_many_pointable_maps_refused_at_load():
+    spec = CollectionSpec()
+    asm = ""
+    relocs = []
+    for i in range(13):
+        spec.maps[f"a{i}"] = MapSpec(f"a{i}", U.BPF_MAP_TYPE_ARRAY, 4, 8, 1)
+        relocs.append(Relocation(2 * i, "map", f"a{i}"))
+        asm += f"lddw %r1, map_fd({i})\n"
+    insns = b"".join(i.encode() for i in assemble(asm + "mov %r0, 0\nexit"))
+    spec.programs["p"] = ProgramSpec("p", "xdp", U.BPF_PROG_TYPE_XDP, insns=insns, relocations=relocs)
+    with pytest.raises(LoadError, match=r"prog 'p': uses 13 maps with values it can point into .*allows 12"):
+        pybpfc.load(spec, backend=UserspaceBackend(jit=False))

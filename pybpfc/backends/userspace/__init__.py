@@ -47,6 +47,10 @@ XDP_HEADROOM = 256         # XDP_PACKET_HEADROOM
 ETH_HLEN = 14
 CTX_AREA = 4096            # room for the context at the start of the low buffer
 L2_SKB_TYPES = {U.BPF_PROG_TYPE_SCHED_CLS, U.BPF_PROG_TYPE_SCHED_ACT}
+VALUE_REGION_TYPES = {U.BPF_MAP_TYPE_HASH, U.BPF_MAP_TYPE_ARRAY, U.BPF_MAP_TYPE_PERCPU_HASH,
+                      U.BPF_MAP_TYPE_PERCPU_ARRAY, U.BPF_MAP_TYPE_LRU_HASH, U.BPF_MAP_TYPE_LRU_PERCPU_HASH,
+                      U.BPF_MAP_TYPE_LPM_TRIE}
+MAX_VALUE_MAPS = 12
 SKB_TYPES = L2_SKB_TYPES | {U.BPF_PROG_TYPE_SOCKET_FILTER, U.BPF_PROG_TYPE_CGROUP_SKB}
 
 
@@ -302,6 +306,12 @@ class UserspaceBackend(AttachMixin, Backend):
             struct.pack_into("<i", insns, off + 12, r.addend if r.kind == "map_value" else 0)
         if len(order) > 64:
             raise LoadError(f"{subject}: uses {len(order)} maps; the userspace runtime allows 64 per program")
+        # Each map whose values a program may point into is one entry of the run's region table
+        # (16: also the context, packet, stack and ring buffer records).
+        pointable = [m.name for m in order if m.type in VALUE_REGION_TYPES]
+        if len(pointable) > MAX_VALUE_MAPS:
+            raise LoadError(f"{subject}: uses {len(pointable)} maps with values it can point into "
+                            f"({', '.join(pointable)}); the userspace runtime allows {MAX_VALUE_MAPS}")
         pc = 0
         while pc < n:
             op, regs = insns[pc * 8], insns[pc * 8 + 1]
