@@ -144,8 +144,25 @@ class JitCode:
 
 # ---------------------------------------------------------------- IR generation
 
+class _Module:
+    """One LLVM module; several programs can share it (batch compilation for tests)."""
+
+    def __init__(self):
+        import llvmlite.ir as ir
+        self.mod = ir.Module(name="pybpfc_jit")
+        self.mod.triple = "x86_64-unknown-linux-gnu"
+        i64 = ir.IntType(64)
+        root = self.mod.add_metadata([ir.MetaDataString(self.mod, "pybpfc jit tbaa")])
+        t_bpf = self.mod.add_metadata([ir.MetaDataString(self.mod, "bpf memory"), root,
+                                       ir.Constant(i64, 0)])
+        t_meta = self.mod.add_metadata([ir.MetaDataString(self.mod, "runtime state"), root,
+                                        ir.Constant(i64, 0)])
+        self.tbaa_bpf = self.mod.add_metadata([t_bpf, t_bpf, ir.Constant(i64, 0)])
+        self.tbaa_meta = self.mod.add_metadata([t_meta, t_meta, ir.Constant(i64, 0)])
+
+
 class _Gen:
-    def __init__(self, insns: list[_Insn]):
+    def __init__(self, insns: list[_Insn], m: _Module | None = None, prefix: str = ""):
         import llvmlite.ir as ir
         self.ir = ir
         self.insns = insns
@@ -154,15 +171,9 @@ class _Gen:
         self.i1 = ir.IntType(1)
         # llvmlite's IR layer may use typed pointers; LLVM reads them as opaque `ptr`
         self.ptr = self.i8.as_pointer()
-        self.mod = ir.Module(name="pybpfc_jit")
-        self.mod.triple = "x86_64-unknown-linux-gnu"
-        root = self.mod.add_metadata([ir.MetaDataString(self.mod, "pybpfc jit tbaa")])
-        t_bpf = self.mod.add_metadata([ir.MetaDataString(self.mod, "bpf memory"), root,
-                                       ir.Constant(self.i64, 0)])
-        t_meta = self.mod.add_metadata([ir.MetaDataString(self.mod, "runtime state"), root,
-                                        ir.Constant(self.i64, 0)])
-        self.tbaa_bpf = self.mod.add_metadata([t_bpf, t_bpf, ir.Constant(self.i64, 0)])
-        self.tbaa_meta = self.mod.add_metadata([t_meta, t_meta, ir.Constant(self.i64, 0)])
+        m = m or _Module()
+        self.prefix = prefix
+        self.mod, self.tbaa_bpf, self.tbaa_meta = m.mod, m.tbaa_bpf, m.tbaa_meta
         self.helper_ty = ir.FunctionType(self.i64, [self.i64] * 5 + [self.ptr])
         # (run, jctx, depth, frame end, r1..r5)
         self.fn_ty = ir.FunctionType(self.i64, [self.ptr, self.ptr, self.i64, self.ptr] +
@@ -170,7 +181,7 @@ class _Gen:
         self._find_functions()
         self.funcs = {}
         for s in self.starts:
-            f = ir.Function(self.mod, self.fn_ty, name=f"bpf_{s}")
+            f = ir.Function(self.mod, self.fn_ty, name=f"{prefix}bpf_{s}")
             f.linkage = "internal"
             f.calling_convention = "fastcc"
             self.funcs[s] = f
@@ -236,7 +247,7 @@ class _Gen:
         a matching region (with full permissions for perm RW) becomes the cache entry."""
         ir = self.ir
         fty = ir.FunctionType(self.i1, [self.ptr, self.ptr, self.i64, self.i64, self.i32])
-        f = ir.Function(self.mod, fty, name="slow_check")
+        f = ir.Function(self.mod, fty, name=f"{self.prefix}slow_check")
         f.linkage = "internal"
         self.slow_check = f
         run, jctx, addr, size, perm = f.args
@@ -295,7 +306,7 @@ class _Gen:
         """uint64_t invoke(run, func, a1..a5): run->invoke for callback helpers."""
         ir = self.ir
         fty = ir.FunctionType(self.i64, [self.ptr, self.i64] + [self.i64] * 5)
-        f = ir.Function(self.mod, fty, name="pbr_jit_invoke")
+        f = ir.Function(self.mod, fty, name=f"{self.prefix}pbr_jit_invoke")
         f.linkage = "internal"
         self.invoke = f
         run, func, *args = f.args
@@ -337,7 +348,7 @@ class _Gen:
     def _build_entry(self):
         ir = self.ir
         fty = ir.FunctionType(self.i64, [self.ptr, self.i64, self.i64])
-        f = ir.Function(self.mod, fty, name="pbr_jit_entry")
+        f = ir.Function(self.mod, fty, name=f"{self.prefix}pbr_jit_entry")
         run, ctx, ctx_len = f.args
         b = ir.IRBuilder(f.append_basic_block("entry"))
         jctx = b.alloca(ir.ArrayType(self.i64, J_SLOTS))
@@ -389,6 +400,7 @@ class _FuncGen:
         g, ir = self.g, self.ir
         f = self.f
         self.run, self.jctx, self.depth, self.frame, *args = f.args
+        self.fault_bb = None
         entry = f.append_basic_block("entry")
         b = self.b = ir.IRBuilder(entry)
         self.regs = [b.alloca(g.i64, name=f"r{i}") for i in range(11)]
@@ -434,19 +446,30 @@ class _FuncGen:
     # -- exits
 
     def fault(self, status, pc, addr=None):
+        """Ends the current block with a jump to the function's one shared fault exit."""
         g, b = self.g, self.b
-        g.meta_store(b, g.c32(status), self.run, OFF_STATUS)
-        g.meta_store(b, g.c64(pc), self.run, OFF_FAULT_PC)
-        if addr is not None:
-            g.meta_store(b, addr, self.run, OFF_FAULT_ADDR)
-        b.ret(g.c64(0))
+        if self.fault_bb is None:
+            self.fault_bb = self.f.append_basic_block("fault")
+            fb = self.ir.IRBuilder(self.fault_bb)
+            self.fphi = (fb.phi(g.i32), fb.phi(g.i64), fb.phi(g.i64))
+            st, fpc, faddr = self.fphi
+            g.meta_store(fb, st, self.run, OFF_STATUS)
+            g.meta_store(fb, fpc, self.run, OFF_FAULT_PC)
+            with fb.if_then(fb.icmp_unsigned("==", st, g.c32(PBR_EFAULT))):
+                g.meta_store(fb, faddr, self.run, OFF_FAULT_ADDR)
+            fb.ret(g.c64(0))
+        here = b.block
+        for phi, v in zip(self.fphi, (g.c32(status), g.c64(pc),
+                                      addr if addr is not None else g.c64(0))):
+            phi.add_incoming(v, here)
+        b.branch(self.fault_bb)
 
     def bail_if(self, cond, status, pc, addr=None):
         """Stop with `status` when cond holds; continues in a fresh block."""
         b = self.b
         bad = self.f.append_basic_block()
         cont = self.f.append_basic_block()
-        b.cbranch(cond, bad, cont)
+        b.cbranch(cond, bad, cont).set_weights([1, 1000])
         b.position_at_end(bad)
         self.fault(status, pc, addr)
         b.position_at_end(cont)
@@ -793,7 +816,7 @@ def _add_attrs(ir_text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _link(obj: bytes, entry_name: str) -> tuple[bytes, int]:
+def _link(obj: bytes, entry_names: list[str]) -> tuple[bytes, list[int]]:
     """Lays out the object's allocated sections in one blob and applies its relocations,
     accepting only PC-relative ones between those sections (no absolute addresses, no
     external symbols), so the blob runs at any address."""
@@ -810,11 +833,11 @@ def _link(obj: bytes, entry_name: str) -> tuple[bytes, int]:
             data = sec.data() if sec["sh_type"] == "SHT_PROGBITS" else b"\0" * sec["sh_size"]
             blob.extend(data)
     symtab = elf.get_section_by_name(".symtab")
-    entry = None
+    where = {}
     for sym in symtab.iter_symbols():
-        if sym.name == entry_name:
-            entry = layout[sym["st_shndx"]] + sym["st_value"]
-    if entry is None:
+        if sym.name in entry_names:
+            where[sym.name] = layout[sym["st_shndx"]] + sym["st_value"]
+    if len(where) != len(entry_names):
         raise JitError("entry symbol missing from the object")
     for sec in elf.iter_sections():
         if not isinstance(sec, RelocationSection):
@@ -837,34 +860,45 @@ def _link(obj: bytes, entry_name: str) -> tuple[bytes, int]:
             if not -2**31 <= v < 2**31:
                 raise JitError("relocation out of range")
             struct.pack_into("<i", blob, p, v)
-    return bytes(blob), entry
+    return bytes(blob), [where[n] for n in entry_names]
 
 
 def jit_compile(insns: bytes, opt: int = 3) -> JitCode:
     """Compiles a verified, prepared program (8-byte slots) to position-independent x86-64
     code. Raises JitError when it cannot (the caller falls back to the interpreter)."""
+    return jit_compile_many([insns], opt)[0]
+
+
+def jit_compile_many(progs: list[bytes], opt: int = 3) -> list[JitCode]:
+    """Compiles several programs in one LLVM module (cheaper per program); each JitCode holds
+    the shared blob with its own entry offset. One untranslatable program fails the batch."""
     import llvmlite.binding as llvm
-    decoded = _decode(bytes(insns))
-    if not decoded:
-        raise JitError("empty program")
-    try:
-        mod = _Gen(decoded).build()
-    except (KeyError, IndexError) as e:  # malformed fields the verifier should have refused
-        raise JitError(f"cannot translate program: {e!r}") from None
-    text = _add_attrs(str(mod))
+    m = _Module()
+    names = []
+    for k, insns in enumerate(progs):
+        decoded = _decode(bytes(insns))
+        if not decoded:
+            raise JitError("empty program")
+        prefix = f"p{k}_" if len(progs) > 1 else ""
+        try:
+            _Gen(decoded, m, prefix).build()
+        except (KeyError, IndexError) as e:  # malformed fields the verifier refuses
+            raise JitError(f"cannot translate program: {e!r}") from None
+        names.append(f"{prefix}pbr_jit_entry")
+    text = _add_attrs(str(m.mod))
     with _llvm_lock:
         tm = _target_machine()
         try:
-            m = llvm.parse_assembly(text)
-            m.verify()
+            mod = llvm.parse_assembly(text)
+            mod.verify()
         except RuntimeError as e:
             raise JitError(f"LLVM rejected the generated IR: {e}") from None
         pto = llvm.create_pipeline_tuning_options(speed_level=opt)
         pb = llvm.create_pass_builder(tm, pto)
-        pb.getModulePassManager().run(m, pb)
-        obj = tm.emit_object(m)
-    code, entry = _link(obj, "pbr_jit_entry")
-    return JitCode(code, entry, text)
+        pb.getModulePassManager().run(mod, pb)
+        obj = tm.emit_object(mod)
+    code, entries = _link(obj, names)
+    return [JitCode(code, e, text if len(progs) == 1 else "") for e in entries]
 
 
 class JitProgram:
