@@ -143,6 +143,8 @@ def print_maps(coll, out: Out):
             if spec.readonly:
                 continue
             for var in spec.variables:
+                if var.startswith("__"):
+                    continue   # compiler-internal
                 try:
                     v = getattr(coll.globals, var)
                 except Exception as e:  # noqa: BLE001 - report, keep printing the others
@@ -153,7 +155,10 @@ def print_maps(coll, out: Out):
         tname = MAP_TYPE_NAMES.get(spec.type, str(spec.type))
         try:
             if spec.tags.get("histogram") == "log2":
-                out.emit({"map": name, "histogram": m.histogram()},
+                hist = m.histogram()
+                while hist and hist[-1] == 0:
+                    hist.pop()
+                out.emit({"map": name, "histogram": hist},
                          f"\n{name}:\n{m.format_log2_hist(spec.tags.get('unit', 'value'))}")
                 continue
             if spec.type in (U.BPF_MAP_TYPE_QUEUE, U.BPF_MAP_TYPE_STACK, U.BPF_MAP_TYPE_BLOOM_FILTER):

@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import os
 import shutil
+import socket
 import subprocess
 
 CLONE_NEWNET = 0x40000000
@@ -71,3 +72,24 @@ def available() -> str | None:
     if not shutil.which("ip"):
         return "iproute2 (ip) is missing"
     return None
+
+
+def send_udp(v: VethPair, n: int, port: int = 7777):
+    """n datagrams from ns_a to B:port; returns how many B's socket received."""
+    with enter(v.ns_b):
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with enter(v.ns_a):
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with rx, tx:
+        rx.bind((v.ip_b, port))
+        rx.settimeout(1.0)
+        for i in range(n):
+            tx.sendto(b"pkt%d" % i, (v.ip_b, port))
+        got = 0
+        try:
+            while got < n:
+                rx.recv(64)
+                got += 1
+        except socket.timeout:
+            pass
+        return got

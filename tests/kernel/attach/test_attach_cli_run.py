@@ -10,7 +10,9 @@ from attach_netns import VethPair, available
 
 HERE = os.path.dirname(__file__)
 PY = sys.executable
-CHILD = "import os; print('child', os.getpid(), flush=True); [os.getppid() for _ in range(5)]"
+# The child writes its pid to the file named by argv[1], then calls getppid() 5 times.
+CHILD = ("import os, sys; open(sys.argv[1], 'w').write(str(os.getpid())); "
+         "[os.getppid() for _ in range(5)]")
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +36,10 @@ def pybpfc(*args, timeout=60, prefix=()):
                           timeout=timeout)
 
 
-def test_run_streams_events_and_prints_maps(objs):
-    r = pybpfc("run", objs["run_demo"], "--", PY, "-c", CHILD)
+def test_run_streams_events_and_prints_maps(objs, tmp_path):
+    r = pybpfc("run", objs["run_demo"], "--", PY, "-c", CHILD, str(tmp_path / "pid"))
     assert r.returncode == 0, r.stderr
-    child = int(next(l for l in r.stdout.splitlines() if l.startswith("child ")).split()[1])
+    child = int((tmp_path / "pid").read_text())
     events = [l for l in r.stdout.splitlines() if l.startswith(f"pid={child} ")]
     assert [e.split()[1] for e in events] == [f"seq={i}" for i in range(1, 6)]
     assert all(e.split()[2].startswith("comm=python") for e in events)
@@ -47,11 +49,11 @@ def test_run_streams_events_and_prints_maps(objs):
     assert "1 program(s) attached" in r.stderr
 
 
-def test_run_json(objs):
-    r = pybpfc("run", objs["run_demo"], "--json", "--", PY, "-c", CHILD)
+def test_run_json(objs, tmp_path):
+    r = pybpfc("run", objs["run_demo"], "--json", "--", PY, "-c", CHILD, str(tmp_path / "pid"))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    child = int(next(l for l in lines if l.startswith("child ")).split()[1])
+    child = int((tmp_path / "pid").read_text())
     objs_ = [json.loads(l) for l in lines if l.startswith("{")]
     evs = [o["event"] for o in objs_ if o.get("map") == "events" and o["event"]["pid"] == child]
     assert [e["seq"] for e in evs] == [1, 2, 3, 4, 5]

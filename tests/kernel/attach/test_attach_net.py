@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 from attach_asm import counter, length_filter, udp_port_counter
-from attach_netns import VethPair, available, enter
+from attach_netns import VethPair, available, enter, send_udp
 
 from pybpfc import uapi as U
 from pybpfc.backends.kernel.attach import AttachMixin, FdLink, cgroup
@@ -27,27 +27,6 @@ def veth():
         pytest.skip(why)
     with VethPair("x") as v:
         yield v
-
-
-def send_udp(v: VethPair, n: int, port: int = PORT):
-    """n datagrams from ns_a to B:port; returns how many B's socket received."""
-    with enter(v.ns_b):
-        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with enter(v.ns_a):
-        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with rx, tx:
-        rx.bind((v.ip_b, port))
-        rx.settimeout(1.0)
-        for i in range(n):
-            tx.sendto(b"pkt%d" % i, (v.ip_b, port))
-        got = 0
-        try:
-            while got < n:
-                rx.recv(64)
-                got += 1
-        except socket.timeout:
-            pass
-        return got
 
 
 XDP_OFFS = (0, 4)     # xdp_md.data, data_end
