@@ -374,8 +374,17 @@ op_lddw: {
     uint32_t lo = (uint32_t)(ins >> 32);
     switch ((ins >> 12) & 0xf) {
     case 0: DST = (hi << 32) | lo; break;
-    case 1: DST = run->maps[lo]; break;
-    case 2: DST = run->map_values[lo] + (uint32_t)hi; break;
+    /* the index range is the verifier's job (it knows nmaps); NULL tables are caught here */
+    case 1:
+        if (unlikely(!run->maps))
+            goto out_insn;
+        DST = run->maps[lo];
+        break;
+    case 2:
+        if (unlikely(!run->map_values))
+            goto out_insn;
+        DST = run->map_values[lo] + (uint32_t)hi;
+        break;
     case 4: DST = (uint64_t)(pc + 1 + (int32_t)lo); break;
     default: goto out_insn;
     }
