@@ -169,8 +169,11 @@ def main() -> int:
                 del evs  # freed outside the timed region
                 seq += n
                 results[name].append(n / dt)
+        from pybpfc.backends.kernel import fast
+
+        path = "native constructor (_kfast)" if fast.mod is not None else f"pure Python ({fast.why_not})"
         print(f"ring buffer -> Python, {n:,} events of {Event._size} bytes per round, "
-              f"median of {args.rounds} rounds (fill, then drain)")
+              f"median of {args.rounds} rounds (fill, then drain); decode path: {path}")
         base = statistics.median(results["baseline (plain mmap reader, bytes)"])
         for name, vals in results.items():
             med = statistics.median(vals)

@@ -331,3 +331,20 @@ def test_pinning_by_name_reuses_map():
         for f in os.listdir(root):
             os.unlink(os.path.join(root, f))
         os.rmdir(root)
+
+
+def test_stack_trace_from_program():
+    from pybpfc.lang.types import Array
+
+    st = MapSpec(name="stacks", type=U.BPF_MAP_TYPE_STACK_TRACE, key_size=4, value_size=8 * 16,
+                 max_entries=16, key_type=u32, value_type=Array[u64, 16])
+    # raw_tp: return bpf_get_stackid(ctx, &stacks, 0) (the kernel stack of the test_run call)
+    p = prog("st", "lddw %r2, map:stacks\nmov %r3, 0\ncall 27\nexit",
+             type=U.BPF_PROG_TYPE_RAW_TRACEPOINT, section="raw_tp/x", kind="raw_tracepoint")
+    with pybpfc.load(collection([st], [p]), backend="kernel") as c:
+        sid = c.programs.st.test_run(ctx=bytes(8)).retval
+        if sid >= 1 << 31:
+            pytest.skip(f"bpf_get_stackid failed here (errno {(1 << 32) - sid})")
+        ips = c.maps.stacks[sid]
+        assert ips[0] >= 0xffff800000000000  # kernel text addresses
+        assert list(c.maps.stacks.keys()) == [sid]

@@ -63,6 +63,9 @@ def test_bench_btf_loaded(bench):
     info = bench.programs.xdp_parse_csum.raw.info()
     assert info.btf_id != 0 and info.nr_line_info > 0
     assert not bench.backend.warnings
+    # ... and maps carry their BTF key/value types
+    minfo = bench.maps.hmap.raw.info()
+    assert minfo.btf_id == info.btf_id and minfo.btf_key_type_id and minfo.btf_value_type_id
 
 
 @pytest.fixture
