@@ -102,3 +102,9 @@ def test_run_errors(objs, tmp_path):
     assert r.returncode == 1 and "unknown option '--bogus'" in r.stderr
     r = pybpfc("run", objs["run_demo"], "--", "/nonexistent/cmd")
     assert r.returncode == 1 and "cannot run '/nonexistent/cmd'" in r.stderr
+
+
+def test_run_passes_on_command_status(objs):
+    r = pybpfc("run", objs["run_demo"], "--", "sh", "-c", "exit 3")
+    assert r.returncode == 3, r.stderr
+    assert "calls (hash" in r.stdout          # maps are printed all the same
