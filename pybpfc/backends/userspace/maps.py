@@ -71,6 +71,43 @@ class UserspaceMap(RawMap):
 
         self._fast = fast.mod
         self._addr = int(F.cast("uintptr_t", self._m))
+        if self._fast is not None:
+            self._bind_fast()
+
+    def _bind_fast(self):
+        """Per-map closures over the C fast path: the hot element operations then cost one
+        Python call and one C call, with no attribute lookups (instance attributes shadow the
+        methods below, which remain the general path)."""
+        f, addr, ks, vs, fail = self._fast, self._addr, self.key_size, self.value_size, self._fail
+        f_lookup, f_update, f_delete = f.lookup, f.update, f.delete
+        slow_lookup, slow_update, slow_delete = UserspaceMap.lookup, UserspaceMap.update, UserspaceMap.delete
+
+        def lookup(key, flags=0):
+            if len(key) != ks or key.__class__ is not bytes:
+                return slow_lookup(self, key, flags)
+            r = f_lookup(addr, key, vs)
+            if r.__class__ is int:
+                raise fail(r, "lookup")
+            return r
+
+        def update(key, value, flags=0):
+            if len(key) != ks or len(value) != vs or key.__class__ is not bytes or value.__class__ is not bytes:
+                return slow_update(self, key, value, flags)
+            r = f_update(addr, key, value, flags)
+            if r:
+                raise fail(r, "update")
+
+        def delete(key):
+            if len(key) != ks or key.__class__ is not bytes:
+                return slow_delete(self, key)
+            r = f_delete(addr, key)
+            if r:
+                if r == -_errno.ENOENT:
+                    return False
+                raise fail(r, "delete")
+            return True
+
+        self.lookup, self.update, self.delete = lookup, update, delete
 
     # -- helpers
     def _check(self, b: bytes, size: int, what: str):
@@ -140,7 +177,7 @@ class UserspaceMap(RawMap):
             raise self._fail(r, "next key")
         return F.buffer(self._kbuf, self.key_size)[:]
 
-    def lookup_batch(self, batch_size: int = 256) -> Iterator[tuple[bytes, bytes]]:
+    def lookup_batch(self, batch_size: int = 1024) -> Iterator[tuple[bytes, bytes]]:
         if self.type not in (U.BPF_MAP_TYPE_HASH, U.BPF_MAP_TYPE_PERCPU_HASH, U.BPF_MAP_TYPE_LRU_HASH,
                              U.BPF_MAP_TYPE_LRU_PERCPU_HASH, U.BPF_MAP_TYPE_ARRAY, U.BPF_MAP_TYPE_PERCPU_ARRAY,
                              U.BPF_MAP_TYPE_PROG_ARRAY, U.BPF_MAP_TYPE_LPM_TRIE):
@@ -157,19 +194,18 @@ class UserspaceMap(RawMap):
             if n == 0:
                 return
             kb, vb = F.buffer(keys, ks * n)[:], F.buffer(vals, vs * n)[:]
-            for i in range(n):
-                yield kb[i * ks:(i + 1) * ks], vb[i * vs:(i + 1) * vs]
+            yield from zip([kb[i:i + ks] for i in range(0, ks * n, ks)],
+                           [vb[i:i + vs] for i in range(0, vs * n, vs)])
 
     def update_batch(self, items: list[tuple[bytes, bytes]], flags: int = 0) -> None:
         if not items:
             return
-        for k, v in items:
-            if len(k) != self.key_size:
-                self._check(k, self.key_size, "key")
-            if len(v) != self.value_size:
-                self._check(v, self.value_size, "value")
-        r = lib().pbs_map_update_batch(self._m, b"".join(k for k, _ in items), b"".join(v for _, v in items),
-                                       len(items), flags)
+        ks, vs = zip(*items)
+        for what, parts, size in (("key", ks, self.key_size), ("value", vs, self.value_size)):
+            if set(map(len, parts)) != {size}:
+                bad = next(p for p in parts if len(p) != size)
+                self._check(bad, size, what)
+        r = lib().pbs_map_update_batch(self._m, b"".join(ks), b"".join(vs), len(items), flags)
         if r < 0:
             raise self._fail(r, "update batch")
 
