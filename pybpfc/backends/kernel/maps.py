@@ -328,9 +328,13 @@ def _pin_compatible(info: sc.MapInfo, t, ks, vs, n, fl) -> Optional[str]:
     return None
 
 
+_mmapable_ok = True  # cleared once the kernel refuses BPF_F_MMAPABLE on an array
+
+
 def create_map(spec, ncpu: int, btf_fd: int = -1, pin_root: str = DEFAULT_PIN_ROOT,
-               backend=None, _mmapable_ok: list = [True]) -> KernelMap:
+               backend=None) -> KernelMap:
     """Create (or reuse a pinned) kernel map for `spec`, including its initial data."""
+    global _mmapable_ok
     subject = f"map '{spec.name}'"
     t, ks, vs, n, fl, extra = normalize(spec, ncpu)
     if spec.data is not None and len(spec.data) > vs:
@@ -359,7 +363,7 @@ def create_map(spec, ncpu: int, btf_fd: int = -1, pin_root: str = DEFAULT_PIN_RO
     try:
         kw = dict(flags=fl, name=spec.name, inner_map_fd=inner_fd, numa_node=spec.numa_node,
                   map_extra=extra, subject=subject)
-        mmapable = spec.data is not None and not (fl & U.BPF_F_MMAPABLE) and _mmapable_ok[0]
+        mmapable = spec.data is not None and not (fl & U.BPF_F_MMAPABLE) and _mmapable_ok
         use_btf = btf_fd >= 0 and (spec.btf_key_type_id or spec.btf_value_type_id)
         fd = None
         for with_mmap, with_btf in ((mmapable, use_btf), (False, use_btf), (False, False)):
@@ -377,7 +381,7 @@ def create_map(spec, ncpu: int, btf_fd: int = -1, pin_root: str = DEFAULT_PIN_RO
                     raise LoadError(f"{subject}: map create failed: Operation not permitted "
                                     f"(needs root or CAP_BPF)") from None
                 if with_mmap:
-                    _mmapable_ok[0] = False
+                    _mmapable_ok = False
                     continue
                 if with_btf:
                     continue  # the kernel rejected the BTF types; libbpf retries without too
