@@ -264,34 +264,27 @@ def _trace_source(coll):
         from ..backends.kernel.tracefs import TracePipe
 
         return TracePipe()
-    import queue
-    import threading
+    return _BackendTrace(coll.backend)
 
-    q: queue.Queue = queue.Queue()
 
-    def pump():
+class _BackendTrace:
+    """trace_printk output of a backend without a trace_pipe fd (the userspace runtime):
+    polled, never blocking."""
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def fileno(self):
+        raise NotSupportedError(f"{self.backend.name} backend: no trace pipe fd")
+
+    def read_lines(self) -> list[str]:
         try:
-            for line in coll.backend.trace_pipe_lines():
-                q.put(line)
-        except Exception:  # noqa: BLE001 - the backend has no trace pipe: nothing to show
-            pass
+            return list(self.backend.trace_pipe_lines(0))
+        except NotSupportedError:
+            return []
 
-    threading.Thread(target=pump, daemon=True).start()
-
-    class _Q:
-        def fileno(self):
-            raise NotSupportedError("no fd")
-
-        def read_lines(self):
-            lines = []
-            while not q.empty():
-                lines.append(q.get_nowait())
-            return lines
-
-        def close(self):
-            pass
-
-    return _Q()
+    def close(self):
+        pass
 
 
 def run(args) -> int:

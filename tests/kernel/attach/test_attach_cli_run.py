@@ -108,3 +108,22 @@ def test_run_passes_on_command_status(objs):
     r = pybpfc("run", objs["run_demo"], "--", "sh", "-c", "exit 3")
     assert r.returncode == 3, r.stderr
     assert "calls (hash" in r.stdout          # maps are printed all the same
+
+
+def test_run_userspace_backend_spawns_under_the_agent(objs, tmp_path):
+    try:
+        from pybpfc.backends.userspace import userspace_available
+    except ImportError as e:
+        pytest.skip(f"userspace backend missing: {e}")
+    if not userspace_available():
+        pytest.skip("userspace runtime unavailable")
+    r = pybpfc("run", objs["run_demo"], "--backend", "userspace", "--json", "--",
+               PY, "-c", CHILD, str(tmp_path / "pid"))
+    assert r.returncode == 0, r.stderr
+    child = int((tmp_path / "pid").read_text())
+    objs_ = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    evs = [o["event"] for o in objs_ if o.get("map") == "events"]
+    assert [e["seq"] for e in evs if e["pid"] == child] == [1, 2, 3, 4, 5]
+    assert {"key": child, "value": 5} in next(o for o in objs_ if o.get("map") == "calls")["entries"]
+    traces = [o for o in objs_ if o.get("trace", "").endswith(f"getppid from {child}")]
+    assert len(traces) == 5
