@@ -214,3 +214,13 @@ def test_two_processes_insert_distinct_keys():
     assert got == {k: k % 2000 for k in range(4000)}
     m.close()
     be.close()
+
+
+def test_closed_map_raises_instead_of_touching_freed_memory(be):
+    m = be.create_map(MapSpec("gone", U.BPF_MAP_TYPE_HASH, 4, 4, 4))
+    m.update(u32(1), u32(2))
+    m.close()
+    for op in (lambda: m.lookup(u32(1)), lambda: m.update(u32(1), u32(3)), lambda: m.delete(u32(1)),
+               lambda: m.next_key(None), lambda: list(m.lookup_batch())):
+        with pytest.raises(Exception, match=r"map 'gone': map is closed"):
+            op()

@@ -8,7 +8,7 @@ import errno as _errno
 from typing import Iterator, Optional
 
 from ... import uapi as U
-from ...errors import LoadError, NotSupportedError
+from ...errors import Error, LoadError, NotSupportedError
 from ..base import RawMap, RawRingBuffer
 from .runtime import ffi, lib
 from .store import _err
@@ -57,7 +57,7 @@ class UserspaceMap(RawMap):
     def __init__(self, store, map_id: int, spec, *, owner: bool = True):
         F, L = ffi(), lib()
         self.store, self.id, self.spec, self.name = store, map_id, spec, spec.name
-        self._m = L.pbs_map(store.handle, map_id)
+        self._mp = L.pbs_map(store.handle, map_id)
         t, ks, vs, n, _ = normalize(spec, store.ncpus)
         self.type, self.key_size, self.max_entries = t, ks, n
         self.elem_size = vs
@@ -70,7 +70,7 @@ class UserspaceMap(RawMap):
         from . import fast
 
         self._fast = fast.mod
-        self._addr = int(F.cast("uintptr_t", self._m))
+        self._addr = int(F.cast("uintptr_t", self._mp))
         if self._fast is not None:
             self._bind_fast()
 
@@ -108,6 +108,12 @@ class UserspaceMap(RawMap):
             return True
 
         self.lookup, self.update, self.delete = lookup, update, delete
+
+    @property
+    def _m(self):
+        if self._closed:
+            raise Error(f"{self._subject}: map is closed")
+        return self._mp
 
     # -- helpers
     def _check(self, b: bytes, size: int, what: str):
@@ -165,7 +171,7 @@ class UserspaceMap(RawMap):
         F = ffi()
         if key is not None and len(key) != self.key_size:
             self._check(key, self.key_size, "key")
-        if self._fast is not None and (key is None or type(key) is bytes):
+        if self._fast is not None and (key is None or type(key) is bytes) and self._m:
             r = self._fast.next_key(self._addr, key, self.key_size)
             if type(r) is int:
                 raise self._fail(r, "next key")
@@ -248,8 +254,13 @@ class UserspaceMap(RawMap):
         return self.id.to_bytes(4, "little")
 
     def close(self) -> None:
-        if not self._closed and self._owner:
-            self._closed = True
+        if self._closed:
+            return
+        self._closed = True
+        self._fast = None
+        if "lookup" in self.__dict__:  # the fast closures: back to the checked methods
+            del self.lookup, self.update, self.delete
+        if self._owner:
             lib().pbs_map_put(self.store.handle, self.id)
 
     def __repr__(self):
