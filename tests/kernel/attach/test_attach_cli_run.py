@@ -23,7 +23,7 @@ def objs(tmp_path_factory):
         pytest.skip("clang-19 is missing")
     d = tmp_path_factory.mktemp("runobjs")
     out = {}
-    for name in ("run_demo", "run_xdp"):
+    for name in ("run_demo", "run_xdp", "run_perf"):
         o = d / f"{name}.bpf.o"
         subprocess.run(["clang-19", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu",
                         "-c", os.path.join(HERE, "progs", f"{name}.bpf.c"), "-o", str(o)], check=True)
@@ -127,3 +127,14 @@ def test_run_userspace_backend_spawns_under_the_agent(objs, tmp_path):
     assert {"key": child, "value": 5} in next(o for o in objs_ if o.get("map") == "calls")["entries"]
     traces = [o for o in objs_ if o.get("trace", "").endswith(f"getppid from {child}")]
     assert len(traces) == 5
+
+
+def test_run_perf_and_ring_buffers_together(objs, tmp_path):
+    r = pybpfc("run", objs["run_perf"], "--", PY, "-c", CHILD, str(tmp_path / "pid"))
+    assert r.returncode == 0, r.stderr
+    child = int((tmp_path / "pid").read_text())
+    for m in ("pevents", "revents"):
+        mine = [l for l in r.stdout.splitlines() if l.startswith(f"[{m}] pid={child} ")]
+        assert len(mine) == 5, (m, r.stdout[-2000:])
+        nrs = [int(l.split("nr=")[1]) for l in mine]
+        assert nrs == sorted(nrs)
