@@ -238,3 +238,79 @@ def f(skb) -> int:
     pkt = bytes(14) + b"ok " + bytes(60)
     assert obj.programs.f.test_run(pkt).retval == len(pkt) - 14
     assert obj.programs.f.test_run(bytes(14) + b"no " + bytes(60)).retval == 0
+
+
+def test_arrays_of_structs_nested_and_bool_fields(tmp_path):
+    prelude = """
+class Point(Struct):
+    x: i16
+    y: i16
+    ok: bool
+
+class Shape(Struct):
+    n: u8
+    pts: Array[Point, 3]
+
+shapes = ArrayMap(u32, Shape, max_entries=1)
+"""
+    body = """
+s = shapes.lookup(0)
+if s is None:
+    return 0
+for i in range(3):
+    s.pts[i].x = i - 1
+    s.pts[i].y = i * 10
+    s.pts[i].ok = i != 1
+s.n = len(s.pts)
+total = 0
+for i in range(3):
+    if s.pts[i].ok:
+        total += s.pts[i].x + s.pts[i].y
+return total + 100
+"""
+    ret, obj = run_xdp(tmp_path, body, prelude=prelude)
+    assert ret == 100 + (-1 + 0) + (1 + 20)
+    sh = obj.maps.shapes[0]
+    assert sh.n == 3 and [p.x for p in sh.pts] == [-1, 0, 1] and [p.ok for p in sh.pts] == [True, False, True]
+
+
+def test_packet_variable_offset(tmp_path):
+    body = """
+first = ctx.packet(u8, 0)
+if first is None:
+    return 0
+v = ctx.packet(u16, first)
+if v is None:
+    return 1
+return v
+"""
+    data = bytes([10]) + bytes(9) + (0x1234).to_bytes(2, "little") + bytes(52)
+    assert run_xdp(tmp_path, body, data)[0] == 0x1234
+    assert run_xdp(tmp_path, body, bytes([200]) + bytes(63))[0] == 1
+
+
+def test_ringbuf_output_and_discard_compile_and_run(tmp_path):
+    prelude = """
+class Ev(Struct):
+    a: u32
+    b: u64
+
+rb = RingBuf(max_entries=4096)
+"""
+    body = """
+rb.output(Ev(a=1, b=2))
+e = rb.reserve(Ev)
+if e is not None:
+    e.a = 5
+    rb.discard(e)
+e2 = rb.reserve(Ev)
+if e2 is None:
+    return 0
+e2.a = 7
+rb.submit(e2)
+return 1
+"""
+    ret, obj = run_xdp(tmp_path, body, prelude=prelude)
+    assert ret == 1
+    evs = obj.ringbuf("rb").poll(timeout=0.5)
+    assert [(e.a, e.b) for e in evs] == [(1, 2), (7, 0)]
