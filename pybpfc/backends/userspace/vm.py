@@ -161,8 +161,10 @@ class Vm:
             self._keep.append(table)
             self.run.helpers = table
         self.helper_ids = frozenset(ids)
-        self._maps = f.new("uint64_t[]", list(maps) or [0])
-        self._values = f.new("uint64_t[]", list(map_values) or [0])
+        # no maps: NULL tables, so an (unverified) map lddw stops the program, never reads
+        # past a table
+        self._maps = f.new("uint64_t[]", list(maps)) if maps else f.NULL
+        self._values = f.new("uint64_t[]", list(map_values)) if map_values else f.NULL
         self.run.maps, self.run.map_values = self._maps, self._values
         self.budget = budget
         self.nmaps = max(len(maps), len(map_values))
