@@ -220,7 +220,8 @@ class EventDecoder:
     def __init__(self, t):
         self.t = t
         self.size = t._size if t is not None else 0
-        self.scalar_names: Optional[tuple] = None  # set when every field is one struct item
+        # (names, kinds, offsets, sizes) when every field is an integer, bool or Str
+        self.native_fields: Optional[tuple] = None
         self._fmts: dict = {}
         self._make = None
         self._fmt_body = None
@@ -229,6 +230,20 @@ class EventDecoder:
 
     def _compile(self, t):
         body, cur, assigns, idx = "", 0, [], 0
+        native = []  # (name, struct letter or "?"/"s", offset, size) for backends that decode natively
+        for name, ft, off in t._fields_:
+            if issubclass(ft, bool_):
+                native.append((name, "?", off, 1))
+            elif issubclass(ft, IntType):
+                native.append((name, ft._fmt[1:], off, ft._size))
+            elif issubclass(ft, Str):
+                native.append((name, "s", off, ft._size))
+            else:
+                native = None
+                break
+        if native is not None and name_ok(t):
+            self.native_fields = (tuple(f[0] for f in native), "".join(f[1] for f in native).encode(),
+                                  tuple(f[2] for f in native), tuple(f[3] for f in native))
         for name, ft, off in t._fields_:
             if off < cur:
                 return
@@ -258,8 +273,6 @@ class EventDecoder:
         if all(a.endswith(f"= v[{i}]") for i, a in enumerate(assigns)) and len(assigns) == idx:
             # plain scalars: one tuple unpack is faster than indexing field by field
             src += f"    {', '.join(a.split(' = ')[0] for a in assigns)}, = v\n    return o\n"
-            # ... and a backend with a native constructor may build them from the rows itself
-            self.scalar_names = tuple(n for n, _, _ in t._fields_)
         else:
             src += "".join(f"    {a}\n" for a in assigns) + "    return o\n"
         ns = {"new": object.__new__, "cls": t}

@@ -216,10 +216,17 @@ def test_ringbuf_scalar_events_native_and_python_paths_agree():
         assert [e.seq for e in got] == list(range(3000))
         assert all(type(e) is Plain and e.magic == 0xabcd and e.tag == 0x7665 for e in got)
         dec = rb._decoder
-        assert dec.scalar_names == ("seq", "magic", "tag")
+        assert dec.native_fields == (("seq", "magic", "tag"), b"QII", (0, 8, 12), (8, 4, 4))
         rec = b"".join(bytes(8) + Plain(seq=i, magic=1, tag=2).to_bytes() for i in range(5))
         py = dec.many(memoryview(rec), 5, 24, 8)
         native = KernelRingBuffer._many(dec, memoryview(rec), 5, 24)
         assert py == native == [Plain(seq=i, magic=1, tag=2) for i in range(5)]
+        # strings too: bytes up to the first NUL, the full field when there is none
+        from pybpfc.collection import EventDecoder
+
+        sdec = EventDecoder(Event)
+        evs = [Event(seq=1 << 63, magic=7, tag=b"ab"), Event(seq=0, magic=0, tag=b"full")]
+        rec = b"".join(bytes(8) + e.to_bytes() for e in evs)
+        assert sdec.many(memoryview(rec), 2, 24, 8) == KernelRingBuffer._many(sdec, memoryview(rec), 2, 24) == evs
         if fast.mod is None:
             pytest.skip(f"native fast path not built here ({fast.why_not}); Python path checked")

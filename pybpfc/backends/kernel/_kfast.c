@@ -2,7 +2,7 @@
  * pybpfc/backends/kernel/fast.py; everything here has a pure-Python fallback).
  *
  *  - map element operations: one bpf(2) call each, no ctypes marshalling;
- *  - make_objects: instances of a Struct class from the tuples struct.iter_unpack produced.
+ *  - decode: instances of a Struct class read straight from ring buffer records.
  *
  * Errors from the kernel come back as -errno (never raised here): the Python side owns
  * the messages. */
@@ -132,67 +132,105 @@ static PyObject *k_next_key(PyObject *self, PyObject *const *args, Py_ssize_t na
 	return out;
 }
 
-/* make_objects(cls, names: tuple[str], rows: iterable of tuples) -> list of cls instances
- * with attribute names[i] = row[i], created without calling __init__. */
-static PyObject *k_make_objects(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* decode(cls, names: tuple[str], kinds: bytes, offsets: tuple[int], sizes: tuple[int],
+ *        buf, n, stride, hdr) -> list of cls instances read straight from n records laid out
+ * every `stride` bytes of `buf`, fields at hdr + offset. kinds: struct format letters of
+ * little-endian integers (bBhHiIqQ), '?' for bool, 's' for a NUL-padded string (bytes up to
+ * the first NUL). */
+static PyObject *field_value(char kind, const unsigned char *p, Py_ssize_t size)
 {
-	if (nargs != 3 || !PyType_Check(args[0]) || !PyTuple_Check(args[1])) {
-		PyErr_SetString(PyExc_TypeError, "make_objects(cls, names: tuple, rows)");
+	switch (kind) {
+	case 'B': return PyLong_FromUnsignedLong(*p);
+	case 'b': return PyLong_FromLong(*(const signed char *)p);
+	case 'H': { unsigned short v; memcpy(&v, p, 2); return PyLong_FromUnsignedLong(v); }
+	case 'h': { short v; memcpy(&v, p, 2); return PyLong_FromLong(v); }
+	case 'I': { unsigned int v; memcpy(&v, p, 4); return PyLong_FromUnsignedLong(v); }
+	case 'i': { int v; memcpy(&v, p, 4); return PyLong_FromLong(v); }
+	case 'Q': { unsigned long long v; memcpy(&v, p, 8); return PyLong_FromUnsignedLongLong(v); }
+	case 'q': { long long v; memcpy(&v, p, 8); return PyLong_FromLongLong(v); }
+	case '?': return PyBool_FromLong(*p != 0);
+	case 's': {
+		const unsigned char *z = memchr(p, 0, size);
+		return PyBytes_FromStringAndSize((const char *)p, z ? z - p : size);
+	}
+	}
+	PyErr_Format(PyExc_ValueError, "unknown field kind %c", kind);
+	return NULL;
+}
+
+static PyObject *k_decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	if (nargs != 9 || !PyType_Check(args[0]) || !PyTuple_Check(args[1]) || !PyBytes_Check(args[2]) ||
+	    !PyTuple_Check(args[3]) || !PyTuple_Check(args[4])) {
+		PyErr_SetString(PyExc_TypeError,
+				"decode(cls, names, kinds, offsets, sizes, buf, n, stride, hdr)");
 		return NULL;
 	}
 	PyTypeObject *cls = (PyTypeObject *)args[0];
 	PyObject *names = args[1];
+	const char *kinds = PyBytes_AS_STRING(args[2]);
 	Py_ssize_t nf = PyTuple_GET_SIZE(names);
-	PyObject *it = PyObject_GetIter(args[2]);
-	if (!it)
+	Py_ssize_t n = PyLong_AsSsize_t(args[6]), stride = PyLong_AsSsize_t(args[7]),
+		   hdr = PyLong_AsSsize_t(args[8]);
+	if (PyErr_Occurred())
 		return NULL;
-	PyObject *out = PyList_New(0);
-	PyObject *empty = PyTuple_New(0);
-	PyObject *row;
+	if (PyBytes_GET_SIZE(args[2]) != nf || PyTuple_GET_SIZE(args[3]) != nf ||
+	    PyTuple_GET_SIZE(args[4]) != nf || nf > 64) {
+		PyErr_SetString(PyExc_ValueError, "names, kinds, offsets and sizes differ in length");
+		return NULL;
+	}
+	Py_ssize_t offs[64], sizes[64];
+	for (Py_ssize_t f = 0; f < nf; f++) {
+		offs[f] = PyLong_AsSsize_t(PyTuple_GET_ITEM(args[3], f));
+		sizes[f] = PyLong_AsSsize_t(PyTuple_GET_ITEM(args[4], f));
+		if (offs[f] < 0 || sizes[f] < 0 || hdr + offs[f] + sizes[f] > stride) {
+			if (!PyErr_Occurred())
+				PyErr_SetString(PyExc_ValueError, "field outside the record");
+			return NULL;
+		}
+	}
+	Py_buffer view;
+	if (PyObject_GetBuffer(args[5], &view, PyBUF_SIMPLE) < 0)
+		return NULL;
+	PyObject *out = NULL, *empty = NULL;
+	if (n < 0 || stride <= 0 || n * stride > view.len) {
+		PyErr_SetString(PyExc_ValueError, "buffer shorter than n records");
+		goto done;
+	}
+	out = PyList_New(n);
+	empty = PyTuple_New(0);
 	if (!out || !empty)
 		goto fail;
-	while ((row = PyIter_Next(it)) != NULL) {
-		if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < nf) {
-			Py_DECREF(row);
-			PyErr_SetString(PyExc_ValueError, "row shorter than the field list");
-			goto fail;
-		}
+	for (Py_ssize_t i = 0; i < n; i++) {
+		const unsigned char *rec = (const unsigned char *)view.buf + i * stride + hdr;
 		PyObject *o = PyBaseObject_Type.tp_new(cls, empty, NULL);
-		if (!o) {
-			Py_DECREF(row);
+		if (!o)
 			goto fail;
-		}
-		for (Py_ssize_t i = 0; i < nf; i++) {
-			if (PyObject_GenericSetAttr(o, PyTuple_GET_ITEM(names, i), PyTuple_GET_ITEM(row, i)) < 0) {
-				Py_DECREF(o);
-				Py_DECREF(row);
+		PyList_SET_ITEM(out, i, o);
+		for (Py_ssize_t f = 0; f < nf; f++) {
+			PyObject *v = field_value(kinds[f], rec + offs[f], sizes[f]);
+			if (!v || PyObject_GenericSetAttr(o, PyTuple_GET_ITEM(names, f), v) < 0) {
+				Py_XDECREF(v);
 				goto fail;
 			}
+			Py_DECREF(v);
 		}
-		Py_DECREF(row);
-		int e = PyList_Append(out, o);
-		Py_DECREF(o);
-		if (e < 0)
-			goto fail;
 	}
-	if (PyErr_Occurred())
-		goto fail;
-	Py_DECREF(it);
-	Py_DECREF(empty);
-	return out;
+	goto done;
 fail:
-	Py_XDECREF(out);
+	Py_CLEAR(out);
+done:
 	Py_XDECREF(empty);
-	Py_DECREF(it);
-	return NULL;
+	PyBuffer_Release(&view);
+	return out;
 }
 
 static PyMethodDef methods[] = {
+	{"decode", (PyCFunction)(void (*)(void))k_decode, METH_FASTCALL, NULL},
 	{"lookup", (PyCFunction)(void (*)(void))k_lookup, METH_FASTCALL, NULL},
 	{"update", (PyCFunction)(void (*)(void))k_update, METH_FASTCALL, NULL},
 	{"delete", (PyCFunction)(void (*)(void))k_delete, METH_FASTCALL, NULL},
 	{"next_key", (PyCFunction)(void (*)(void))k_next_key, METH_FASTCALL, NULL},
-	{"make_objects", (PyCFunction)(void (*)(void))k_make_objects, METH_FASTCALL, NULL},
 	{NULL, NULL, 0, NULL},
 };
 

@@ -141,15 +141,14 @@ class KernelRingBuffer(RawRingBuffer):
 
     @staticmethod
     def _many(dec, mv, n: int, stride: int) -> list:
-        names = getattr(dec, "scalar_names", None)
-        if _fast is None or names is None:
+        fields = getattr(dec, "native_fields", None)
+        if _fast is None or fields is None:
             return dec.many(mv, n, stride, 8)
-        rows = dec.row_struct(stride, 8).iter_unpack(mv)
-        # Objects hold only ints: no cycles for the GC to find while the batch is built.
+        # Objects hold only ints and bytes: no cycles for the GC to find while the batch is built.
         reenable = gc.isenabled()
         gc.disable()
         try:
-            return _fast.make_objects(dec.t, names, rows)
+            return _fast.decode(dec.t, *fields, mv, n, stride, 8)
         finally:
             if reenable:
                 gc.enable()
