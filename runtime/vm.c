@@ -502,6 +502,31 @@ uint64_t pbr_vm_exec(const uint64_t *insns, uint32_t n, struct pbr_run *run, uin
 {
     _Alignas(16) uint8_t stack[PBR_MAX_CALL_DEPTH * PBR_STACK_SIZE];
     struct vm vm = {insns, n, run, stack, stack + sizeof(stack), 0, 0};
+    /* A helper may run another program on the same run (tail calls): the engine, invoke and
+     * ctx of the outer run come back when this one ends. */
+    void *prev_engine = run->engine;
+    pbr_invoke_fn prev_invoke = run->invoke;
+    uint64_t prev_ctx = run->ctx, ret = 0;
+    uint32_t nregions = run->nregions;
+
+    /* Falling off the end is impossible when the last slot is exit or ja: every other
+     * instruction then has a successor, and jump targets are checked when taken. */
+    uint8_t last = n ? (uint8_t)insns[n - 1] : 0;
+    if (n == 0 || (last != 0x95 && last != 0x05 && last != 0x06)) {
+        run->status = PBR_EINSN;
+        run->fault_pc = n ? n - 1 : 0;
+        return 0;
+    }
+    /* The live stack frames are a region while a helper runs, so helpers given stack
+     * pointers check them with pbr_check_access like any other memory; between helper calls
+     * the region is empty (start == end) so the program itself only reaches its live frames
+     * through the fast path. Regions added during the run (by helpers) are dropped with it. */
+    if (nregions >= PBR_MAX_REGIONS) {
+        run->status = PBR_EFAULT; /* no room for the stack region */
+        run->fault_addr = 0;
+        run->fault_pc = 0;
+        return 0;
+    }
     /* Only the last frame is cleared: programs the verifier accepted never read
      * uninitialised stack, and clearing 4 KiB per run would cost more than small programs. */
     memset(stack + sizeof(stack) - PBR_STACK_SIZE, 0, PBR_STACK_SIZE);
@@ -509,34 +534,16 @@ uint64_t pbr_vm_exec(const uint64_t *insns, uint32_t n, struct pbr_run *run, uin
     run->ctx = ctx;
     run->engine = &vm;
     run->invoke = vm_invoke;
-    /* Falling off the end is impossible when the last slot is exit or ja: every other
-     * instruction then has a successor, and jump targets are checked when taken. */
-    uint8_t last = n ? (uint8_t)insns[n - 1] : 0;
-    if (n == 0 || (last != 0x95 && last != 0x05 && last != 0x06)) {
-        run->status = PBR_EINSN;
-        run->fault_pc = n ? n - 1 : 0;
-        run->engine = NULL;
-        return 0;
-    }
-    /* The live stack frames are a region while a helper runs, so helpers given stack
-     * pointers check them with pbr_check_access like any other memory; between helper calls
-     * the region is empty (start == end) so the program itself only reaches its live frames
-     * through the fast path. Regions added during the run (by helpers) are dropped with it. */
-    uint32_t nregions = run->nregions;
-    if (nregions >= PBR_MAX_REGIONS) {
-        run->status = PBR_EFAULT;
-        run->fault_pc = 0;
-        run->engine = NULL;
-        return 0;
-    }
     vm.stack_region = nregions;
     run->regions[nregions] = (struct pbr_region){(uint64_t)vm.stack_end, (uint64_t)vm.stack_end,
                                                  PBR_PERM_RW, 0};
     run->nregions = nregions + 1;
     uint64_t args[6] = {0, ctx, ctx_len, 0, 0, 0};
-    uint64_t ret = interp(&vm, 0, args, 0);
+    ret = interp(&vm, 0, args, 0);
     run->nregions = nregions;
-    run->engine = NULL;
+    run->engine = prev_engine;
+    run->invoke = prev_invoke;
+    run->ctx = prev_ctx;
     return ret;
 }
 

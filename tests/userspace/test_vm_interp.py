@@ -171,3 +171,39 @@ def test_prepared_lddw_maps():
                      "add %r0, %r2\nexit"), maps=[0, 0x100], map_values=[base])
     vm.add_region(base, 16, V.PBR_PERM_R)
     assert vm() == 0x1334
+
+
+def test_nested_exec_from_a_helper_restores_the_outer_engine():
+    """A helper running another program on the same run (how tail calls can be done) leaves
+    the outer program's invoke working afterwards."""
+    ffi = V.ffi()
+    inner, n_inner = V._prog_buf(assemble("mov %r0, 40\nexit"))
+
+    def run_inner(_1, _2, _3, _4, _5, run):
+        return V.lib().pbr_vm_exec(inner, n_inner, run, 0, 0)
+
+    def loop(n, func, ctx, _f, _r5, run):
+        for i in range(n):
+            run.invoke(run, func, i, ctx, 0, 0, 0)
+        return n
+
+    src = """
+        call 1
+        stxdw [%r10-8], %r0
+        mov %r1, 2
+        lddw %r2, func(cb)
+        mov %r3, %r10
+        add %r3, -8
+        mov %r4, 0
+        call 2
+        ldxdw %r0, [%r10-8]
+        exit
+    cb:
+        ldxdw %r3, [%r2]
+        add %r3, 1
+        stxdw [%r2], %r3
+        mov %r0, 0
+        exit
+    """
+    assert run_program(assemble(src), helpers={1: run_inner, 2: loop}) == 42
+    del ffi
