@@ -126,6 +126,7 @@ def _s32(v):
 
 VOID = BTFType(0, KIND_UNKN, "void")
 _STRUCTS: dict = {}
+MAX_DEPTH = 64  # real types nest a few levels; deeper means a reference loop
 
 
 class BTF:
@@ -324,20 +325,22 @@ class BTF:
         while t.kind in _MODIFIERS:
             t = self[t.type]
             seen += 1
-            if seen > 64:
+            if seen > MAX_DEPTH:
                 raise BTFError(f"{self.source}: type [{tid}] has a modifier loop")
         return t
 
-    def size_of(self, tid: int) -> int:
+    def size_of(self, tid: int, _depth: int = 0) -> int:
+        if _depth > MAX_DEPTH:
+            raise BTFError(f"{self.source}: type [{tid}] nests deeper than {MAX_DEPTH} levels (a loop?)")
         t = self.resolve(tid)
         if t.kind in (KIND_INT, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_ENUM64, KIND_FLOAT, KIND_DATASEC):
             return t.size
         if t.kind == KIND_PTR:
             return 8
         if t.kind == KIND_ARRAY:
-            return t.nelems * self.size_of(t.type)
+            return t.nelems * self.size_of(t.type, _depth + 1)
         if t.kind == KIND_VAR:
-            return self.size_of(t.type)
+            return self.size_of(t.type, _depth + 1)
         raise BTFError(f"{self.source}: type [{tid}] ({t.kind_name}) has no size")
 
     def decl_tags(self, tid: int, component_idx: int = -1) -> list:
@@ -352,18 +355,20 @@ class BTF:
             self._tags = tags
         return list(self._tags.get((tid, component_idx), []))
 
-    def type_name(self, tid: int) -> str:
+    def type_name(self, tid: int, _depth: int = 0) -> str:
         """A C-like spelling for messages."""
+        if _depth > MAX_DEPTH:
+            return "..."
         t = self[tid]
         k = t.kind
         if k == KIND_UNKN:
             return "void"
         if k == KIND_PTR:
-            return self.type_name(t.type) + " *"
+            return self.type_name(t.type, _depth + 1) + " *"
         if k == KIND_ARRAY:
-            return f"{self.type_name(t.type)}[{t.nelems}]"
+            return f"{self.type_name(t.type, _depth + 1)}[{t.nelems}]"
         if k in (KIND_CONST, KIND_VOLATILE, KIND_RESTRICT):
-            return f"{KIND_NAMES[k].lower()} {self.type_name(t.type)}"
+            return f"{KIND_NAMES[k].lower()} {self.type_name(t.type, _depth + 1)}"
         if k in (KIND_STRUCT, KIND_UNION):
             return f"{KIND_NAMES[k].lower()} {t.name or '(anon)'}"
         if k in (KIND_ENUM, KIND_ENUM64):
@@ -417,7 +422,10 @@ class BTF:
 
         fields, offsets = [], []
 
-        def add(members, base, is_union):
+        def add(members, base, is_union, depth=0):
+            if depth > MAX_DEPTH:
+                raise BTFError(f"{self.source}: struct [{t.id}] nests anonymous members deeper "
+                               f"than {MAX_DEPTH} levels (a loop?)")
             if is_union and members:
                 # pybpfc Structs cannot overlap fields: keep the (first) largest union member.
                 sized = [(self._member_size(m), i) for i, m in enumerate(members)]
@@ -430,7 +438,7 @@ class BTF:
                 if not m.name:
                     inner = self.resolve(m.type)
                     if inner.kind in (KIND_STRUCT, KIND_UNION):
-                        add(inner.members, off, inner.kind == KIND_UNION)
+                        add(inner.members, off, inner.kind == KIND_UNION, depth + 1)
                     continue
                 lt = self.to_lang_type(m.type)
                 if lt is None:

@@ -229,3 +229,21 @@ def test_malformed_btf(bad, msg):
         b = BTF(bad)
         for _ in b:
             pass
+
+
+def _btf(*types, strs=b"\0"):
+    t = b"".join(types)
+    return BTF(struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(t), len(t), len(strs)) + t + strs)
+
+
+def test_reference_loops_are_btferrors():
+    arr_of_self = _btf(struct.pack("<III", 0, 3 << 24, 0) + struct.pack("<III", 1, 1, 4))
+    with pytest.raises(BTFError, match=r"type \[1\] nests deeper than"):
+        arr_of_self.size_of(1)
+    assert arr_of_self.to_lang_type(1) is None and arr_of_self.type_name(1).startswith("...")
+    anon_self = _btf(struct.pack("<III", 0, (4 << 24) | 1, 8) + struct.pack("<III", 0, 1, 0))
+    with pytest.raises(BTFError, match=r"struct \[1\] nests anonymous members deeper"):
+        anon_self.to_lang_type(1)
+    ptr_loop = _btf(struct.pack("<III", 0, 8 << 24, 2), struct.pack("<III", 0, 10 << 24, 1))
+    with pytest.raises(BTFError, match="modifier loop"):
+        ptr_loop.resolve(1)

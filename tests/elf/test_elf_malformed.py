@@ -120,3 +120,22 @@ def test_fuzz_truncations_and_bit_flips(path):
 def test_struct_ops_refused_not_dropped():
     with pytest.raises(ELFError, match=r"section '.struct_ops.link': struct_ops maps are not supported"):
         read_elf(os.path.join(OBJ, "struct_ops.bpf.o"))
+
+
+@pytest.mark.parametrize("path", OBJECTS, ids=os.path.basename)
+def test_fuzz_btf_sections(path):
+    data = load(path)
+    elf = ELFFile(io.BytesIO(bytes(data)))
+    rng = random.Random("btf" + os.path.basename(path))
+    for name in (".BTF", ".BTF.ext"):
+        sec = elf.get_section_by_name(name)
+        lo, n = sec["sh_offset"], sec["sh_size"]
+        for _ in range(60):
+            d = bytearray(data)
+            for _ in range(rng.randint(1, 3)):
+                j = lo + rng.randrange(n)
+                d[j] = d[j] ^ (1 << rng.randrange(8)) if rng.random() < 0.5 else rng.choice([0, 0xFF, 1, 2, 4, 0x10])
+            try:
+                read_elf(bytes(d))
+            except (ELFError, BTFError) as e:
+                assert str(e)
