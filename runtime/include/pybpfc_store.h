@@ -35,7 +35,7 @@
 #define PBS_MAX_PROGS 256
 #define PBS_MAX_LINKS 256
 #define PBS_MAX_PROG_MAPS 64      /* maps one program may reference */
-#define PBS_DEFAULT_SIZE (256ull << 20) /* sparse: only touched pages cost memory */
+#define PBS_DEFAULT_SIZE (1ull << 30) /* sparse: only touched pages cost memory */
 #define PBS_TRACE_SIZE (1u << 18) /* trace_printk ring */
 #define PBS_MAX_TAIL_CALLS 33     /* as the kernel's MAX_TAIL_CALL_CNT */
 
