@@ -312,11 +312,12 @@ def run(args) -> int:
             trace = _trace_source(coll)
             if trace is not None:
                 trace.read_lines()   # lines left from before this run are not ours
-            links = attach_programs(coll, args, out)
+            # Readers first: a perf buffer drops what programs output before it is open.
             readers = []
             for name, m in coll._maps.items():
                 if m.spec.type in EVENT_MAPS:
                     readers.append((name, coll.ringbuf(name)))
+            links = attach_programs(coll, args, out)
             several = len(readers) > 1
             sel = selectors.DefaultSelector()
             polled = []
@@ -370,6 +371,7 @@ def run(args) -> int:
                 proc.wait()
             for link in links:
                 link.close()
+            sel.close()
             print_maps(coll, out)
     finally:
         signal.signal(signal.SIGTERM, old_term)

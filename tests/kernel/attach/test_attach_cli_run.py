@@ -138,3 +138,17 @@ def test_run_perf_and_ring_buffers_together(objs, tmp_path):
         assert len(mine) == 5, (m, r.stdout[-2000:])
         nrs = [int(l.split("nr=")[1]) for l in mine]
         assert nrs == sorted(nrs)
+
+
+def test_run_reports_an_unsupported_attach(tmp_path):
+    from pybpfc.backends.kernel.attach import kprobe
+
+    why = kprobe.unsupported_reason()
+    if why is None:
+        pytest.skip("this kernel has kprobes")
+    src = tmp_path / "kp.py"
+    src.write_text("from pybpfc import bpf\n\n\n@bpf.kprobe(\"do_nanosleep\")\n"
+                   "def on_sleep(ctx) -> int:\n    return 0\n")
+    r = pybpfc("run", str(src), "--duration", "0.1")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"pybpfc run: prog 'on_sleep': kprobe do_nanosleep: {why}" in r.stderr
