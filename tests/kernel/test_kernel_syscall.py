@@ -192,3 +192,35 @@ def test_prog_load_failure_gives_log():
     fd, _ = sc.prog_load(uapi.BPF_PROG_TYPE_XDP, bad, name="bad", log_level=1, log_buf=buf)
     assert fd == -13 or fd == -22
     assert "R0 !read_ok" in buf.value.decode()
+
+
+def _btf(int_bits=32):
+    types = struct.pack("<IIII", 1, 1 << 24, 4, (1 << 24) | int_bits)  # INT "int", signed
+    strs = b"\0int\0"
+    hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strs))
+    return hdr + types + strs
+
+
+@needs_bpf
+def test_btf_load_and_log():
+    fd, log = sc.btf_load(_btf())
+    assert fd >= 0, log
+    os.close(fd)
+    fd, log = sc.btf_load(_btf(int_bits=99), log_level=1, log_size=4096)  # 99 bits > 4 bytes
+    assert fd < 0 and log.strip()
+
+
+@needs_bpf
+def test_enable_stats_counts_runs():
+    try:
+        sfd = sc.enable_stats()
+    except LoadError as e:
+        pytest.skip(f"BPF_ENABLE_STATS unavailable: {e}")
+    fd, _ = sc.prog_load(uapi.BPF_PROG_TYPE_XDP, RET2, name="stats")
+    try:
+        sc.prog_test_run(fd, bytes(64), data_size_out=64, repeat=5)
+        info = sc.prog_info(fd)
+        assert info.run_cnt == 5 and info.run_time_ns > 0
+    finally:
+        os.close(fd)
+        os.close(sfd)
