@@ -87,6 +87,12 @@ class Map:
 
     # -- encoding
     def _enc_value(self, v) -> bytes:
+        if isinstance(v, (Map, Program)):
+            # prog arrays and maps of maps hold objects: store the backend's handle
+            fd_bytes = getattr(v.raw, "fd_bytes", None)
+            if fd_bytes is None:
+                raise NotSupportedError(f"map '{self.name}': this backend cannot store '{v.name}' in a map")
+            return fd_bytes()
         if not self.percpu:
             return self.value.encode(v)
         vals = list(v) if isinstance(v, (list, tuple)) else [v] * self._ncpu

@@ -199,6 +199,8 @@ def test_prog_array_tail_call_by_name():
         assert c.programs.entry.test_run(PKT).retval == U.XDP_TX
         del c.maps.jmp[1]
         assert c.programs.entry.test_run(PKT).retval == U.XDP_ABORTED
+        c.maps.jmp[1] = c.programs.target  # a Program object stored from Python
+        assert c.programs.entry.test_run(PKT).retval == U.XDP_TX
 
 
 OUTER_READ = """
@@ -230,9 +232,14 @@ def test_map_of_maps(otype):
                     inner_map=MapSpec(name="inner_tmpl", type=U.BPF_MAP_TYPE_ARRAY, key_size=4,
                                       value_size=4, max_entries=4),
                     contents=[(0, "inner")])
-    with pybpfc.load(collection([inner, outer], [prog("read", OUTER_READ)]), backend="kernel") as c:
+    other = MapSpec(name="other", type=U.BPF_MAP_TYPE_ARRAY, key_size=4, value_size=4,
+                    max_entries=4, key_type=u32, value_type=u32)
+    with pybpfc.load(collection([inner, outer, other], [prog("read", OUTER_READ)]), backend="kernel") as c:
         c.maps.inner[0] = 2
         assert c.programs.read.test_run(PKT).retval == 2
+        c.maps.other[0] = 5
+        c.maps.outer[0] = c.maps.other  # a Map object stored from Python
+        assert c.programs.read.test_run(PKT).retval == 5
 
 
 def test_stack_trace_and_perf_array_create():
