@@ -18,7 +18,7 @@ _root: Optional[str] = None
 
 def _mount_tracefs(path: str) -> bool:
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p] * 4 + [ctypes.c_void_p]
+    libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_void_p]
     return libc.mount(b"nodev", path.encode(), b"tracefs", 0, None) == 0
 
 

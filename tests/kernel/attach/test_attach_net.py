@@ -196,3 +196,25 @@ def test_tc_netlink_filter(counters, progs, veth):
     assert "tc_nl_shot" not in _tc_show(veth.ns_b, veth.dev_b, "ingress")
     assert "clsact" not in _qdiscs(veth.ns_b, veth.dev_b)
     assert send_udp(veth, 2) == 2 and counters[0] == 4
+
+
+def test_xdp_link_update_and_detach(counters, progs, veth):
+    pas = progs(U.BPF_PROG_TYPE_XDP, udp_port_counter(counters, PORT, *XDP_OFFS, U.XDP_PASS, U.XDP_PASS),
+                "xdp_upd_pass", U.BPF_XDP)
+    drop = progs(U.BPF_PROG_TYPE_XDP, udp_port_counter(counters, PORT, *XDP_OFFS, U.XDP_DROP, U.XDP_PASS),
+                 "xdp_upd_drop", U.BPF_XDP)
+    pin = f"/sys/fs/bpf/pybpfc_attach_xdp_{os.getpid()}"
+    with enter(veth.ns_b):
+        link = A.attach_xdp(pas, veth.dev_b)
+    try:
+        assert send_udp(veth, 2) == 2
+        link.update(drop)                      # swapped in place, no gap
+        assert send_udp(veth, 3) == 0
+        assert counters[0] == 5
+        link.pin(pin)
+        link.detach()                          # BPF_LINK_DETACH: gone at once despite the pin
+        assert send_udp(veth, 2) == 2 and counters[0] == 5
+    finally:
+        link.close()
+        if os.path.exists(pin):
+            os.unlink(pin)

@@ -217,3 +217,21 @@ def test_kprobe_reports_missing_pmu(counters, progs):
         A.attach_kprobe(p, "do_sys_openat2")
     with pytest.raises(NotSupportedError, match="kretprobe"):
         A.attach_kprobe(p, "do_sys_openat2", retprobe=True)
+
+
+def test_tracefs_is_mounted_when_missing():
+    import shutil as _sh
+    import sys
+
+    if os.geteuid() != 0 or not _sh.which("unshare") or not _sh.which("umount"):
+        pytest.skip("needs root, unshare(1) and umount(8)")
+    want = tracefs.event_id("syscalls", "sys_enter_getppid")
+    # In a private mount namespace: take tracefs away, then ask for an event id.
+    code = ("import subprocess; subprocess.run(['umount', '/sys/kernel/tracing'], check=True); "
+            "import os; assert not os.path.isdir('/sys/kernel/tracing/events'); "
+            "from pybpfc.backends.kernel import tracefs; "
+            "print(tracefs.root(), tracefs.event_id('syscalls', 'sys_enter_getppid'))")
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", code],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["/sys/kernel/tracing", str(want)]
