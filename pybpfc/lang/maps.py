@@ -44,7 +44,8 @@ class Map:
 class HashMap(Map, Generic[K, V]):
     map_type = U.BPF_MAP_TYPE_HASH
 
-    def __init__(self, key: Any, value: Any, max_entries: int = 10240, flags: int = 0, pinned: bool = False):
+    def __init__(self, key: "type[K]", value: "type[V]", max_entries: int = 10240, flags: int = 0,
+                 pinned: bool = False):
         super().__init__(key, value, max_entries, flags, pinned)
 
 

@@ -80,3 +80,18 @@ def test_example_programs_run(tmp_path):
         assert obj.programs.tc_count.test_run(bytes(60)).retval == pybpfc.TC_ACT_OK
         assert obj.programs.tc_count.test_run(bytes(200)).retval == pybpfc.TC_ACT_OK
         assert obj.globals.seen == 2 and obj.globals.long_packets == 1
+
+
+def test_mypy_accepts_programs_with_the_plugin(tmp_path):
+    pytest.importorskip("mypy")
+    root = os.path.dirname(os.path.dirname(HERE))
+    cfg = tmp_path / "mypy.ini"
+    cfg.write_text("[mypy]\nplugins = pybpfc.lang.mypy_plugin\nignore_missing_imports = True\n"
+                   "follow_imports = silent\n")
+    files = [os.path.join(root, "examples", f) for f in sorted(os.listdir(os.path.join(root, "examples")))
+             if f.endswith(".py")] + [os.path.join(HERE, "programs", f) for f in ("xdp_counter.py", "tc_marker.py")]
+    bad = write(tmp_path, "from pybpfc import u8\nx: u8 = b'no'\n", name="bad.py", header=False)
+    r = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(cfg), "--cache-dir", str(tmp_path / "c"),
+                        *files, bad], capture_output=True, text=True, env=ENV, timeout=300)
+    assert "bad.py:2: error: Incompatible types in assignment" in r.stdout, r.stdout
+    assert r.stdout.count("error:") == 1, r.stdout
