@@ -86,6 +86,7 @@ def test_progs_object_every_type_like_the_kernel():
     rets, hits = run_progs_object(UserspaceBackend(jit=False))
     assert rets == [U.XDP_PASS, U.XDP_DROP, 0, len(ETH_IP_UDP) - 14, 1]
     assert hits == {0: 3, 1: 3, 2: 3, 3: 0, 4: 3, 5: 6, 6: 0, 7: 0}
+    assert run_progs_object(UserspaceBackend(jit=True)) == (rets, hits)
     if kernel_ok():
         assert run_progs_object("kernel") == (rets, hits)
 
@@ -131,6 +132,8 @@ def test_maps_object_helpers_and_globals_like_the_kernel():
     assert got["queue"] == [pid] * 5 + [None]
     assert got["flows"] == [pid] and got["lru"] == {pid: 0}
     assert got["perf"] == [pid] * 5
+    jit = UserspaceBackend(jit=True)
+    assert run_maps_object(jit) == got  # JIT (or its interpreter fallback) agrees
     if kernel_ok():
         k = run_maps_object("kernel")
         assert k == got

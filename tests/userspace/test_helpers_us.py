@@ -25,13 +25,26 @@ def engine(request):
     return request.param
 
 
-def load(asm: str, maps=(), relocs=(), ptype=U.BPF_PROG_TYPE_TRACEPOINT, engine="interpreter", name="p"):
+def relocations(insns: bytes, maps) -> list:
+    """Relocations for the `lddw %rN, map_fd(I)` / `map_value(I, OFF)` slots of a program, I
+    being the position in `maps` (so the loader's own preparation is what gets tested)."""
+    out = []
+    for slot in range(len(insns) // 8):
+        op, regs = insns[slot * 8], insns[slot * 8 + 1]
+        if op == 0x18 and (regs >> 4) in (1, 2):
+            imm, addend = struct.unpack_from("<i", insns, slot * 8 + 4)[0], struct.unpack_from("<i", insns, slot * 8 + 12)[0]
+            kind = "map" if regs >> 4 == 1 else "map_value"
+            out.append(Relocation(slot, kind, maps[imm].name, addend if kind == "map_value" else 0))
+    return out
+
+
+def load(asm: str, maps=(), ptype=U.BPF_PROG_TYPE_TRACEPOINT, engine="interpreter", name="p"):
     insns = b"".join(i.encode() for i in assemble(asm))
     spec = CollectionSpec()
     for m in maps:
         spec.maps[m.name] = m
     spec.programs[name] = ProgramSpec(name, "tracepoint/x/y", ptype, insns=insns,
-                                      relocations=[Relocation(i, k, t) for i, k, t in relocs])
+                                      relocations=relocations(insns, list(maps)))
     obj = pybpfc.load(spec, backend=UserspaceBackend(jit=engine == "jit"))
     prog = getattr(obj.programs, name)
     if engine == "jit" and prog.raw.engine != "jit":
@@ -83,7 +96,7 @@ def test_probe_read_user_str_copies_a_string(engine):
         call 2
         mov %r0, %r6
         exit
-    """, maps=[vals], relocs=[(7, "map", "out")], engine=engine)
+    """, maps=[vals], engine=engine)
     with obj:
         r = p.test_run(ctx=struct.pack("<Q", ctypes.addressof(src)))
         assert r.retval == len(b"hello pybpfc") + 1  # with the NUL, as the kernel counts
@@ -131,7 +144,7 @@ def test_strncmp_against_read_only_data(engine):
         and %r0, 0xff
         or %r0, %r6
         exit
-    """, maps=[ro], relocs=[(4, "map_value", ".rodata"), (12, "map_value", ".rodata")], engine=engine)
+    """, maps=[ro], engine=engine)
     with obj:
         assert p.test_run(ctx=bytes(8)).retval == 0x01  # equal, then "abce" > "abcd"
 
@@ -153,8 +166,7 @@ def test_identity_time_and_random_helpers(engine):
         call 2
         """
     asm += "mov %r0, 0\nexit\n"
-    relocs = [(3 + 11 * i, "map", "out") for i in range(8)]
-    obj, p = load(asm, maps=[out], relocs=relocs, engine=engine)
+    obj, p = load(asm, maps=[out], engine=engine)
     with obj:
         p.test_run(ctx=bytes(8))
         v = [obj.maps.out[i] for i in range(8)]
@@ -177,7 +189,7 @@ def test_queue_push_pop_from_a_program(engine):
         mov %r3, 0
         call 87
         exit
-    """, maps=[q], relocs=[(2, "map", "q")], engine=engine)
+    """, maps=[q], engine=engine)
     with obj:
         for v in (5, 6, 7):
             assert p.test_run(ctx=struct.pack("<Q", v)).retval == 0
@@ -202,3 +214,85 @@ def test_tail_call_and_bpf_loop_in_clang_object(engine):
         assert c.maps.hits[7] == 3  # empty slot: the tail call falls through
         c.programs.tc_count.test_run(bytes(12) + b"\x08\x00" + bytes(50))
         assert c.maps.hits[45 & 7] == 3  # bpf_loop callback summed 0..9
+
+
+def test_attach_cookie_reaches_the_program(engine):
+    from pybpfc.backends.userspace.runtime import ffi, lib
+
+    obj, p = load("call 174\nexit", engine=engine)
+    with obj:
+        res = ffi().new("struct pbs_run_result *")
+        r0 = lib().pbs_prog_run(obj.backend.store.handle, p.raw.id, 0, 0, ffi().NULL, 0, 0xC00C1E, res)
+        assert (res.status, r0) == (0, 0xC00C1E)
+
+
+def test_ringbuf_discard_and_query(engine):
+    rb = MapSpec("rb", U.BPF_MAP_TYPE_RINGBUF, 0, 0, 4096)
+    obj, p = load("""
+        lddw %r1, map_fd(0)
+        mov %r2, 8
+        mov %r3, 0
+        call 131
+        jeq %r0, 0, fail
+        stdw [%r0+0], 1
+        mov %r1, %r0
+        mov %r2, 0
+        call 133
+        lddw %r1, map_fd(0)
+        mov %r2, 8
+        mov %r3, 0
+        call 131
+        jeq %r0, 0, fail
+        stdw [%r0+0], 2
+        mov %r1, %r0
+        mov %r2, 0
+        call 132
+        lddw %r1, map_fd(0)
+        mov %r2, 0
+        call 134
+        mov %r6, %r0
+        lddw %r1, map_fd(0)
+        mov %r2, 1
+        call 134
+        lsh %r0, 16
+        or %r0, %r6
+        exit
+    fail:
+        mov %r0, 0
+        exit
+    """, maps=[rb], engine=engine)
+    with obj:
+        reader = obj.ringbuf("rb")
+        r0 = p.test_run(ctx=bytes(8)).retval
+        assert r0 & 0xFFFF == 32          # two 16-byte records (header + 8) not yet consumed
+        assert r0 >> 16 == 4096           # BPF_RB_RING_SIZE
+        assert reader.poll(0) == [struct.pack("<Q", 2)]  # the discarded one is skipped
+
+
+def test_perf_buffer_counts_lost_records(engine):
+    pa = MapSpec("pa", U.BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, 0)
+    big = MapSpec("big", U.BPF_MAP_TYPE_ARRAY, 4, 16000, 1)
+    obj, p = load("""
+        mov %r6, %r1
+        stw [%r10-4], 0
+        lddw %r1, map_fd(1)
+        mov %r2, %r10
+        add %r2, -4
+        call 1
+        jeq %r0, 0, +7
+        mov %r4, %r0
+        mov %r1, %r6
+        lddw %r2, map_fd(0)
+        lddw %r3, 0xffffffff
+        mov %r5, 16000
+        call 25
+        exit
+    """, maps=[pa, big], engine=engine)
+    with obj:
+        reader = obj.perfbuf("pa")
+        rets = [p.test_run(ctx=bytes(8)).retval for _ in range(6)]
+        got = reader.poll(0)
+        assert len(got) + reader.lost == 6
+        assert reader.lost >= 2            # 64 KiB per CPU holds at most 4 such records
+        assert all(len(g) == 16000 for g in got)
+        assert rets.count(0) == len(got)   # the others returned an error, like the kernel
