@@ -9,9 +9,9 @@ dropped = ArrayMap(u32, u64, max_entries=1)
 
 @bpf.socket_filter
 def keep_ok(skb) -> int:
-    # For a UDP socket, skb data starts at the UDP payload.
-    first = bpf.load_byte(skb, 0)
-    second = bpf.load_byte(skb, 1)
+    # On a UDP socket the filter sees the 8-byte UDP header, then the payload.
+    first = bpf.load_byte(skb, 8)
+    second = bpf.load_byte(skb, 9)
     if first == 0x6F and second == 0x6B:   # "ok"
         return skb.len                     # keep the whole datagram
     dropped[0] += 1
