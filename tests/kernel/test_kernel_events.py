@@ -230,3 +230,21 @@ def test_ringbuf_scalar_events_native_and_python_paths_agree():
         assert sdec.many(memoryview(rec), 2, 24, 8) == KernelRingBuffer._many(sdec, memoryview(rec), 2, 24) == evs
         if fast.mod is None:
             pytest.skip(f"native fast path not built here ({fast.why_not}); Python path checked")
+
+
+def test_perfbuf_records_split_by_the_ring_end():
+    # 24-byte samples make 40-byte records, which do not divide the 4 KiB ring: records
+    # straddle its end on every lap.
+    body = "mov %r6, %r1\n" + SEQ.format(emit=PERF_OUTPUT.replace(
+        "mov %r5, 16", "mov %r5, 0\nstxdw [%r10-8], %r5\nmov %r5, 24"))
+    pe = MapSpec(name="events", type=U.BPF_MAP_TYPE_PERF_EVENT_ARRAY, key_size=4, value_size=4,
+                 max_entries=0, event_type=Event)
+    with pybpfc.load(collection([_cnt(), pe], [prog("emit", body)]), backend="kernel") as c:
+        pb = c.perfbuf("events", page_count=1)
+        got = []
+        for _ in range(40):
+            c.programs.emit.test_run(PKT, repeat=50)
+            got += _collect(pb, 50, timeout=1)
+        assert pb.lost == 0
+        assert sorted(e.seq for e in got) == list(range(2000))
+        assert all(e.magic == 0xabcd and e.tag == b"ev" for e in got)
