@@ -221,11 +221,9 @@ class _Reader:
             data = self.section_data(legacy)
             for sym in self.symbols:
                 if sym["st_shndx"] != shndx or sym["st_info"]["type"] not in ("STT_OBJECT", "STT_NOTYPE") \
-                        or sym["st_info"]["bind"] == "STB_LOCAL" and sym["st_info"]["type"] == "STT_SECTION":
+                        or not sym.name:
                     continue
                 off = sym["st_value"]
-                if not sym.name:
-                    continue
                 if off + LEGACY_MAP_DEF.size > len(data):
                     raise ELFError(f"map '{sym.name}': legacy map definition at {off} is truncated")
                 t, ks, vs, me, fl = LEGACY_MAP_DEF.unpack_from(data, off)
@@ -595,7 +593,7 @@ class _Reader:
         if tsec is None:
             raise ELFError(f"prog '{prog}': reference to extern symbol '{sym.name}' "
                            "(externs/ksyms are not supported)")
-        if tsec.name == ".maps":
+        if tsec.name in (".maps", "maps"):
             if sym["st_info"]["type"] == "STT_SECTION":
                 # relocation against the section symbol: imm selects the map by offset
                 name = self._map_at(tsec, imm, prog)
@@ -605,9 +603,6 @@ class _Reader:
                 raise ELFError(f"prog '{prog}': reference to unknown map '{name}'")
             struct.pack_into("<BBhi", out, new * 8, op, regs & 0x0F, off, 0)
             return Relocation(new, "map", name)
-        if tsec.name == "maps":
-            struct.pack_into("<BBhi", out, new * 8, op, regs & 0x0F, off, 0)
-            return Relocation(new, "map", sym.name)
         if _is_data_section(tsec.name):
             if tsec.name not in spec.maps:
                 raise ELFError(f"prog '{prog}': reference to empty data section '{tsec.name}'")
@@ -624,7 +619,8 @@ class _Reader:
     def _map_at(self, sec, off, prog):
         shndx = self._index_of(sec)
         for sym in self.symbols:
-            if sym["st_shndx"] == shndx and sym["st_info"]["type"] == "STT_OBJECT" and sym["st_value"] == off:
+            if sym["st_shndx"] == shndx and sym["st_info"]["type"] in ("STT_OBJECT", "STT_NOTYPE") \
+                    and sym.name and sym["st_value"] == off:
                 return sym.name
         raise ELFError(f"prog '{prog}': no map at offset {off} of '.maps'")
 
