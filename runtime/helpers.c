@@ -171,6 +171,9 @@ static uint64_t get_numa_node_id(ARGS) { UNUSED5; (void)run; return 0; }
 
 static uint64_t get_attach_cookie(ARGS) { UNUSED5; return EX(run)->cookie; }
 
+/* the probed address the agent passed (pbs_prog_run_ip); 0 when run without a probe */
+static uint64_t get_func_ip(ARGS) { UNUSED5; return EX(run)->func_ip; }
+
 /* -- memory ------------------------------------------------------------------------------------ */
 int pbs_safe_read(void *dst, uint64_t src, uint64_t len)
 {
@@ -564,6 +567,7 @@ const pbr_helper_fn pbs_helpers[PBR_MAX_HELPERS] = {
     [133] = ringbuf_discard,
     [134] = ringbuf_query,
     [160] = ktime_get_coarse_ns,
+    [173] = get_func_ip,
     [174] = get_attach_cookie,
     [181] = loop,
     [182] = strncmp_,

@@ -512,6 +512,13 @@ uint64_t pbs_prog_run(struct pbs_store *s, uint32_t id, uint64_t ctx, uint64_t c
                       const struct pbr_region *regions, uint32_t nregions, uint64_t cookie,
                       struct pbs_run_result *res)
 {
+    return pbs_prog_run_ip(s, id, ctx, ctx_len, regions, nregions, cookie, 0, res);
+}
+
+uint64_t pbs_prog_run_ip(struct pbs_store *s, uint32_t id, uint64_t ctx, uint64_t ctx_len,
+                         const struct pbr_region *regions, uint32_t nregions, uint64_t cookie,
+                         uint64_t func_ip, struct pbs_run_result *res)
+{
     struct pbs_prog *p = pbs_prog(s, id);
     struct pbs_exec ex;
     struct pbr_run run;
@@ -525,6 +532,7 @@ uint64_t pbs_prog_run(struct pbs_store *s, uint32_t id, uint64_t ctx, uint64_t c
     }
     ex.store = s;
     ex.cookie = cookie;
+    ex.func_ip = func_ip;
     ex.tail_calls = 0;
     ex.nbase = nregions;
     run.helpers = pbs_helpers;

@@ -248,6 +248,10 @@ void pbs_prog_set_entry(struct pbs_store *s, uint32_t id, uint64_t entry);
 uint64_t pbs_prog_run(struct pbs_store *s, uint32_t id, uint64_t ctx, uint64_t ctx_len,
                       const struct pbr_region *regions, uint32_t nregions, uint64_t cookie,
                       struct pbs_run_result *res);
+/* The same, also giving what bpf_get_func_ip returns (uprobes: the probed address). */
+uint64_t pbs_prog_run_ip(struct pbs_store *s, uint32_t id, uint64_t ctx, uint64_t ctx_len,
+                         const struct pbr_region *regions, uint32_t nregions, uint64_t cookie,
+                         uint64_t func_ip, struct pbs_run_result *res);
 
 /* -- links ----------------------------------------------------------------------------------- */
 int pbs_link_create(struct pbs_store *s, uint32_t kind, uint32_t prog_id, const char *path,
@@ -273,6 +277,7 @@ struct pbs_exec {
     uint32_t nbase;                          /* regions given by the caller (ctx, packet) */
     uint64_t maps[PBS_MAX_PROG_MAPS];        /* handles (struct pbs_map addresses) */
     uint64_t map_values[PBS_MAX_PROG_MAPS];  /* global data: value address of element 0 */
+    uint64_t func_ip;                        /* bpf_get_func_ip */
 };
 
 /* -- accessors (for the cffi wrapper) ---------------------------------------------------------- */

@@ -226,6 +226,17 @@ def test_attach_cookie_reaches_the_program(engine):
         assert (res.status, r0) == (0, 0xC00C1E)
 
 
+def test_func_ip_is_what_the_agent_passes(engine):
+    from pybpfc.backends.userspace.runtime import ffi, lib
+
+    obj, p = load("call 173\nexit", engine=engine)
+    with obj:
+        res = ffi().new("struct pbs_run_result *")
+        r0 = lib().pbs_prog_run_ip(obj.backend.store.handle, p.raw.id, 0, 0, ffi().NULL, 0, 0, 0x401000, res)
+        assert (res.status, r0) == (0, 0x401000)
+        assert p.test_run(ctx=bytes(8)).retval == 0  # no probe: 0
+
+
 def test_ringbuf_discard_and_query(engine):
     rb = MapSpec("rb", U.BPF_MAP_TYPE_RINGBUF, 0, 0, 4096)
     obj, p = load("""

@@ -57,6 +57,9 @@ void pbs_prog_set_entry(struct pbs_store *s, uint32_t id, uint64_t entry);
 uint64_t pbs_prog_run(struct pbs_store *s, uint32_t id, uint64_t ctx, uint64_t ctx_len,
                       const struct pbr_region *regions, uint32_t nregions, uint64_t cookie,
                       struct pbs_run_result *res);
+uint64_t pbs_prog_run_ip(struct pbs_store *s, uint32_t id, uint64_t ctx, uint64_t ctx_len,
+                         const struct pbr_region *regions, uint32_t nregions, uint64_t cookie,
+                         uint64_t func_ip, struct pbs_run_result *res);
 uint64_t pbs_prog_test_run(struct pbs_store *s, uint32_t id, uint64_t ctx, uint64_t ctx_len,
                            const struct pbr_region *regions, uint32_t nregions, uint32_t repeat,
                            struct pbs_run_result *res);
