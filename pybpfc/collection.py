@@ -499,10 +499,19 @@ class Globals:
         except KeyError:
             raise AttributeError(f"no global variable {name!r}") from None
 
+    @staticmethod
+    def _memory(raw):
+        # A backend that maps the section into our memory lets a variable be read or written
+        # alone; otherwise the whole section is read and written back (racing with programs
+        # that write other variables meanwhile).
+        mem = getattr(raw, "memory", None)
+        return mem() if mem is not None else None
+
     def __getattr__(self, name):
         mname, off, size, t = self._where(name)
-        data = self._coll._maps[mname].raw.lookup(b"\0\0\0\0")
-        b = data[off : off + size]
+        raw = self._coll._maps[mname].raw
+        mem = self._memory(raw)
+        b = bytes(mem[off:off + size]) if mem is not None else raw.lookup(b"\0\0\0\0")[off:off + size]
         return t._unpack(b) if t is not None else bytes(b)
 
     def __setattr__(self, name, value):
@@ -510,8 +519,15 @@ class Globals:
         m = self._coll._maps[mname]
         if m.spec.readonly:
             raise Error(f"map '{mname}': {name} is a constant; set it with consts= at load time")
+        b = t._pack(value) if t is not None else bytes(value)
+        if len(b) != size:
+            raise Error(f"map '{mname}': {name} is {size} bytes, the value given is {len(b)}")
+        mem = self._memory(m.raw)
+        if mem is not None and not mem.readonly:
+            mem[off:off + size] = b
+            return
         data = bytearray(m.raw.lookup(b"\0\0\0\0"))
-        data[off : off + size] = t._pack(value) if t is not None else bytes(value)
+        data[off:off + size] = b
         m.raw.update(b"\0\0\0\0", bytes(data), 0)
 
     def __dir__(self):

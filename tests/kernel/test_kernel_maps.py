@@ -301,7 +301,12 @@ def _globals_spec():
 
 def test_global_data_and_consts():
     with pybpfc.load(_globals_spec(), backend="kernel") as c:
+        # .bss is mapped into this process: globals are read and written in place
+        bss, ro = c.map(".bss").raw.memory(), c.map(".rodata").raw.memory()
+        assert bss is not None and not bss.readonly and ro is not None and ro.readonly
+        assert bytes(ro) == struct.pack("<II", 1, 5)
         assert c.programs.acc.test_run(PKT).retval == 5
+        assert struct.unpack("<I", bss[:4])[0] == 5  # the program's write, seen without a syscall
         assert c.programs.acc.test_run(PKT).retval == 10
         assert c.globals.total == 10 and c.globals.step == 5
         c.globals.total = 100

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
+import mmap
 import os
 from ctypes import addressof
 from typing import Iterator, Optional
@@ -88,6 +89,8 @@ class KernelMap(RawMap):
         self._kaddr, self._k2addr = addressof(self._kbuf), addressof(self._k2buf)
         self._vaddr = addressof(self._vbuf)
         self._batch_ok: Optional[bool] = None
+        self.mmapable = False  # set by create_map when the map has BPF_F_MMAPABLE
+        self._mem = self._mm = None
 
     # -- helpers
     def _check_key(self, key: bytes) -> None:
@@ -291,6 +294,23 @@ class KernelMap(RawMap):
             raise self._err(r, U.BPF_MAP_LOOKUP_ELEM, "lookup")
         return True
 
+    def memory(self) -> Optional[memoryview]:
+        """The values of a BPF_F_MMAPABLE array mapped into this process (writable unless the
+        map is frozen), or None for other maps."""
+        if self._mem is None and self.mmapable and self.fd >= 0:
+            size = -(-((self.value_size + 7) // 8 * 8 * self.max_entries) // mmap.PAGESIZE) * mmap.PAGESIZE
+            try:
+                mm = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            except OSError:
+                try:  # frozen (.rodata): read-only mapping only
+                    mm = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+                except OSError:
+                    self.mmapable = False
+                    return None
+            self._mm = mm
+            self._mem = memoryview(mm)[:self.value_size * self.max_entries]
+        return self._mem
+
     def freeze(self) -> None:
         sc.map_freeze(self.fd, self._subject)
 
@@ -305,6 +325,13 @@ class KernelMap(RawMap):
         return sc.map_info(self.fd, self._subject)
 
     def close(self) -> None:
+        if self._mem is not None:
+            try:
+                self._mem.release()
+                self._mm.close()
+            except (BufferError, ValueError):
+                pass  # a caller still holds a view: the mapping goes with the last reference
+            self._mem = self._mm = None
         if self.fd >= 0:
             sc.close_fd(self.fd)
             self.fd = -1
@@ -350,7 +377,9 @@ def create_map(spec, ncpu: int, btf_fd: int = -1, pin_root: str = DEFAULT_PIN_RO
             if why:
                 sc.close_fd(fd)
                 raise LoadError(f"{subject}: pinned map at {pin_path} is incompatible ({why})")
-            return KernelMap(fd, spec, ks, vs, t, n, ncpu, backend)
+            m = KernelMap(fd, spec, ks, vs, t, n, ncpu, backend)
+            m.mmapable = t == U.BPF_MAP_TYPE_ARRAY and bool(info.map_flags & U.BPF_F_MMAPABLE)
+            return m
     elif spec.pinning:
         raise LoadError(f"{subject}: unsupported pinning mode {spec.pinning} (only 1, by name)")
 
@@ -397,6 +426,7 @@ def create_map(spec, ncpu: int, btf_fd: int = -1, pin_root: str = DEFAULT_PIN_RO
         if inner_fd:
             inner.close()
     m = KernelMap(fd, spec, ks, vs, t, n, ncpu, backend)
+    m.mmapable = t == U.BPF_MAP_TYPE_ARRAY and bool((extra_kw["flags"]) & U.BPF_F_MMAPABLE)
     try:
         if spec.data is not None:
             m.update(b"\0\0\0\0", bytes(spec.data).ljust(vs, b"\0"))
