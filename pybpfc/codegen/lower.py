@@ -1512,6 +1512,9 @@ class FunctionLowering:
         end = self.emit(f"load i32, ptr {self.gep(self.ctx_ref, eoff)}, align 4")
         dp = self.emit(f"inttoptr i64 {self.emit(f'zext i32 {data} to i64')} to ptr")
         ep = self.emit(f"inttoptr i64 {self.emit(f'zext i32 {end} to i64')} to ptr")
+        # packet data is never NULL; telling LLVM spares a NULL test of `data` in `is None` checks
+        self.ir.declares.add("declare void @llvm.assume(i1)")
+        self.emit(f"call void @llvm.assume(i1 {self.emit(f'icmp ne ptr {dp}, null')})", False)
         if off.kind == "lit":
             if off.val < 0 or off.val > 0xFFFF:
                 self.err(node.args[1], f"packet offset {off.val} is out of range (0..65535)")
