@@ -309,7 +309,10 @@ def run(args) -> int:
     trace = None
     try:
         with coll:
-            trace = _trace_source(coll)
+            try:
+                trace = _trace_source(coll)
+            except Error as e:
+                out.note(f"trace_printk lines not shown: {e}")
             if trace is not None:
                 trace.read_lines()   # lines left from before this run are not ours
             # Readers first: a perf buffer drops what programs output before it is open.

@@ -6,11 +6,12 @@ bpf_trace_printk output appears in trace_pipe.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import select
 from typing import Iterator, Optional
 
-from ...errors import AttachError, NotSupportedError
+from ...errors import AttachError, Error, NotSupportedError
 
 CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 _root: Optional[str] = None
@@ -90,7 +91,7 @@ def trace_pipe_lines(timeout: Optional[float] = None) -> Iterator[str]:
     """Lines of trace_pipe (bpf_trace_printk output), as they come. Reading consumes them for
     every reader on the machine, like `cat trace_pipe`. With `timeout`, stops after that many
     seconds without a new line."""
-    fd = os.open(os.path.join(root(), "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = open_trace_pipe()
     buf = b""
     try:
         while True:
@@ -111,6 +112,17 @@ def trace_pipe_lines(timeout: Optional[float] = None) -> Iterator[str]:
         os.close(fd)
 
 
+def open_trace_pipe() -> int:
+    """A non-blocking fd of trace_pipe. The kernel lets one reader at a time open it."""
+    path = os.path.join(root(), "trace_pipe")
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.EBUSY:
+            raise Error(f"{path}: another reader has it open (EBUSY); the kernel allows one") from None
+        raise Error(f"{path}: cannot open: {e.strerror}") from None
+
+
 def parse_trace_line(line: str) -> tuple[str, str]:
     """Split a trace_pipe line into (task-pid header, message) for bpf_trace_printk lines:
     '  python3-1234  [001] d..31  56.78: bpf_trace_printk: hello' -> ('python3-1234', 'hello')."""
@@ -125,8 +137,7 @@ class TracePipe:
     """Non-blocking reader of trace_pipe with a file descriptor for select/epoll loops."""
 
     def __init__(self):
-        self.fd = os.open(os.path.join(root(), "trace_pipe"),
-                          os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.fd = open_trace_pipe()
         self._buf = b""
 
     def fileno(self) -> int:

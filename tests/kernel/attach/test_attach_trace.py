@@ -15,6 +15,7 @@ from pybpfc.backends.kernel import syscall as S
 from pybpfc.backends.kernel import tracefs
 from pybpfc.backends.kernel.attach import AttachMixin, FdLink, MultiLink, kprobe, perf_event
 from pybpfc.errors import AttachError, NotSupportedError
+from pybpfc.errors import Error as pybpfc_Error
 
 A = AttachMixin()
 N = 37
@@ -235,3 +236,42 @@ def test_tracefs_is_mounted_when_missing():
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["/sys/kernel/tracing", str(want)]
+
+
+def test_trace_pipe_lines_from_trace_printk(counters, progs):
+    from attach_asm import R1, R2, R10, Asm, add_imm, call, exit_, mov_imm, mov_reg, pid_filter, st_w
+
+    from pybpfc.backends.kernel import KernelBackend
+
+    a = Asm()
+    pid_filter(a, os.getpid(), "out")
+    a += st_w(R10, -8, int.from_bytes(b"pbat", "little"))
+    a += st_w(R10, -4, int.from_bytes(b"-ok\0", "little"))
+    a += mov_reg(R1, R10)
+    a += add_imm(R1, -8)
+    a += mov_imm(R2, 8)
+    a += call(U.HELPERS["trace_printk"])
+    a.label("out")
+    a += mov_imm(0, 0)
+    a += exit_()
+    p = progs(U.BPF_PROG_TYPE_TRACEPOINT, a.assemble(), "tp_printk")
+    lines = KernelBackend().trace_pipe_lines(timeout=2)
+    with A.attach_tracepoint(p, "syscalls", "sys_enter_getppid"):
+        for _ in range(3):
+            os.getppid()
+    mine = []
+    for line in lines:
+        task, msg = tracefs.parse_trace_line(line)
+        if msg == "pbat-ok" and task.endswith(f"-{os.getpid()}"):
+            mine.append(line)
+            if len(mine) == 3:
+                break
+    lines.close()
+    assert len(mine) == 3
+    # one reader at a time: the second gets a clear error
+    pipe = tracefs.TracePipe()
+    try:
+        with pytest.raises(pybpfc_Error, match=r"trace_pipe: another reader has it open \(EBUSY\)"):
+            tracefs.TracePipe()
+    finally:
+        pipe.close()
