@@ -283,9 +283,13 @@ static const char *fname(struct ctx *c, uint32_t start, char *buf, size_t len)
     return buf;
 }
 
-/* Deepest static call chain starting at function f (frames), or -1 on recursion. */
-static int depth_of(struct ctx *c, uint32_t f, uint8_t *state, int *memo, uint32_t *bad)
+/* Deepest static call chain starting at function f (frames), -1 on recursion, -2 when it
+ * is deeper than the limit (the search stops there, so C recursion stays shallow). */
+static int depth_of(struct ctx *c, uint32_t f, uint8_t *state, int *memo, uint32_t *bad,
+                    int level)
 {
+    if (level > PBR_MAX_CALL_DEPTH)
+        return -2;
     if (state[f] == 1) {
         *bad = f;
         return -1;
@@ -305,9 +309,9 @@ static int depth_of(struct ctx *c, uint32_t f, uint8_t *state, int *memo, uint32
             t = i + 1 + x.imm; /* callbacks run one frame below the helper's caller */
         else
             continue;
-        int d = depth_of(c, t, state, memo, bad);
+        int d = depth_of(c, t, state, memo, bad, level + 1);
         if (d < 0)
-            return -1;
+            return d;
         if (d > best)
             best = d;
     }
@@ -443,13 +447,13 @@ int pbr_verify(const uint64_t *insns, uint32_t n, const uint8_t *helper_ok, uint
     /* 3. call graph: no recursion, bounded depth */
     {
         uint32_t bad = 0;
-        int d = depth_of(&c, 0, state, memo, &bad);
-        if (d < 0) {
+        int d = depth_of(&c, 0, state, memo, &bad, 1);
+        if (d == -1) {
             fail(&c, bad, "recursive call (function at insn %u calls itself)", bad);
             goto out;
         }
-        if (d > PBR_MAX_CALL_DEPTH) {
-            fail(&c, 0, "call chain %d frames deep (limit %d)", d, PBR_MAX_CALL_DEPTH);
+        if (d == -2 || d > PBR_MAX_CALL_DEPTH) {
+            fail(&c, 0, "call chain deeper than %d frames", PBR_MAX_CALL_DEPTH);
             goto out;
         }
     }
