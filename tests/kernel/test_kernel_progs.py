@@ -176,3 +176,19 @@ def test_pin_program(tmp_path):
             os.close(fd)
         finally:
             os.unlink(path)
+
+
+def test_rejected_btf_loads_without_it_and_says_so():
+    from pybpfc.elf.spec import MapSpec
+
+    ms = MapSpec(name="h", type=U.BPF_MAP_TYPE_HASH, key_size=4, value_size=4, max_entries=4,
+                 btf_key_type_id=1, btf_value_type_id=1)
+    spec = collection([ms], [prog("p", "lddw %r1, map:h\nmov %r0, 2\nexit",
+                                  lines=[LineInfo(insn=0, file="x.py", line=1, col=1)])])
+    spec.btf = b"\x9f\xeb\x01\x00" + bytes(20)  # a header that promises nothing valid
+    with pytest.warns(RuntimeWarning, match="BTF load failed"):
+        c = pybpfc.load(spec, backend="kernel")
+    with c:
+        assert c.programs.p.test_run(bytes(64)).retval == 2
+        assert c.maps.h.raw.info().btf_id == 0
+        assert any("loading without BTF" in w for w in c.backend.warnings)
