@@ -276,6 +276,19 @@ int pbs_ringbuf_wait(struct pbs_map *m, int timeout_ms)
     }
 }
 
+uint32_t pbs_ringbuf_seq(struct pbs_map *m) { return __atomic_load_n(&m->seq, __ATOMIC_ACQUIRE); }
+
+int pbs_ringbuf_wait_seq(struct pbs_map *m, uint32_t seq, int timeout_ms)
+{
+    if (__atomic_load_n(&m->seq, __ATOMIC_ACQUIRE) != seq)
+        return 1;
+    struct timespec rel = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
+    __atomic_add_fetch(&m->waiters, 1, __ATOMIC_ACQ_REL);
+    syscall(SYS_futex, &m->seq, FUTEX_WAIT, seq, timeout_ms < 0 ? NULL : &rel, NULL, 0);
+    __atomic_sub_fetch(&m->waiters, 1, __ATOMIC_ACQ_REL);
+    return __atomic_load_n(&m->seq, __ATOMIC_ACQUIRE) != seq;
+}
+
 uint64_t pbs_ringbuf_lost(struct pbs_map *m)
 {
     if (m->type == T_RINGBUF)

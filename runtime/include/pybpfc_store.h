@@ -226,6 +226,10 @@ int64_t pbs_ringbuf_read(struct pbs_map *m, int cpu, void *buf, uint64_t buflen)
 int pbs_ringbuf_wait(struct pbs_map *m, int timeout_ms);
 uint64_t pbs_ringbuf_query(struct pbs_map *m, uint64_t flags);
 uint64_t pbs_ringbuf_lost(struct pbs_map *m); /* records dropped because the ring was full */
+/* Commit counter of the map (all CPUs), and a wait until it differs from `seq`: 1 changed, 0
+ * timed out (timeout_ms -1: forever). Readers that want a file descriptor use these. */
+uint32_t pbs_ringbuf_seq(struct pbs_map *m);
+int pbs_ringbuf_wait_seq(struct pbs_map *m, uint32_t seq, int timeout_ms);
 /* Memory a program may touch for this map (the values area); 0 size if none. */
 void pbs_map_values(struct pbs_map *m, uint64_t *addr, uint64_t *len);
 

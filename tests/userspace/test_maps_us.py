@@ -224,3 +224,29 @@ def test_closed_map_raises_instead_of_touching_freed_memory(be):
                lambda: m.next_key(None), lambda: list(m.lookup_batch())):
         with pytest.raises(Exception, match=r"map 'gone': map is closed"):
             op()
+
+
+def test_ringbuf_fileno_becomes_readable_when_another_process_writes(be):
+    import select
+
+    from pybpfc.backends.userspace.maps import UserspaceRingBuffer
+
+    m = be.create_map(MapSpec("rbx", U.BPF_MAP_TYPE_RINGBUF, 0, 0, 8192))
+    rb = UserspaceRingBuffer(m, perf=False)
+    try:
+        fd = rb.fileno()
+        assert select.select([fd], [], [], 0)[0] == []
+        code = textwrap.dedent("""
+            import sys
+            from pybpfc.backends.userspace import Store
+            from pybpfc.backends.userspace.runtime import lib
+            st = Store.open(sys.argv[1])
+            m = lib().pbs_map(st.handle, st.map_id("rbx"))
+            for i in range(3):
+                assert lib().pbs_ringbuf_output(m, -1, b"rec%d" % i, 4) == 0
+        """)
+        subprocess.run([sys.executable, "-c", code, be.store.path], cwd=ROOT, check=True, timeout=60)
+        assert select.select([fd], [], [], 30)[0] == [fd]
+        assert rb.poll(0) == [b"rec0", b"rec1", b"rec2"]
+    finally:
+        rb.close()

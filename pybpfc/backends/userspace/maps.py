@@ -5,6 +5,7 @@ pass as bytes without copies, results come back through one preallocated buffer.
 from __future__ import annotations
 
 import errno as _errno
+import os
 from typing import Iterator, Optional
 
 from ... import uapi as U
@@ -277,15 +278,43 @@ def _records(raw: bytes) -> list[bytes]:
 
 
 class UserspaceRingBuffer(RawRingBuffer):
-    """Reader of a ring buffer (cpu -1) or of all CPUs of a perf event array (cpu -2). It
-    sleeps on a futex in the store, so producers in any process wake it; there is no file
-    descriptor to select() on."""
+    """Reader of a ring buffer (cpu -1) or of all CPUs of a perf event array (cpu -2). poll()
+    sleeps on a futex in the store, so producers in any process wake it. fileno() gives an
+    eventfd for select/epoll: a helper thread waits on the futex and signals the eventfd
+    whenever records were committed; poll() clears it."""
 
     def __init__(self, m: UserspaceMap, perf: bool):
         self.map, self._cpu = m, (-2 if perf else -1)
         self._size = 1 << 20
         self._buf = ffi().new("char[]", self._size)
-        self._lost0 = 0
+        self._efd = None
+        self._thread = None
+        self._closed = False
+
+    def fileno(self) -> int:
+        if self._efd is None:
+            import threading
+
+            self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._thread = threading.Thread(target=self._notify, name=f"pybpfc-rb-{self.map.name}", daemon=True)
+            self._thread.start()
+        return self._efd
+
+    def _notify(self):
+        L, m = lib(), self.map._m
+        seq = L.pbs_ringbuf_seq(m)
+        if L.pbs_ringbuf_wait(m, 0) > 0:  # records already waiting
+            os.eventfd_write(self._efd, 1)
+        while not self._closed:
+            if L.pbs_ringbuf_wait_seq(m, seq, 100) > 0 and not self._closed:
+                seq = L.pbs_ringbuf_seq(m)
+                os.eventfd_write(self._efd, 1)
+
+    def _drain_efd(self):
+        try:
+            os.eventfd_read(self._efd)
+        except BlockingIOError:
+            pass
 
     def poll(self, timeout: Optional[float] = None) -> list[bytes]:
         F, L = ffi(), lib()
@@ -300,6 +329,8 @@ class UserspaceRingBuffer(RawRingBuffer):
 
     def _read(self) -> list[bytes]:
         F, L = ffi(), lib()
+        if self._efd is not None:
+            self._drain_efd()
         out = []
         while True:
             n = L.pbs_ringbuf_read(self.map._m, self._cpu, self._buf, self._size)
@@ -314,4 +345,11 @@ class UserspaceRingBuffer(RawRingBuffer):
         return lib().pbs_ringbuf_lost(self.map._m) if self._cpu == -2 else 0
 
     def close(self) -> None:
-        pass
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._thread.join()  # wakes within its 100 ms futex timeout
+        if self._efd is not None:
+            os.close(self._efd)
+            self._efd = None

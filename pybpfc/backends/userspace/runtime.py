@@ -44,6 +44,8 @@ int64_t pbs_ringbuf_read(struct pbs_map *m, int cpu, char *buf, uint64_t buflen)
 int pbs_ringbuf_wait(struct pbs_map *m, int timeout_ms);
 uint64_t pbs_ringbuf_query(struct pbs_map *m, uint64_t flags);
 uint64_t pbs_ringbuf_lost(struct pbs_map *m);
+uint32_t pbs_ringbuf_seq(struct pbs_map *m);
+int pbs_ringbuf_wait_seq(struct pbs_map *m, uint32_t seq, int timeout_ms);
 void pbs_map_values(struct pbs_map *m, uint64_t *addr, uint64_t *len);
 
 int pbs_prog_create(struct pbs_store *s, const char *name, const char *section, uint32_t type,
