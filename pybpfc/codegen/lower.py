@@ -338,8 +338,8 @@ class FunctionLowering:
         self.err(s, "nonlocal is not supported (no closures in BPF programs)")
 
     def s_Expr(self, s):
-        if isinstance(s.value, ast.Constant) and isinstance(s.value.value, str):
-            return  # docstring
+        if isinstance(s.value, ast.Constant) and (isinstance(s.value.value, str) or s.value.value is Ellipsis):
+            return  # docstring or `...`
         v = self.expr(s.value)
         if v.kind == "mem" and v.nullable:
             pass

@@ -95,3 +95,14 @@ def test_mypy_accepts_programs_with_the_plugin(tmp_path):
                         *files, bad], capture_output=True, text=True, env=ENV, timeout=300)
     assert "bad.py:2: error: Incompatible types in assignment" in r.stdout, r.stdout
     assert r.stdout.count("error:") == 1, r.stdout
+
+
+def test_dump_without_llvm_tools_uses_own_disassembler(monkeypatch, capsys):
+    from pybpfc.cli import dump
+    monkeypatch.setattr(dump, "OBJDUMP", ("no-such-objdump",))
+    obj = pybpfc.compile(os.path.join(HERE, "programs", "xdp_counter.py"))
+    assert dump._disasm(obj, "xdp_counter.py") == 0
+    out = capsys.readouterr().out
+    assert "count (xdp):" in out
+    assert "; xdp_counter.py:39: eth = ctx.packet(EthHdr, 0)" in out
+    assert "exit" in out

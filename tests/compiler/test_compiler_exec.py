@@ -314,3 +314,25 @@ return 1
     assert ret == 1
     evs = obj.ringbuf("rb").poll(timeout=0.5)
     assert [(e.a, e.b) for e in evs] == [(1, 2), (7, 0)]
+
+
+def test_struct_and_array_globals(tmp_path):
+    prelude = """
+class Config(Struct):
+    limit: u32
+    name: Str[8]
+
+cfg: Const[Config] = Config(limit=5, name=b"web")
+table: Global[Array[u16, 4]] = [1, 2, 3, 4]
+"""
+    body = """
+global table
+...
+table[1] = table[0] + table[3]
+if cfg.name == b"web":
+    return cfg.limit * 100 + table[1]
+return 0
+"""
+    ret, obj = run_xdp(tmp_path, body, prelude=prelude)
+    assert ret == 505
+    assert obj.globals.table == [1, 5, 3, 4]
