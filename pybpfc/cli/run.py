@@ -13,6 +13,7 @@ import sys
 import time
 
 from .. import uapi as U
+from ..backends.base import NoopLink
 from ..errors import Error, NotSupportedError
 
 TRACE_HELPERS = {U.HELPERS["trace_printk"], U.HELPERS["trace_vprintk"]}
@@ -37,6 +38,8 @@ def _options(p, suppress=False):
     p.add_argument("--cgroup", **kw, help="cgroup v2 directory for cgroup programs")
     p.add_argument("--pid", type=int, **(kw or {"default": -1}),
                    help="only this process, for uprobes and perf_event programs")
+    p.add_argument("--skip-unsupported", action="store_true", **kw,
+                   help="attach what this backend can and report the rest, instead of stopping")
     p.add_argument("--freq", type=int, **(kw or {"default": 49}),
                    help="samples per second per CPU for perf_event programs (default 49)")
 
@@ -80,7 +83,7 @@ def _split_rest(args):
 
 
 _VALUE_OPTS = {"--backend", "--duration", "--iface", "--cgroup", "--pid", "--freq"}
-_FLAG_OPTS = {"--json"}
+_FLAG_OPTS = {"--json", "--skip-unsupported"}
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -242,7 +245,10 @@ def attach_programs(coll, args, out: Out) -> list:
         else:
             out.note(f"prog '{name}': not attached: `pybpfc run` does not attach '{kind}' "
                      f"programs (section '{p.spec.section}')")
-    return links
+    for link in links:
+        if isinstance(link, NoopLink):
+            out.note(f"not attached: {link.reason}")
+    return [link for link in links if not isinstance(link, NoopLink)]
 
 
 # -- main loop --------------------------------------------------------------------------------
@@ -296,7 +302,8 @@ def run(args) -> int:
 
     out = Out(args.json)
     try:
-        coll = pybpfc.load(path, backend=args.backend)
+        coll = pybpfc.load(path, backend=args.backend,
+                           unsupported="ignore" if args.skip_unsupported else "error")
     except ImportError as e:
         raise Error(f"{path}: cannot load: {e}") from None
     proc = None

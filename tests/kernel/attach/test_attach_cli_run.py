@@ -152,3 +152,7 @@ def test_run_reports_an_unsupported_attach(tmp_path):
     r = pybpfc("run", str(src), "--duration", "0.1")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"pybpfc run: prog 'on_sleep': kprobe do_nanosleep: {why}" in r.stderr
+    r = pybpfc("run", str(src), "--duration", "0.1", "--skip-unsupported", "--json")
+    assert r.returncode == 0, r.stderr
+    assert f"pybpfc run: not attached: prog 'on_sleep': kprobe do_nanosleep: {why}" in r.stderr
+    assert "0 program(s) attached" in r.stderr
