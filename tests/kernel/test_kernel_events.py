@@ -6,7 +6,7 @@ import pytest
 import pybpfc
 from pybpfc import uapi as U
 from pybpfc.elf.spec import MapSpec
-from pybpfc.lang.types import Str, Struct, u32, u64
+from pybpfc.lang.types import Array, Str, Struct, u32, u64
 
 from kernel_helpers import collection, kernel_or_skip, prog
 
@@ -248,3 +248,21 @@ def test_perfbuf_records_split_by_the_ring_end():
         assert pb.lost == 0
         assert sorted(e.seq for e in got) == list(range(2000))
         assert all(e.magic == 0xabcd and e.tag == b"ev" for e in got)
+
+
+def test_short_record_is_reported_after_the_good_ones():
+    class Big(Struct):
+        seq: u64
+        pad: Array[u64, 4]
+
+    with _ringbuf_coll(OUTPUT) as c:
+        rb = c.ringbuf("events", event_type=Big)
+        c.programs.emit.test_run(PKT, repeat=2)
+        for _ in range(2):  # each bad record is consumed with its error, never an endless loop
+            with pytest.raises(pybpfc.Error, match=r"map 'events': event of 16 bytes is shorter than Big \(40\)"):
+                rb.poll(0)
+        assert rb.poll(0) == []
+        # the consumer position is the map's: a new reader continues after the bad records
+        good = c.ringbuf("events")
+        c.programs.emit.test_run(PKT, repeat=1)
+        assert [e.seq for e in good.poll(0)] == [2]

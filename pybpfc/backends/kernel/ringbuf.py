@@ -56,6 +56,7 @@ class KernelRingBuffer(RawRingBuffer):
         self._ep = select.epoll()
         self._ep.register(m.fd, select.EPOLLIN)
         self._pattern = {}  # record size -> header bytes repeated (for the bulk check)
+        self._error = None
 
     def fileno(self) -> int:
         return self._ep.fileno()
@@ -94,12 +95,17 @@ class KernelRingBuffer(RawRingBuffer):
 
     def poll_decoded(self, timeout: Optional[float], decoder) -> list:
         """Records decoded by `decoder` (`size`, `one(bytes)`, `many(memoryview, n, stride, hdr)`)."""
+        if self._error is not None:  # a bad record found by the previous poll
+            e, self._error = self._error, None
+            raise e
         out: list = []
         self._drain_decoded(out, decoder)
-        if out or timeout == 0:
-            return out
-        _wait(self._ep, timeout)
-        self._drain_decoded(out, decoder)
+        if not out and self._error is None and timeout != 0:
+            _wait(self._ep, timeout)
+            self._drain_decoded(out, decoder)
+        if not out and self._error is not None:
+            e, self._error = self._error, None
+            raise e
         return out
 
     def _drain_decoded(self, out: list, dec) -> None:
@@ -133,10 +139,16 @@ class KernelRingBuffer(RawRingBuffer):
             if hdr & _BUSY:
                 break
             ln = hdr & _LEN_MASK
-            if not hdr & _DISCARD:
-                out.append(dec.one(data[off + 8:off + 8 + ln].tobytes()))
+            rec = None if hdr & _DISCARD else data[off + 8:off + 8 + ln].tobytes()
             cons += (ln + 15) & ~7
             self._cons_q[0] = cons
+            if rec is not None:
+                try:
+                    out.append(dec.one(rec))
+                except Error as e:
+                    # Deliver what came before it; the error is raised by the next poll.
+                    self._error = e
+                    break
         self._cons_q[0] = cons
 
     @staticmethod
