@@ -471,7 +471,12 @@ class _Reader:
             info = parse_section(sec.name)
             if info is None:
                 raise ELFError(f"prog '{fl[0].name}': unknown program section '{sec.name}'")
-            for f in fl:
+            entries = [f for f in fl if f.is_global]
+            if not entries:
+                raise ELFError(f"prog '{fl[0].name}': section '{sec.name}' has only static "
+                               "functions; a program must be a global function")
+            for f in entries:
+                # static functions in a program section are subprograms (libbpf refuses them)
                 if f.name in spec.programs:
                     raise ELFError(f"prog '{f.name}': defined twice")
                 p = ProgramSpec(f.name, sec.name, info.prog_type, info.expected_attach_type,

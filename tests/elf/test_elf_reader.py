@@ -305,3 +305,47 @@ def test_kernel_applies_core_relocations():
         for f in (fd, bss, btf_fd):
             if f >= 0:
                 os.close(f)
+
+
+def _load_all(s):
+    btf_fd, log = _bpfsys.btf_load(s.btf.raw)
+    assert btf_fd >= 0, log
+    fds, maps, progs = [btf_fd], {}, {}
+    for n, m in s.maps.items():
+        maps[n] = _bpfsys.map_create(m, btf_fd if m.btf_key_type_id else 0)
+        fds.append(maps[n])
+    for n, p in s.programs.items():
+        fd, log = _bpfsys.prog_load(p, maps, btf_fd)
+        assert fd >= 0, f"{n}: {log}"
+        progs[n] = fd
+        fds.append(fd)
+    return maps, progs, fds
+
+
+@root
+def test_linked_programs_compute_in_the_kernel():
+    """Subprograms, callbacks and in-section static calls run where the linker put them."""
+    s = read_elf(os.path.join(OBJ, "linking.bpf.o"))
+    assert list(s.programs) == ["link_all"]  # the static function in "tc" is a subprogram
+    names = [s.btf[t].name for _, t in s.programs["link_all"].func_info]
+    assert sorted(names[1:]) == ["global_len", "in_section", "loop_cb", "sum_cb", "triple"]
+    maps, progs, fds = _load_all(s)
+    try:
+        pkt = bytes(64)
+        # in_section(100 * 3*(1+2+3+4) + (0+1+2+3+4)) + len * 100000
+        assert _bpfsys.test_run(progs["link_all"], pkt) == 3010 + 1000 + 64 * 100000
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+    s = read_elf(PROGS)
+    maps, progs, fds = _load_all(s)
+    try:
+        assert _bpfsys.test_run(progs["tc_count"], bytes(64)) == U.TC_ACT_OK   # bump(45 & 7)
+        assert _bpfsys.test_run(progs["xdp_drop"], bytes(64)) == U.XDP_DROP    # twice(1)
+        assert _bpfsys.test_run(progs["xdp_pass"], bytes(64)) == U.XDP_PASS    # bump(0)
+        hits = [struct.unpack("<Q", _bpfsys.map_lookup(maps["hits"], struct.pack("<I", i), 8))[0] for i in range(8)]
+        assert hits == [3, 3, 3, 0, 0, 3, 0, 0]
+    finally:
+        for fd in fds:
+            os.close(fd)
