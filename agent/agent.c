@@ -376,6 +376,7 @@ static void atfork_parent(void) { pthread_mutex_unlock(&mu); }
 static void atfork_child(void)
 {
     pthread_mutex_init(&mu, NULL);
+    pba_patch_lock_reset();
     my_pid = pba_raw_syscall(SYS_getpid, 0, 0, 0, 0, 0, 0);
     my_tid = 0;
     pba_sys_after_fork();

@@ -54,9 +54,11 @@ long pba_raw_syscall(long nr, long a1, long a2, long a3, long a4, long a5, long 
 void pba_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* 1 while this thread runs agent code: hooks hit then do nothing (no recursion). */
 extern __thread int pba_in_agent __attribute__((tls_model("initial-exec")));
-/* Makes [addr, addr+len) writable (keeping exec) for a patch; pba_unprotect restores. */
+/* Makes [addr, addr+len) writable (keeping exec) for a patch and takes the process-wide patch
+ * lock; pba_protect_restore (always called after a 0 return) restores and releases. */
 int pba_protect_rw(uint64_t addr, uint64_t len, int *was_writable);
 void pba_protect_restore(uint64_t addr, uint64_t len, int was_writable);
+void pba_patch_lock_reset(void); /* in a forked child */
 /* Reads /proc/self/maps into a static buffer (caller holds pba_maps_lock). */
 const char *pba_read_maps(size_t *len);
 void pba_maps_lock(void);

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <link.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,13 +106,48 @@ const char *pba_read_maps(size_t *len)
     return maps_buf;
 }
 
-/* Is the page containing addr mapped writable? Parsed from /proc/self/maps. */
+/* Patches (uprobe jumps, rewritten syscalls) change page protections for a moment: one at a
+ * time process-wide, or a second patcher could see the first one's temporary RWX as the
+ * page's own protection and leave the page writable - or restore R-X under its feet. Signals
+ * are blocked meanwhile (the code inside makes raw syscalls only), so a signal handler's
+ * syscall cannot re-enter here on the same thread. */
+static int patch_busy;
+static uint64_t patch_oldmask;
+static char wr_buf[1 << 20];
+
+static void patch_lock(void)
+{
+    uint64_t all = ~0ull, old;
+    pba_raw_syscall(SYS_rt_sigprocmask, SIG_BLOCK, (long)&all, (long)&old, 8, 0, 0);
+    while (__atomic_exchange_n(&patch_busy, 1, __ATOMIC_ACQUIRE))
+        pba_raw_syscall(SYS_sched_yield, 0, 0, 0, 0, 0, 0);
+    patch_oldmask = old;
+}
+
+static void patch_unlock(void)
+{
+    uint64_t old = patch_oldmask;
+    __atomic_store_n(&patch_busy, 0, __ATOMIC_RELEASE);
+    pba_raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&old, 0, 8, 0, 0);
+}
+
+void pba_patch_lock_reset(void) { patch_busy = 0; }
+
+/* Is the page containing addr mapped writable? Parsed from /proc/self/maps (patch lock held). */
 static int page_writable(uint64_t addr)
 {
-    size_t n;
     int w = 0;
-    pba_maps_lock();
-    const char *p = pba_read_maps(&n), *end = p + n;
+    long fd = pba_raw_syscall(SYS_openat, AT_FDCWD, (long)"/proc/self/maps", O_RDONLY | O_CLOEXEC, 0, 0, 0);
+    size_t n = 0;
+    if (fd >= 0) {
+        long r;
+        while (n < sizeof wr_buf - 1 &&
+               (r = pba_raw_syscall(SYS_read, fd, (long)(wr_buf + n), sizeof wr_buf - 1 - n, 0, 0, 0)) > 0)
+            n += r;
+        pba_raw_syscall(SYS_close, fd, 0, 0, 0, 0, 0);
+    }
+    wr_buf[n] = 0;
+    const char *p = wr_buf, *end = wr_buf + n;
     while (p < end) {
         unsigned long a = strtoul(p, (char **)&p, 16);
         unsigned long b = strtoul(p + 1, (char **)&p, 16);
@@ -124,27 +160,32 @@ static int page_writable(uint64_t addr)
             break;
         p = nl + 1;
     }
-    pba_maps_unlock();
     return w;
 }
 
 int pba_protect_rw(uint64_t addr, uint64_t len, int *was_writable)
 {
     uint64_t pg = addr & ~4095ull, end = (addr + len + 4095) & ~4095ull;
+    patch_lock();
     *was_writable = page_writable(addr) && page_writable(addr + len - 1);
     if (*was_writable)
         return 0;
     /* exec stays on throughout: another thread may be running this very page */
     long r = pba_raw_syscall(SYS_mprotect, pg, end - pg, PROT_READ | PROT_WRITE | PROT_EXEC, 0, 0, 0);
-    return r < 0 ? -1 : 0;
+    if (r < 0) {
+        patch_unlock();
+        return -1;
+    }
+    return 0;
 }
 
 void pba_protect_restore(uint64_t addr, uint64_t len, int was_writable)
 {
-    if (was_writable)
-        return;
-    uint64_t pg = addr & ~4095ull, end = (addr + len + 4095) & ~4095ull;
-    pba_raw_syscall(SYS_mprotect, pg, end - pg, PROT_READ | PROT_EXEC, 0, 0, 0);
+    if (!was_writable) {
+        uint64_t pg = addr & ~4095ull, end = (addr + len + 4095) & ~4095ull;
+        pba_raw_syscall(SYS_mprotect, pg, end - pg, PROT_READ | PROT_EXEC, 0, 0, 0);
+    }
+    patch_unlock();
 }
 
 /* -- the agent's own executable range ----------------------------------------------------- */

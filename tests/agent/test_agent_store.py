@@ -137,9 +137,11 @@ def test_attach_after_start_then_detach(bpf_objs, target):
         assert picked < 5
     finally:
         p.kill()
-    # detach while 3 threads call malloc: counting stops, the target finishes normally
+    link.close()
+    # detach while 3 threads call the probed function: counting stops, the target finishes
+    link = coll.programs.count_malloc.attach_uprobe(target, "work")
     p = be.spawn([target, "spin", "600", "3"], stdout=subprocess.PIPE)
-    wait_log(be, "link 1: uprobe")
+    wait_log(be, f"uprobe {os.path.realpath(target)}+")
     while dict(coll.maps.calls.items()).get(p.pid, 0) == 0:
         time.sleep(0.01)
     link.close()
@@ -183,7 +185,7 @@ import sys, time, pybpfc
 from pybpfc.backends.userspace import UserspaceBackend
 be = UserspaceBackend()
 coll = pybpfc.load(sys.argv[1], backend=be)
-coll.programs.count_malloc.attach_uprobe("libc", "malloc")
+coll.programs.count_malloc.attach_uprobe(sys.argv[2], "work")
 p = be.spawn([sys.argv[2], "spin", "800", "2"], stdout=open(sys.argv[3], "w"))
 print(p.pid, flush=True)
 time.sleep(60)

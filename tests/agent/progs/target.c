@@ -1,5 +1,5 @@
 /* Workload for the agent tests: N malloc/free pairs, then opens each file named after N.
- * "wait ARGS": first waits for a line on stdin. "spin MS THREADS": threads calling malloc. */
+ * "wait ARGS": first waits for a line on stdin. "spin MS THREADS": threads calling work(). */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
@@ -10,21 +10,30 @@
 #include <time.h>
 #include <unistd.h>
 
-static void *volatile sink;
-
 static void mallocs(long n)
 {
     for (long i = 0; i < n; i++) {
-        sink = malloc(32 + (i & 255));
-        free(sink);
+        void *p = malloc(32 + (i & 255));
+        __asm__ volatile("" ::"r"(p) : "memory"); /* keeps the pair from being optimized out */
+        free(p);
     }
+}
+
+/* Probed by the tests that stress patching: a function of this binary, so that kernel uprobes
+ * other programs put on libc functions (which overwrite an agent's jump) cannot interfere. */
+__attribute__((noinline, used)) long work(long i)
+{
+    __asm__ volatile("" ::: "memory");
+    return i * 3 + 1;
 }
 
 static void *spin(void *arg)
 {
     long *n = arg;
     for (long i = 0; i < *n; i++) {
-        mallocs(100);
+        for (long j = 0; j < 100; j++)
+            if (work(j) != j * 3 + 1)
+                abort();
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
@@ -34,7 +43,7 @@ static void *spin(void *arg)
 int main(int argc, char **argv)
 {
     if (argc > 2 && !strcmp(argv[1], "spin")) {
-        /* "spin MS THREADS": THREADS threads call malloc for about MS milliseconds; prints
+        /* "spin MS THREADS": THREADS threads call work() for about MS milliseconds; prints
          * "ok" and exits 0 unless something broke */
         long ms = atol(argv[2]);
         int nt = argc > 3 ? atoi(argv[3]) : 1;
