@@ -329,6 +329,7 @@ class RingBuffer:
         self.raw, self.event_type, self.name = raw, event_type, name
         self._decoder = EventDecoder(event_type)
         self._fast = getattr(raw, "poll_decoded", None) if event_type is not None else None
+        self._error = None
 
     def _decode(self, b: bytes):
         try:
@@ -343,7 +344,21 @@ class RingBuffer:
                 return self._fast(timeout, self._decoder)
             except Error as e:
                 raise Error(f"map '{self.name}': {e}") from None
-        return [self._decode(b) for b in self.raw.poll(timeout)]
+        if self._error is not None:
+            e, self._error = self._error, None
+            raise e
+        out = []
+        for b in self.raw.poll(timeout):
+            try:
+                out.append(self._decode(b))
+            except Error as e:
+                # keep the events around it; the first bad one is reported by the next poll
+                if self._error is None:
+                    self._error = e
+        if not out and self._error is not None:
+            e, self._error = self._error, None
+            raise e
+        return out
 
     def __iter__(self):
         while True:
