@@ -23,7 +23,8 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test]' >.venv/install.log 2>&1 \
+  || { cat .venv/install.log >&2; echo "setup: pip install failed" >&2; exit 1; }
 # Kernel interfaces the project uses; a fresh machine mounts neither.
 if [ "$(id -u)" = 0 ]; then
   mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
