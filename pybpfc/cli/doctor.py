@@ -231,6 +231,19 @@ def probe_attach(rep: Report):
             p, type=perf_event.PERF_TYPE_SOFTWARE, config=perf_event.PERF_COUNT_SW_CPU_CLOCK,
             sample_period=1_000_000, cpu=0)))
 
+    def hw():
+        try:
+            with_prog(U.BPF_PROG_TYPE_PERF_EVENT, lambda p: perf_event.attach_perf_event(
+                p, type=perf_event.PERF_TYPE_HARDWARE, config=perf_event.PERF_COUNT_HW_CPU_CYCLES,
+                sample_period=10_000_000, cpu=0))
+        except Error as e:
+            if getattr(e, "errno", 0) == _errno.ENOENT:
+                raise Error("no hardware cpu-cycles event here (ENOENT: no hardware PMU, "
+                            "as in many VMs)") from None
+            raise
+        return "cpu-cycles"
+    _attach_probe(rows, "perf_event (hardware)", hw)
+
     def sockfilter():
         a, b = socket.socketpair()
         with a, b:
