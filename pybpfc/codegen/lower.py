@@ -1457,8 +1457,15 @@ class FunctionLowering:
         for a in args:
             if pi >= len(h.params):
                 self.err(a, f"bpf.{name}() takes {len(h.params)} arguments")
-            v = self.expr(a)
             p = h.params[pi]
+            if isinstance(a, ast.Name) and a.id in self.locals and self.locals[a.id].kind == "int" \
+                    and p.is_pointer and H.size_param_after(h, pi) and len(args) < len(h.params):
+                # an integer variable as a helper's output buffer: `bpf.probe_read_user(x, addr)`
+                var = self.locals[a.id]
+                vals += [("ptr", var.slot), ("i64", str(var.ty._size))]
+                pi += 2
+                continue
+            v = self.expr(a)
             # memory goes by address; an integer field does only where a buffer and its size are expected
             # (pointer fields of contexts are u64 addresses and go by value)
             buffer = v.kind == "mem" and is_int(v.ty) and p.is_pointer and H.size_param_after(h, pi)

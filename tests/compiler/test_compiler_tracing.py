@@ -151,3 +151,33 @@ def on_sys(ctx, regs: u64, id: i64) -> int:
         while time.monotonic() < deadline and not got:
             got += rb.poll(timeout=0.2)
         assert got and got[0].id == 110 and got[0].pid == os.getpid()
+
+
+def test_probe_read_user_into_int_variable_and_struct(tmp_path):
+    buf = ctypes.create_string_buffer((0x1122334455667788).to_bytes(8, "little") + b"hello\0")
+    addr = ctypes.addressof(buf)
+    obj = load(tmp_path, """
+class Msg(Struct):
+    n: u64
+    text: Str[8]
+
+out = HashMap(u32, u64, max_entries=4)
+msgs = HashMap(u32, Msg, max_entries=4)
+
+@bpf.tracepoint("syscalls/sys_enter_getppid")
+def p(ctx) -> int:
+    if bpf.pid() != TARGET:
+        return 0
+    x: u64 = 0
+    bpf.probe_read_user(x, ADDR)
+    out[0] = x
+    m = Msg()
+    bpf.probe_read_user(m, ADDR)
+    msgs[0] = m
+    return 0
+""".replace("TARGET", str(os.getpid())).replace("ADDR", str(addr)))
+    with obj:
+        obj.attach_all()
+        os.getppid()
+        assert obj.maps.out[0] == 0x1122334455667788
+        assert obj.maps.msgs[0].text == b"hello"
