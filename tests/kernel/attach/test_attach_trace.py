@@ -275,3 +275,16 @@ def test_trace_pipe_lines_from_trace_printk(counters, progs):
             tracefs.TracePipe()
     finally:
         pipe.close()
+
+
+def test_perf_event_hardware_is_probed_not_guessed(counters, progs):
+    p = progs(U.BPF_PROG_TYPE_PERF_EVENT, counter(counters), "perf_hw")
+    try:
+        link = A.attach_perf_event(p, type=perf_event.PERF_TYPE_HARDWARE,
+                                   config=perf_event.PERF_COUNT_HW_CPU_CYCLES,
+                                   sample_period=1_000_000, cpu=0)
+    except NotSupportedError as e:
+        assert str(e).startswith("prog 'perf_hw': perf_event type=0,config=0 cpu 0: perf_event_open failed: ")
+        assert getattr(e, "errno", 0) in (2, 95, 19)
+        return
+    link.close()
