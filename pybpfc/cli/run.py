@@ -211,6 +211,14 @@ def _uses_trace_printk(spec) -> bool:
     return False
 
 
+def tc_direction(spec) -> str:
+    """ingress/egress of a tc program from its section ("tc/egress", "tcx/egress", ...)."""
+    if spec.expected_attach_type == U.BPF_TCX_EGRESS or spec.attach_to == "egress" \
+            or spec.section.rstrip("/").endswith("egress"):
+        return "egress"
+    return "ingress"
+
+
 def attach_programs(coll, args, out: Out) -> list:
     """Attach each program by its section, targets from the command line."""
     tail_called = {v for m in coll.spec.maps.values() for _, v in m.contents if isinstance(v, str)}
@@ -222,7 +230,8 @@ def attach_programs(coll, args, out: Out) -> list:
         if kind in ("xdp", "tc", "tcx"):
             if not args.iface:
                 raise Error(f"prog '{name}': {kind} programs attach to an interface: pass --iface IFACE")
-            links.append(p.attach_xdp(args.iface) if kind == "xdp" else p.attach_tc(args.iface))
+            links.append(p.attach_xdp(args.iface) if kind == "xdp"
+                         else p.attach_tc(args.iface, tc_direction(p.spec)))
         elif kind == "cgroup":
             if not args.cgroup:
                 raise Error(f"prog '{name}': cgroup programs attach to a cgroup: pass --cgroup PATH")

@@ -156,3 +156,16 @@ def test_run_reports_an_unsupported_attach(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"pybpfc run: not attached: prog 'on_sleep': kprobe do_nanosleep: {why}" in r.stderr
     assert "0 program(s) attached" in r.stderr
+
+
+def test_tc_direction_from_section():
+    from pybpfc.cli.run import tc_direction
+    from pybpfc.elf.sections import parse_section
+    from types import SimpleNamespace
+
+    def spec(sec):
+        i = parse_section(sec)
+        return SimpleNamespace(section=sec, expected_attach_type=i.expected_attach_type, attach_to=i.target)
+
+    assert [tc_direction(spec(s)) for s in ("tc/ingress", "tc/egress", "tcx/egress", "tc", "classifier")] == \
+        ["ingress", "egress", "egress", "ingress", "ingress"]
