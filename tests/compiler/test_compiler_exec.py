@@ -336,3 +336,23 @@ return 0
     ret, obj = run_xdp(tmp_path, body, prelude=prelude)
     assert ret == 505
     assert obj.globals.table == [1, 5, 3, 4]
+
+
+def test_tail_call_through_prog_array(tmp_path):
+    from compiler_helpers import load
+    obj = load(tmp_path, """
+jumps = ProgArray(max_entries=4)
+
+@bpf.xdp
+def entry(ctx) -> int:
+    jumps.tail_call(ctx, 2)
+    return 1          # only when slot 2 is empty
+
+@bpf.xdp
+def target(ctx) -> int:
+    return 42
+""")
+    with obj:
+        assert obj.programs.entry.test_run(bytes(64)).retval == 1
+        obj.maps.jumps[2] = obj.programs.target
+        assert obj.programs.entry.test_run(bytes(64)).retval == 42
