@@ -50,9 +50,8 @@ REGION_SIZE = 24
 # JIT context (private, i64 slots): current depth, stack end, read and read-write caches
 J_DEPTH = 0
 J_STACK_END = 1
-J_CACHE = 2  # [lo_r, hi_r, lo_rw, hi_rw]
-J_SLOTS = J_CACHE + 4
-EMPTY_LO, EMPTY_HI = 0xFFFFFFFFFFFFFFFF, 8  # no address passes lo <= a <= hi - size
+J_SLOTS = 2
+EMPTY_LO, EMPTY_HI = 0, 0  # slow_check result "do not cache" (length 0)
 
 CDEF = """
 typedef uint64_t (*pbr_helper_fn)(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, void *);
@@ -243,10 +242,12 @@ class _Gen:
     # -- out-of-line checks
 
     def _declare_slow_check(self):
-        """i1 slow_check(run, jctx, addr, size, perm): scans run->regions (the stack is one);
-        a matching region (with full permissions for perm RW) becomes the cache entry."""
+        """{i1 ok, i64 lo, i64 hi} slow_check(run, jctx, addr, size, perm): scans
+        run->regions (the stack is one); lo/hi is the matching region for the caller's cache
+        (empty when it cannot be cached)."""
         ir = self.ir
-        fty = ir.FunctionType(self.i1, [self.ptr, self.ptr, self.i64, self.i64, self.i32])
+        self.check_ty = ir.LiteralStructType([self.i1, self.i64, self.i64])
+        fty = ir.FunctionType(self.check_ty, [self.ptr, self.ptr, self.i64, self.i64, self.i32])
         f = ir.Function(self.mod, fty, name=f"{self.prefix}slow_check")
         f.linkage = "internal"
         self.slow_check = f
@@ -277,21 +278,22 @@ class _Gen:
         b.position_at_end(reg_next)
         b.branch(reg_head)
         b.position_at_end(hit)
-        # cache it (only real ranges: hi >= 8 keeps "lo <= a <= hi - size" exact)
-        cacheable = b.icmp_unsigned(">=", rhi, self.c64(8))
+        # cacheable: at least 8 bytes (keeps "a - lo <= len - size" exact), and for the
+        # read-write cache only regions with both permissions
+        cacheable = b.icmp_unsigned(">=", b.sub(rhi, rlo), self.c64(8))
         full = b.icmp_unsigned("==", b.and_(rperm, self.c32(3)), self.c32(3))
-        slot = b.select(b.icmp_unsigned("==", perm, self.c32(PBR_PERM_R)),
-                        self.c64(J_CACHE), self.c64(J_CACHE + 2))
         do_cache = b.and_(cacheable, b.or_(full, b.icmp_unsigned("==", perm, self.c32(1))))
-        with b.if_then(do_cache):
-            b.store(rlo, self.field_ptr(b, jctx, b.mul(slot, self.c64(8)), self.i64))
-            b.store(rhi, self.field_ptr(b, jctx, b.mul(b.add(slot, self.c64(1)), self.c64(8)),
-                                        self.i64))
-        b.branch(ok)
+        res = ir.Constant(self.check_ty, [ir.Constant(self.i1, 1), self.c64(EMPTY_LO),
+                                          self.c64(EMPTY_HI)])
+        res = b.insert_value(res, b.select(do_cache, rlo, self.c64(EMPTY_LO)), 1)
+        res = b.insert_value(res, b.select(do_cache, rhi, self.c64(EMPTY_HI)), 2)
+        b.ret(res)
         b.position_at_end(ok)
-        b.ret(ir.Constant(self.i1, 1))
+        b.ret(ir.Constant(self.check_ty, [ir.Constant(self.i1, 1), self.c64(EMPTY_LO),
+                                          self.c64(EMPTY_HI)]))
         b.position_at_end(bad)
-        b.ret(ir.Constant(self.i1, 0))
+        b.ret(ir.Constant(self.check_ty, [ir.Constant(self.i1, 0), self.c64(EMPTY_LO),
+                                          self.c64(EMPTY_HI)]))
 
     # -- function bodies
 
@@ -374,8 +376,6 @@ class _Gen:
             self.meta_store(b, b.ptrtoint(stack_end, self.i64), rb, 8)
             self.meta_store(b, self.c64(PBR_PERM_RW), rb, 16)
             self.meta_store(b, b.add(nreg, self.c32(1)), run, OFF_NREGIONS)
-        for k, v in ((0, EMPTY_LO), (1, EMPTY_HI), (2, EMPTY_LO), (3, EMPTY_HI)):
-            self.meta_store(b, self.c64(v), jctx, (J_CACHE + k) * 8)
         self.meta_store(b, jctx, run, OFF_ENGINE)
         self.meta_store(b, self.invoke, run, OFF_INVOKE)
         r = b.call(self.funcs[0], [run, jctx, self.c64(0), stack_end, ctx, ctx_len,
@@ -409,27 +409,58 @@ class _FuncGen:
         for i, a in enumerate(args):
             b.store(a, self.regs[i + 1])
         self.fhi = b.ptrtoint(self.frame, g.i64)
-        self.flo = b.sub(self.fhi, g.c64(PBR_STACK_SIZE))
         b.store(self.fhi, self.regs[10])
+        # the whole 8-frame stack (one region, as in the interpreter)
+        self.stack_lo = b.sub(b.add(self.fhi, b.mul(self.depth, g.c64(PBR_STACK_SIZE))),
+                              g.c64(PBR_STACK_SIZE * PBR_MAX_CALL_DEPTH))
+        # budget and region caches live in locals (registers after mem2reg); the budget is
+        # written back to run->budget around calls and on return
+        self.bud = b.alloca(g.i64, name="budget")
+        b.store(g.meta_load(b, self.run, OFF_BUDGET), self.bud)
+        # region caches (lo, len) for reads and for read-writes; "empty" is the stack itself,
+        # so a cache entry is always memory the program may touch
+        self.cache = [b.alloca(g.i64, name=n) for n in ("c_r_lo", "c_r_len", "c_w_lo", "c_w_len")]
+        self.reset_cache()
+        # basic blocks start at jump targets and after jumps
         self.blocks = {}
-        for pc in range(self.start, self.end):
-            if pc not in g.lddw_second:
+        for pc in sorted(self.leaders()):
+            if self.start <= pc < self.end and pc not in g.lddw_second:
                 self.blocks[pc] = f.append_basic_block(f"pc{pc}")
         self.budget_tick(self.start)
         b.branch(self.blocks[self.start])
         pc = self.start
+        open_block = False
         while pc < self.end:
             if pc in g.lddw_second:
                 pc += 1
                 continue
-            b.position_at_end(self.blocks[pc])
+            if pc in self.blocks:
+                if open_block:
+                    b.branch(self.blocks[pc])
+                b.position_at_end(self.blocks[pc])
+            elif not open_block:
+                b.position_at_end(f.append_basic_block(f"dead{pc}"))  # unreachable code
             nxt = self.insn(pc)
-            if nxt is not None:  # fall through
-                if nxt >= self.end:
-                    self.fault(PBR_EINSN, pc)
-                else:
-                    b.branch(self.blocks[nxt])
+            open_block = nxt is not None
             pc += 2 if pc + 1 in g.lddw_second else 1
+        if open_block:  # falls off the end of the function
+            self.fault(PBR_EINSN, self.end - 1)
+
+    def leaders(self):
+        out = {self.start}
+        for pc in range(self.start, self.end):
+            ins = self.g.insns[pc]
+            if pc in self.g.lddw_second or ins.op & 7 not in (0x05, 0x06):
+                continue
+            op = ins.op & 0xF0
+            if op == 0x80:
+                continue
+            out.add(pc + 1)
+            if op == 0x00:
+                out.add(pc + 1 + (ins.imm if ins.op & 7 == 0x06 else ins.off))
+            elif op != 0x90:
+                out.add(pc + 1 + ins.off)
+        return out
 
     # -- registers
 
@@ -445,6 +476,23 @@ class _FuncGen:
 
     # -- exits
 
+    def reset_cache(self):
+        stack_len = self.g.c64(PBR_STACK_SIZE * PBR_MAX_CALL_DEPTH)
+        for a, v in zip(self.cache, (self.stack_lo, stack_len, self.stack_lo, stack_len)):
+            self.b.store(v, a)
+
+    def budget_out(self, b=None):
+        b = b or self.b
+        self.g.meta_store(b, b.load(self.bud), self.run, OFF_BUDGET)
+
+    def before_call(self):
+        self.budget_out()
+
+    def after_call(self):
+        """Helpers may change regions and spend budget (callbacks)."""
+        self.b.store(self.g.meta_load(self.b, self.run, OFF_BUDGET), self.bud)
+        self.reset_cache()
+
     def fault(self, status, pc, addr=None):
         """Ends the current block with a jump to the function's one shared fault exit."""
         g, b = self.g, self.b
@@ -453,6 +501,7 @@ class _FuncGen:
             fb = self.ir.IRBuilder(self.fault_bb)
             self.fphi = (fb.phi(g.i32), fb.phi(g.i64), fb.phi(g.i64))
             st, fpc, faddr = self.fphi
+            self.budget_out(fb)
             g.meta_store(fb, st, self.run, OFF_STATUS)
             g.meta_store(fb, fpc, self.run, OFF_FAULT_PC)
             with fb.if_then(fb.icmp_unsigned("==", st, g.c32(PBR_EFAULT))):
@@ -488,9 +537,9 @@ class _FuncGen:
 
     def budget_tick(self, pc):
         g, b = self.g, self.b
-        left = g.meta_load(b, self.run, OFF_BUDGET)
+        left = b.load(self.bud)
         self.bail_if(b.icmp_unsigned("==", left, g.c64(0)), PBR_EBUDGET, pc)
-        g.meta_store(b, b.sub(left, g.c64(1)), self.run, OFF_BUDGET)
+        b.store(b.sub(left, g.c64(1)), self.bud)
 
     # -- memory
 
@@ -502,24 +551,27 @@ class _FuncGen:
             if 0 <= at and at + size <= PBR_STACK_SIZE:
                 return g.field_ptr(b, self.frame, off, ty)
         addr = b.add(self.get(reg), g.c64(off))
-        lim = size  # a passes [lo, hi) iff lo <= a <= hi - size (hi >= size)
-        ok = self.f.append_basic_block()
-        c1 = self.f.append_basic_block()
-        c2 = self.f.append_basic_block()
-        bad = self.f.append_basic_block()
-        in_frame = b.and_(b.icmp_unsigned(">=", addr, self.flo),
-                          b.icmp_unsigned("<=", addr, b.sub(self.fhi, g.c64(lim))))
-        b.cbranch(in_frame, ok, c1)
-        b.position_at_end(c1)
-        slot = J_CACHE if perm == PBR_PERM_R else J_CACHE + 2
-        clo = g.meta_load(b, self.jctx, slot * 8)
-        chi = g.meta_load(b, self.jctx, (slot + 1) * 8)
-        in_cache = b.and_(b.icmp_unsigned(">=", addr, clo),
-                          b.icmp_unsigned("<=", addr, b.sub(chi, g.c64(lim))))
-        b.cbranch(in_cache, ok, c2).set_weights([1000, 1])
-        b.position_at_end(c2)
+        f = self.f
+        ok, c_stack, c_slow, bad = (f.append_basic_block() for _ in range(4))
+        # 1. the region cache (packet, map values: hot in loops)
+        lo_a, len_a = self.cache[0:2] if perm == PBR_PERM_R else self.cache[2:4]
+        clo, clen = b.load(lo_a), b.load(len_a)
+        in_cache = b.icmp_unsigned("<=", b.sub(addr, clo), b.sub(clen, g.c64(size)))
+        b.cbranch(in_cache, ok, c_stack).set_weights([1000, 1])
+        # 2. the stack: one compare
+        b.position_at_end(c_stack)
+        in_stack = b.icmp_unsigned("<=", b.sub(addr, self.stack_lo),
+                                   g.c64(PBR_STACK_SIZE * PBR_MAX_CALL_DEPTH - size))
+        b.cbranch(in_stack, ok, c_slow)
+        # 3. scan run->regions
+        b.position_at_end(c_slow)
         r = b.call(g.slow_check, [self.run, self.jctx, addr, g.c64(size), g.c32(perm)])
-        b.cbranch(r, ok, bad).set_weights([1000, 1])
+        rlo, rhi = b.extract_value(r, 1), b.extract_value(r, 2)
+        rlen = b.sub(rhi, rlo)
+        cacheable = b.icmp_unsigned(">=", rlen, g.c64(8))
+        b.store(b.select(cacheable, rlo, self.stack_lo), lo_a)
+        b.store(b.select(cacheable, rlen, g.c64(PBR_STACK_SIZE * PBR_MAX_CALL_DEPTH)), len_a)
+        b.cbranch(b.extract_value(r, 0), ok, bad).set_weights([1000, 1])
         b.position_at_end(bad)
         self.fault(PBR_EFAULT, pc, addr)
         b.position_at_end(ok)
@@ -705,6 +757,7 @@ class _FuncGen:
         g, b, ir = self.g, self.b, self.ir
         op = ins.op & 0xF0
         if op == 0x90:  # exit
+            self.budget_out()
             b.ret(self.get(0))
             return None
         if op == 0x80:
@@ -735,14 +788,19 @@ class _FuncGen:
             cond = (b.icmp_unsigned if kind == "u" else b.icmp_signed)(rel, a, c)
         else:
             raise JitError(f"insn {pc}: unsupported jump opcode {ins.op:#04x}")
+        self.check_target(pc, pc + 1)
+        if tgt > pc:
+            self.check_target(pc, tgt)
+            b.cbranch(cond, self.blocks[tgt], self.blocks[pc + 1])
+            return None
         taken = self.f.append_basic_block()
-        b.cbranch(cond, taken, self.blocks[self.check_target(pc, pc + 1)])
+        b.cbranch(cond, taken, self.blocks[pc + 1])
         b.position_at_end(taken)
         self.goto(pc, tgt)
         return None
 
     def check_target(self, pc, t):
-        if not self.start <= t < self.end or t in self.g.lddw_second:
+        if t not in self.blocks:
             raise JitError(f"insn {pc}: jump to {t} leaves the function "
                            f"[{self.start}, {self.end})")
         return t
@@ -761,9 +819,11 @@ class _FuncGen:
             self.bail_if(b.icmp_unsigned(">=", depth, g.c64(PBR_MAX_CALL_DEPTH)),
                          PBR_EDEPTH, pc)
             fp = b.gep(self.frame, [g.c64(-PBR_STACK_SIZE)])
+            self.before_call()
             r = b.call(g.funcs[tgt], [self.run, self.jctx, depth, fp] +
                        [self.get(i) for i in range(1, 6)], cconv="fastcc")
             self.propagate()
+            self.after_call()
             self.set(0, r)
             return
         if ins.src == 0 and not (ins.op & 0x08):
@@ -783,10 +843,9 @@ class _FuncGen:
         self.bail_if(b.icmp_unsigned("==", b.ptrtoint(fp, g.i64), g.c64(0)), PBR_EHELPER, pc)
         g.meta_store(b, self.depth, self.jctx, J_DEPTH * 8)
         g.meta_store(b, g.c64(pc), self.run, OFF_FAULT_PC)  # a faulting callback overwrites it
+        self.before_call()
         r = b.call(fp, [self.get(i) for i in range(1, 6)] + [self.run])
-        # helpers may change regions: forget the cache
-        for k, v in ((0, EMPTY_LO), (1, EMPTY_HI), (2, EMPTY_LO), (3, EMPTY_HI)):
-            g.meta_store(b, g.c64(v), self.jctx, (J_CACHE + k) * 8)
+        self.after_call()
         st = g.meta_load(b, self.run, OFF_STATUS, g.i32)
         bad = self.f.append_basic_block()
         cont = self.f.append_basic_block()
@@ -891,6 +950,7 @@ def jit_compile_many(progs: list[bytes], opt: int = 3) -> list[JitCode]:
         try:
             mod = llvm.parse_assembly(text)
             mod.verify()
+            mod.data_layout = str(tm.target_data)
         except RuntimeError as e:
             raise JitError(f"LLVM rejected the generated IR: {e}") from None
         pto = llvm.create_pipeline_tuning_options(speed_level=opt)
