@@ -171,8 +171,15 @@ def collect_globals(mod, file: str, out: dict):
                                                   lines.get(name, 1))
 
 
+_importing: set = set()
+
+
 def load_module(path: str, diags: Diagnostics) -> ModuleInfo | None:
     path = os.path.abspath(path)
+    if path in _importing:
+        # the module's own top-level code compiles itself: importing it again would never end
+        raise CompileError([Diagnostic(path, 1, 1, "the module compiles or loads itself at import time",
+                                       hint='put user-space code under `if __name__ == "__main__":`')])
     try:
         tree = parse_file(path)
     except SyntaxError as e:
@@ -180,7 +187,11 @@ def load_module(path: str, diags: Diagnostics) -> ModuleInfo | None:
         return None
     except OSError as e:
         raise CompileError([Diagnostic(path, 0, 0, f"cannot read source: {e.strerror}")]) from None
-    mod = import_user_module(path, diags)
+    _importing.add(path)
+    try:
+        mod = import_user_module(path, diags)
+    finally:
+        _importing.discard(path)
     if mod is None:
         return None
     info = ModuleInfo(path, mod, tree)

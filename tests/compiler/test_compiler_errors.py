@@ -235,3 +235,11 @@ def test_several_errors_in_several_functions_at_once(tmp_path):
            "@bpf.xdp\ndef b(ctx) -> int:\n    y = [1]\n    return undefined_name\n")
     diags = compile_errors(tmp_path, src, header=False)
     assert [(d.line, d.col) for d in diags] == [(3, 12), (6, 24), (9, 9), (10, 12)]
+
+
+def test_module_that_loads_itself_at_import_time(tmp_path):
+    diags = compile_errors(tmp_path, "import pybpfc\nfrom pybpfc import *\n@bpf.xdp\ndef p(ctx) -> int:\n    return 2\n"
+                                     "pybpfc.compile(__file__)\n", header=False)
+    assert len(diags) == 1 and diags[0].line == 6
+    assert "module-level code raised CompileError" in diags[0].message
+    assert "compiles or loads itself at import time" in diags[0].message
