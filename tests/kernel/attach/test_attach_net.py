@@ -218,3 +218,9 @@ def test_xdp_link_update_and_detach(counters, progs, veth):
         link.close()
         if os.path.exists(pin):
             os.unlink(pin)
+
+
+def test_cgroup_wrong_attach_type_says_so(counters, progs, cgroup_dir):
+    p = progs(U.BPF_PROG_TYPE_CGROUP_SKB, counter(counters, ret=1), "cg_wrong", U.BPF_CGROUP_INET_EGRESS)
+    with pytest.raises(AttachError, match=r"prog 'cg_wrong': cgroup .*: .*Invalid argument.*attach type 8 does not fit"):
+        A.attach_cgroup(p, cgroup_dir, U.BPF_CGROUP_INET4_BIND)

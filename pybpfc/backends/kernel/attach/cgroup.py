@@ -69,9 +69,13 @@ def attach(prog, path: str, attach_type: Optional[int] = None):
     pfd = os.dup(prog_fd(prog))
     try:
         S.prog_attach(pfd, cfd, attach_type, S.BPF_F_ALLOW_MULTI, subject=f"{subject}: cgroup {path}")
-    except BaseException:
+    except BaseException as e:
         os.close(cfd)
         os.close(pfd)
+        if getattr(e, "errno", 0) == _errno.EINVAL:
+            raise AttachError(f"{e} (attach type {attach_type} does not fit this program: load it "
+                              "from a section naming the hook, e.g. cgroup_skb/egress, or pass "
+                              "attach_type=)") from None
         raise
 
     def detach():
