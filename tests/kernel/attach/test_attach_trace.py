@@ -288,3 +288,21 @@ def test_perf_event_hardware_is_probed_not_guessed(counters, progs):
         assert getattr(e, "errno", 0) in (2, 95, 19)
         return
     link.close()
+
+
+def test_uprobe_cookie_reaches_the_program(counters, progs, target_bin):
+    from attach_asm import R0, R1, R6, R7, Asm, add_to_slot, call, exit_, mov_imm, mov_reg
+
+    a = Asm()
+    a += mov_reg(R6, R1)
+    a += mov_reg(R1, R6)
+    a += call(U.HELPERS["get_attach_cookie"])
+    a += mov_reg(R7, R0)
+    add_to_slot(a, counters.fd, 0)
+    add_to_slot(a, counters.fd, 1, src_reg=R7)
+    a += mov_imm(R0, 0)
+    a += exit_()
+    p = progs(U.BPF_PROG_TYPE_KPROBE, a.assemble(), "up_cookie")
+    with A.attach_uprobe(p, target_bin, "pybpfc_target", cookie=0xC0FFEE):
+        subprocess.run([target_bin, "4"], check=True)
+    assert counters[0] == 4 and counters[1] == 4 * 0xC0FFEE
