@@ -15,13 +15,11 @@ from typing import Any
 
 from .. import uapi as U
 from ..frontend import helpers as H
-from ..frontend import tracepoint as TP
-from ..frontend.module import GlobalVar, collect_globals, function_ast
+from ..frontend.module import GlobalVar
 from ..frontend.typing import bits, common, fits, is_int, literal_type, signed
 from ..lang.bpf import ProgDecl, _Bpf
 from ..lang.maps import Map
 from ..lang.types import Array, IntType, Str, Struct, bool_, i16, i32, i64, u8, u16, u32, u64
-from .ir import ModuleIR, esc
 
 
 class Abort(Exception):
@@ -50,6 +48,10 @@ class Local:
     slot: str
     kind: str                 # "int" | "ref"
     ty: Any
+    nullable: bool = False
+    shared: bool = False
+    volatile: bool = False
+    align: int = 0
 
 
 @dataclass
@@ -703,12 +705,14 @@ class FunctionLowering:
             self.allocas.append(f"  {slot} = alloca ptr, align 8")
             self.allocas.append(f"  store ptr null, ptr {slot}, align 8")
             var = self.locals[name] = Local(name, slot, "ref", v.ty)
-            var.shared = v.shared
-            var.volatile = v.volatile
+            var.shared, var.volatile, var.align = v.shared, v.volatile, v.align
         elif var.ty is not v.ty:
             self.err(node, f"'{name}' holds a {tname(var.ty)}; cannot assign a {tname(v.ty)} to it")
+        else:   # what every assignment guarantees
+            var.align = min(var.align or var.ty._align, v.alignment())
+            var.shared = var.shared or v.shared
         self.emit(f"store ptr {v.ref}, ptr {var.slot}, align 8", False)
-        var.nullable = getattr(var, "nullable", False) or v.nullable
+        var.nullable = var.nullable or v.nullable
         if v.nullable:
             self.nonnull.discard(name)
         else:
@@ -806,8 +810,8 @@ class FunctionLowering:
             if var.kind == "int":
                 return V("int", var.ty, self.load_int(var.slot, var.ty))
             ref = self.emit(f"load ptr, ptr {var.slot}, align 8")
-            return V("mem", var.ty, ref, nullable=name not in self.nonnull, shared=getattr(var, "shared", False),
-                     volatile=getattr(var, "volatile", False), var=name)
+            return V("mem", var.ty, ref, nullable=name not in self.nonnull, shared=var.shared,
+                     volatile=var.volatile, var=name, align=var.align)
         if name == self.ctx_name:
             return V("ctx", ref=self.ctx_ref)
         if self.assigned_locally(name):
@@ -1671,13 +1675,11 @@ class FunctionLowering:
                 yes, end = self.new_label("copy"), self.new_label("copied")
                 isnull = self.emit(f"icmp eq ptr {p}, null")
                 self.cbr(isnull, end, yes)
-                pre = self.prev_block_of(end)
                 self.block(yes)
-                self.memcpy(mem, p, t._size)
+                self.memcpy(mem, p, t._size, max(t._align, 1), 8)
                 self.br(end)
                 self.block(end)
-                return V("mem", t, self.emit(f"select i1 {isnull}, ptr null, ptr {mem}"), nullable=True) \
-                    if pre or True else None
+                return V("mem", t, self.emit(f"select i1 {isnull}, ptr null, ptr {mem}"), nullable=True)
             if name == "update":
                 nargs(2, 3, "(key, value, flags=0)")
                 fl = args[2] if len(args) == 3 else kw.get("flags")
@@ -1800,9 +1802,6 @@ class FunctionLowering:
             return V("int", bool_, self.emit(f"icmp eq i64 {r}, 0"))
         self.err(node.func, f"{type(m).__name__} has no method '{name}'",
                  hint=MAP_METHODS.get(kind))
-
-    def prev_block_of(self, _label) -> bool:
-        return True
 
     def flags_arg(self, args, i, kw) -> str:
         n = args[i] if len(args) > i else kw.get("flags")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import ast
 import os
 
-from .. import uapi as U
 from ..frontend import tracepoint as TP
 from ..frontend.module import GlobalVar, ModuleInfo, collect_globals, function_ast
 from ..frontend.typing import is_int
