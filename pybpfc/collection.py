@@ -49,16 +49,20 @@ class _Codec:
         return self._encode_generic(v)
 
     def _encode_generic(self, v) -> bytes:
-        if self.t is None:
-            if isinstance(v, int):
-                return v.to_bytes(self.size, "little", signed=v < 0)
-            b = bytes(v)
-            if len(b) != self.size:
-                raise Error(f"{self.what}: expected {self.size} bytes, got {len(b)}")
-            return b
-        if isinstance(v, (bytes, bytearray, memoryview)) and not issubclass(self.t, Str) and len(v) == self.size:
-            return bytes(v)  # already encoded
-        return self.t._pack(v)
+        try:
+            if self.t is None:
+                if isinstance(v, int):
+                    return v.to_bytes(self.size, "little", signed=v < 0)
+                b = bytes(v)
+                if len(b) != self.size:
+                    raise Error(f"{self.what}: expected {self.size} bytes, got {len(b)}")
+                return b
+            if isinstance(v, (bytes, bytearray, memoryview)) and not issubclass(self.t, Str) and len(v) == self.size:
+                return bytes(v)  # already encoded
+            return self.t._pack(v)
+        except (TypeError, ValueError, OverflowError, AttributeError, _struct.error) as e:
+            tname = getattr(self.t, "__name__", f"{self.size} bytes")
+            raise Error(f"{self.what}: cannot encode {v!r} as {tname}: {e}") from None
 
     def decode(self, b: bytes):
         if self.t is None:

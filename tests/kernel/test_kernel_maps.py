@@ -270,6 +270,11 @@ def test_bad_key_size_and_missing_map_are_clear_errors():
     with pybpfc.load(collection([ms]), backend="kernel") as c:
         with pytest.raises(pybpfc.Error, match=r"map 'h': key: expected 4 bytes, got 2"):
             c.maps.h[b"ab"] = 1
+    with load_inc(U.BPF_MAP_TYPE_HASH) as c:
+        with pytest.raises(pybpfc.Error, match=r"map 'm': key: cannot encode 'abc' as u32"):
+            c.maps.m["abc"] = 1
+        with pytest.raises(pybpfc.Error, match=r"map 'm': value: cannot encode None as u64"):
+            c.maps.m[1] = None
     p = prog("p", "lddw %r1, map:nope\nmov %r0, 0\nexit")
     with pytest.raises(LoadError, match=r"prog 'p': references map 'nope'"):
         pybpfc.load(collection([], [p]), backend="kernel")
