@@ -352,6 +352,48 @@ static uint32_t hfind(struct pbs_map *m, const void *key, uint32_t h, uint32_t *
     return 0;
 }
 
+/* Writers hold the lock and keep wseq odd while they change buckets, entries or values;
+ * readers (lookups) run without the lock and retry when wseq moved. */
+static void hlock(struct pbs_map *m)
+{
+    pbs_lock(&m->lock);
+    __atomic_fetch_add(&m->wseq, 1, __ATOMIC_ACQ_REL);
+}
+
+static void hunlock(struct pbs_map *m)
+{
+    __atomic_fetch_add(&m->wseq, 1, __ATOMIC_RELEASE);
+    pbs_unlock(&m->lock);
+}
+
+/* Lock-free find; `copy` (user_value_size bytes, may be NULL) gets a consistent value. */
+static uint32_t hfind_read(struct pbs_map *m, const void *key, void *copy, uint32_t vsize)
+{
+    uint32_t h = (uint32_t)hash_bytes(key, m->key_size, 0);
+    for (int tries = 0; tries < 64; tries++) {
+        uint64_t s0 = __atomic_load_n(&m->wseq, __ATOMIC_ACQUIRE);
+        if (s0 & 1) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+            continue;
+        }
+        uint32_t i = hfind(m, key, h, NULL);
+        if (i && copy)
+            memcpy(copy, hval(m, i), vsize);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&m->wseq, __ATOMIC_RELAXED) == s0)
+            return i;
+    }
+    /* a busy (or dead) writer: take the lock, which always gives a consistent answer */
+    pbs_lock(&m->lock);
+    uint32_t i = hfind(m, key, h, NULL);
+    if (i && copy)
+        memcpy(copy, hval(m, i), vsize);
+    pbs_unlock(&m->lock);
+    return i;
+}
+
 static void hunlink(struct pbs_map *m, uint32_t i, uint32_t prev)
 {
     struct hent *e = hent(m, i);
@@ -394,25 +436,25 @@ static int hupdate(struct pbs_map *m, const void *key, const void *value, uint64
     if (f == 3)
         return -EINVAL;
     uint32_t h = (uint32_t)hash_bytes(key, m->key_size, 0);
-    pbs_lock(&m->lock);
+    hlock(m);
     uint32_t i = hfind(m, key, h, NULL);
     if (i && f == PBS_NOEXIST) {
-        pbs_unlock(&m->lock);
+        hunlock(m);
         return -EEXIST;
     }
     if (!i && f == PBS_EXIST) {
-        pbs_unlock(&m->lock);
+        hunlock(m);
         return -ENOENT;
     }
     int fresh = 0;
     if (!i) {
         if (!m->free_head && !(is_lru(m->type) && hevict(m))) {
-            pbs_unlock(&m->lock);
+            hunlock(m);
             return -E2BIG;
         }
         i = m->free_head;
         if (!idx_ok(m, i)) {
-            pbs_unlock(&m->lock);
+            hunlock(m);
             return -EFAULT;
         }
         struct hent *e = hent(m, i);
@@ -438,18 +480,18 @@ static int hupdate(struct pbs_map *m, const void *key, const void *value, uint64
     } else {
         memcpy(v, value, m->value_size);
     }
-    pbs_unlock(&m->lock);
+    hunlock(m);
     return 0;
 }
 
 static int hdelete(struct pbs_map *m, const void *key)
 {
     uint32_t h = (uint32_t)hash_bytes(key, m->key_size, 0), prev = 0;
-    pbs_lock(&m->lock);
+    hlock(m);
     uint32_t i = hfind(m, key, h, &prev);
     if (i)
         hunlink(m, i, prev);
-    pbs_unlock(&m->lock);
+    hunlock(m);
     return i ? 0 : -ENOENT;
 }
 
@@ -818,14 +860,12 @@ void *pbs_map_lookup(struct pbs_map *m, const void *key)
         return t == T_PCPU_ARRAY ? v + this_cpu(m) * r8(m->value_size) : v;
     }
     if (is_hash(t)) {
-        uint32_t h = (uint32_t)hash_bytes(key, m->key_size, 0);
-        pbs_lock(&m->lock);
-        uint32_t i = hfind(m, key, h, NULL);
-        if (i && is_lru(t))
-            hent(m, i)->stamp = __atomic_add_fetch(&m->clock, 1, __ATOMIC_RELAXED);
-        pbs_unlock(&m->lock);
+        uint32_t i = hfind_read(m, key, NULL, 0);
         if (!i)
             return NULL;
+        if (is_lru(t))
+            __atomic_store_n(&hent(m, i)->stamp, __atomic_add_fetch(&m->clock, 1, __ATOMIC_RELAXED),
+                             __ATOMIC_RELAXED);
         uint8_t *v = hval(m, i);
         return is_percpu(t) ? v + this_cpu(m) * r8(m->value_size) : v;
     }
@@ -958,13 +998,7 @@ int pbs_map_lookup_copy(struct pbs_map *m, const void *key, void *value)
         return 0;
     }
     if (is_hash(t)) {
-        uint32_t h = (uint32_t)hash_bytes(key, m->key_size, 0);
-        pbs_lock(&m->lock);
-        uint32_t i = hfind(m, key, h, NULL);
-        if (i)
-            memcpy(value, hval(m, i), user_value_size(m));
-        pbs_unlock(&m->lock);
-        return i ? 0 : -ENOENT;
+        return hfind_read(m, key, value, user_value_size(m)) ? 0 : -ENOENT;
     }
     if (t == T_LPM) {
         if (!lpm_key_ok(m, key))

@@ -92,7 +92,9 @@ struct pbs_map {
     uint64_t lost;           /* records dropped (ring/perf buffers) */
     uint32_t waiters;        /* readers sleeping on `seq` (futex) */
     uint32_t seq;            /* bumped after each ring/perf submit (futex word) */
-    uint64_t _reserved[6];
+    uint64_t wseq;           /* hash maps: odd while a writer (holding `lock`) changes the
+                                table; lookups read without the lock and retry on a change */
+    uint64_t _reserved[5];
     pthread_mutex_t lock;    /* process-shared, robust */
 };
 

@@ -250,3 +250,35 @@ def test_ringbuf_fileno_becomes_readable_when_another_process_writes(be):
         assert rb.poll(0) == [b"rec0", b"rec1", b"rec2"]
     finally:
         rb.close()
+
+
+def test_lock_free_lookups_stay_correct_while_another_process_churns(be):
+    """Lookups take no lock (a sequence counter makes them retry around writers): keys that
+    are never deleted must be found, with their value, while another process inserts and
+    deletes other keys in the same buckets."""
+    m = be.create_map(MapSpec("churn", U.BPF_MAP_TYPE_HASH, 4, 8, 512))
+    for k in range(256):
+        m.update(u32(k), u64(k * 3))
+    code = textwrap.dedent("""
+        import sys, struct
+        from pybpfc.backends.userspace import Store
+        from pybpfc.backends.userspace.runtime import lib
+        st = Store.open(sys.argv[1])
+        m = lib().pbs_map(st.handle, st.map_id("churn"))
+        keys = [struct.pack("<I", 256 + k) for k in range(256)]
+        v = bytes(8)
+        for _ in range(300):
+            for k in keys:
+                assert lib().pbs_map_update_user(m, k, v, 0) == 0
+            for k in keys:
+                assert lib().pbs_map_delete(m, k) == 0
+    """)
+    child = subprocess.Popen([sys.executable, "-c", code, be.store.path], cwd=ROOT, stderr=subprocess.PIPE,
+                             text=True)
+    rounds = 0
+    while child.poll() is None or rounds == 0:
+        for k in range(256):
+            assert m.lookup(u32(k)) == u64(k * 3)
+        rounds += 1
+    assert child.returncode == 0, child.stderr.read()
+    assert len(dict(m.lookup_batch())) == 256
