@@ -538,7 +538,10 @@ class Globals:
         m = self._coll._maps[mname]
         if m.spec.readonly:
             raise Error(f"map '{mname}': {name} is a constant; set it with consts= at load time")
-        b = t._pack(value) if t is not None else bytes(value)
+        try:
+            b = t._pack(value) if t is not None else bytes(value)
+        except (TypeError, ValueError, OverflowError, AttributeError, _struct.error) as e:
+            raise Error(f"map '{mname}': cannot set {name} to {value!r}: {e}") from None
         if len(b) != size:
             raise Error(f"map '{mname}': {name} is {size} bytes, the value given is {len(b)}")
         mem = self._memory(m.raw)

@@ -318,6 +318,8 @@ def test_global_data_and_consts():
         assert c.programs.acc.test_run(PKT).retval == 105
         with pytest.raises(pybpfc.Error, match="step is a constant"):
             c.globals.step = 1
+        with pytest.raises(pybpfc.Error, match=r"map '.bss': cannot set total to 'x'"):
+            c.globals.total = "x"
         # .rodata is frozen: not even the raw map can be written from user space
         with pytest.raises(LoadError):
             c.maps[".rodata"] if False else c.map(".rodata").raw.update(b"\0" * 4, bytes(8))
