@@ -306,3 +306,17 @@ def test_uprobe_cookie_reaches_the_program(counters, progs, target_bin):
     with A.attach_uprobe(p, target_bin, "pybpfc_target", cookie=0xC0FFEE):
         subprocess.run([target_bin, "4"], check=True)
     assert counters[0] == 4 and counters[1] == 4 * 0xC0FFEE
+
+
+@pytest.mark.parametrize("retprobe", [False, True])
+def test_kprobe_counts_syscalls(counters, progs, retprobe):
+    why = kprobe.unsupported_reason()
+    if why:
+        pytest.skip(f"kprobes: {why}")
+    p = progs(U.BPF_PROG_TYPE_KPROBE, counter(counters, pid=os.getpid()), "kp_getppid")
+    with A.attach_kprobe(p, "__x64_sys_getppid", retprobe=retprobe) as link:
+        assert link.kind == ("kretprobe" if retprobe else "kprobe")
+        for _ in range(N):
+            os.getppid()
+    os.getppid()
+    assert counters[0] == N
