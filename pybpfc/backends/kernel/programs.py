@@ -247,7 +247,9 @@ def load_program(spec, maps: dict, btf_fd: int = -1, attach_btf_id: int = 0,
             hint = " (needs root, or CAP_BPF with CAP_PERFMON/CAP_NET_ADMIN for this type)"
         else:
             hint = ""
-        raise sc.make_error(err, U.BPF_PROG_LOAD, subject, what=what + hint)
+        e = LoadError(f"{subject}: {what} failed: {sc.errno_text(err)}{hint}")
+        e.errno = err
+        raise e
     reason, last = _summary(log)
     where, src = "", ""
     if last is not None:
