@@ -169,3 +169,23 @@ def test_tc_direction_from_section():
 
     assert [tc_direction(spec(s)) for s in ("tc/ingress", "tc/egress", "tcx/egress", "tc", "classifier")] == \
         ["ingress", "egress", "egress", "ingress", "ingress"]
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_run_stops_on_signal_and_prints_maps(objs, sig):
+    import signal
+
+    p = subprocess.Popen([PY, "-m", "pybpfc", "run", objs["run_demo"]], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stderr.readline()            # printed once everything is attached
+        assert "program(s) attached" in line, line
+        os.getppid()
+        p.send_signal(getattr(signal, sig))
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert "calls (hash" in out and f"  {os.getpid()}: 1" in out
