@@ -46,7 +46,8 @@ def _options(p, suppress=False):
 
 def add_parser(sub):
     p = sub.add_parser("run", help="load and attach a program, stream its events, print its maps",
-                       description=__doc__.split("\n\n")[0])
+                       description=__doc__.split("\n\n")[0],
+                       usage="pybpfc run [options] prog.py|prog.bpf.o [options] [-- CMD ARGS...]")
     p.add_argument("program", help="a pybpfc .py module or a BPF ELF object")
     _options(p)
     # Everything after the program: more options, then `-- CMD ARGS...` (parsed in run()).
