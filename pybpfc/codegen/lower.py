@@ -16,7 +16,7 @@ from typing import Any
 from .. import uapi as U
 from ..frontend import helpers as H
 from ..frontend.module import GlobalVar
-from ..frontend.typing import bits, common, fits, is_int, literal_type, signed
+from ..frontend.typing import binop_type, bits, common, compare_type, fits, is_int, literal_type, signed
 from ..lang.bpf import ProgDecl, _Bpf
 from ..lang.maps import Map
 from ..lang.types import Array, IntType, Str, Struct, bool_, i16, i32, i64, u8, u16, u32, u64
@@ -1009,9 +1009,7 @@ class FunctionLowering:
                 return acc if acc.kind == "int" else V("int", t, self.as_int(acc, t, node))
             self.err(node, "'**' needs a small constant exponent")
         if isinstance(op, (ast.LShift, ast.RShift)):
-            t = a.ty if a.kind == "int" else (b.ty if False else literal_type(a.val))
-            if t is bool_:
-                t = u8
+            t = binop_type("shift", a.ty if a.kind == "int" else a.val, None)
             if b.kind == "lit" and not 0 <= b.val < bits(t):
                 self.err(node, f"shift by {b.val} is out of range for {tname(t)}")
             x = self.as_int(a, t, node)
@@ -1019,14 +1017,8 @@ class FunctionLowering:
             if isinstance(op, ast.LShift):
                 return V("int", t, self.emit(f"shl {lt(t)} {x}, {y}"))
             return V("int", t, self.emit(f"{'ashr' if signed(t) else 'lshr'} {lt(t)} {x}, {y}"))
-        if a.kind == "lit":
-            t = widen_for(b.ty, a.val)
-        elif b.kind == "lit":
-            t = widen_for(a.ty, b.val)
-        else:
-            t = common(a.ty, b.ty)
-        if t is bool_ and not isinstance(op, (ast.BitAnd, ast.BitOr, ast.BitXor)):
-            t = u8
+        t = binop_type("bitwise" if isinstance(op, (ast.BitAnd, ast.BitOr, ast.BitXor)) else "arith",
+                       a.ty if a.kind == "int" else a.val, b.ty if b.kind == "int" else b.val)
         x, y = self.as_int(a, t, node), self.as_int(b, t, node)
         L = lt(t)
         simple = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.BitAnd: "and", ast.BitOr: "or",
@@ -1168,14 +1160,9 @@ class FunctionLowering:
             self.err(node, f"cannot compare {describe(a)} with {describe(b)}")
         if a.kind == "lit" and b.kind == "lit":
             return "true" if _PYCMP[type(op)](a.val, b.val) else "false"
-        if a.kind == "lit":
-            t = b.ty
-        elif b.kind == "lit":
-            t = a.ty
-        else:
-            t = common(a.ty, b.ty)
-            if a.ty is not bool_ and b.ty is not bool_ and signed(a.ty) != signed(b.ty):
-                return self.mixed_compare(op, a, b)
+        t = compare_type(a.ty if a.kind == "int" else a.val, b.ty if b.kind == "int" else b.val)
+        if t is None:
+            return self.mixed_compare(op, a, b)
         lit = a if a.kind == "lit" else b if b.kind == "lit" else None
         if lit is not None and not fits(lit.val, t):
             # a literal outside the type's range: the answer is known
@@ -1849,17 +1836,6 @@ class FunctionLowering:
             self.err(node, f"'{g.name}' is a Const; programs cannot change it",
                      hint="use Global[...] for values programs write")
         self.store_into(self.global_mem(g), v, vnode)
-
-
-def widen_for(t, lit: int):
-    """The operand type, widened (like Python ints would) until the literal fits."""
-    if fits(lit, t):
-        return t
-    order = [i16, i32, i64] if signed(t) else [u16, u32, u64, i64]
-    for c in order:
-        if c._size > t._size and fits(lit, c):
-            return c
-    return i64 if -(1 << 63) <= lit < (1 << 63) else u64
 
 
 _MISSING = object()

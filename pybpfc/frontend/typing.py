@@ -20,9 +20,10 @@ def signed(t) -> bool:
 
 
 def common(a, b):
-    """Result type of a binary operation: the wider type; at equal width unsigned wins (as in C)."""
+    """Result type of a binary operation: the wider type; at equal width unsigned wins (as in C).
+    bool with bool stays bool (arithmetic then uses u8, see binop_type)."""
     if a is bool_:
-        return b if b is not bool_ else u8
+        return b
     if b is bool_:
         return a
     if a._size != b._size:
@@ -45,3 +46,45 @@ def fits(v: int, t) -> bool:
 def literal_type(v: int):
     """Type of a literal with no context: i64, or u64 when only u64 holds it."""
     return i64 if -(1 << 63) <= v < (1 << 63) else u64
+
+
+def widen_for(t, lit: int):
+    """The operand type, widened (like Python ints would) until the literal fits."""
+    if fits(lit, t):
+        return t
+    order = [i16, i32, i64] if signed(t) else [u16, u32, u64, i64]
+    for c in order:
+        if c._size > t._size and fits(lit, c):
+            return c
+    return literal_type(lit)
+
+
+def binop_type(kind: str, a, b):
+    """Result type of `a op b`; operands are int types or (for literals) Python ints.
+
+    kind: "shift" (the left operand decides), "bitwise" (bool stays bool) or "arith"."""
+    if kind == "shift":
+        t = a if not isinstance(a, int) else literal_type(a)
+        return u8 if t is bool_ else t
+    if isinstance(a, int):
+        t = widen_for(b, a)
+    elif isinstance(b, int):
+        t = widen_for(a, b)
+    else:
+        t = common(a, b)
+    if t is bool_ and kind != "bitwise":
+        t = u8
+    return t
+
+
+def compare_type(a, b):
+    """The type two integer operands compare in, or None when signed meets unsigned (compared
+    by value, as in Python; see codegen's mixed_compare)."""
+    if isinstance(a, int):
+        return b
+    if isinstance(b, int):
+        return a
+    if a is not bool_ and b is not bool_ and signed(a) != signed(b):
+        return None
+    t = common(a, b)
+    return u8 if t is bool_ else t
