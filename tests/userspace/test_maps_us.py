@@ -282,3 +282,16 @@ def test_lock_free_lookups_stay_correct_while_another_process_churns(be):
         rounds += 1
     assert child.returncode == 0, child.stderr.read()
     assert len(dict(m.lookup_batch())) == 256
+
+
+def test_unclosed_maps_are_collected():
+    import gc
+    import weakref
+
+    be = UserspaceBackend(jit=False)
+    m = be.create_map(MapSpec("tmp", U.BPF_MAP_TYPE_HASH, 4, 4, 4))
+    m.update(u32(1), u32(1))
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    assert ref() is None  # the fast path's back reference does not keep it alive

@@ -118,6 +118,160 @@ static PyObject *u_next_key(PyObject *self, PyObject *const *args, Py_ssize_t na
     return out;
 }
 
+/* -- Map: per-map element operations as C methods (no Python frame per call) ----------------
+ * Map(addr, key_size, value_size, slow, fail): `slow` is the Python map object whose methods
+ * handle anything unusual (other argument types or sizes: they raise the proper errors);
+ * `fail(r, what)` builds the exception for a -errno result. */
+typedef struct {
+    PyObject_HEAD
+    void *m;
+    Py_ssize_t ks, vs;
+    PyObject *slow;
+    PyObject *fail;
+} MapObject;
+
+/* `slow` refers back to the map object that holds these methods: a cycle the GC must see */
+static int map_traverse(MapObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->slow);
+    Py_VISIT(self->fail);
+    return 0;
+}
+
+static int map_clear(MapObject *self)
+{
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->fail);
+    return 0;
+}
+
+static void map_dealloc(MapObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    map_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int map_init(MapObject *self, PyObject *args, PyObject *kw)
+{
+    PyObject *addr, *slow, *fail;
+    Py_ssize_t ks, vs;
+    if (!PyArg_ParseTuple(args, "OnnOO", &addr, &ks, &vs, &slow, &fail))
+        return -1;
+    self->m = PyLong_AsVoidPtr(addr);
+    if (PyErr_Occurred())
+        return -1;
+    self->ks = ks;
+    self->vs = vs;
+    Py_INCREF(slow);
+    Py_XSETREF(self->slow, slow);
+    Py_INCREF(fail);
+    Py_XSETREF(self->fail, fail);
+    return 0;
+}
+
+static PyObject *raise_fail(MapObject *self, int r, const char *what)
+{
+    if (!self->fail) {
+        PyErr_SetString(PyExc_RuntimeError, "map fast path was cleared");
+        return NULL;
+    }
+    PyObject *exc = PyObject_CallFunction(self->fail, "is", r, what);
+    if (exc) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+static PyObject *slow_call(MapObject *self, const char *name, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!self->slow) {
+        PyErr_SetString(PyExc_RuntimeError, "map fast path was cleared");
+        return NULL;
+    }
+    PyObject *cls = (PyObject *)Py_TYPE(self->slow);
+    PyObject *fn = PyObject_GetAttrString(cls, name);
+    if (!fn)
+        return NULL;
+    PyObject *full[4];
+    full[0] = self->slow;
+    for (Py_ssize_t i = 0; i < nargs && i < 3; i++)
+        full[i + 1] = args[i];
+    PyObject *r = PyObject_Vectorcall(fn, full, (nargs < 3 ? nargs : 3) + 1, NULL);
+    Py_DECREF(fn);
+    return r;
+}
+
+static PyObject *m_lookup(MapObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2 || !PyBytes_CheckExact(args[0]) || PyBytes_GET_SIZE(args[0]) != self->ks ||
+        !f_lookup)
+        return slow_call(self, "lookup", args, nargs);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, self->vs > 0 ? self->vs : 1);
+    if (!out)
+        return NULL;
+    int r = f_lookup(self->m, PyBytes_AS_STRING(args[0]), PyBytes_AS_STRING(out));
+    if (r < 0) {
+        Py_DECREF(out);
+        if (r == -ENOENT)
+            Py_RETURN_NONE;
+        return raise_fail(self, r, "lookup");
+    }
+    if (self->vs <= 0)
+        Py_SET_SIZE(out, 0);
+    return out;
+}
+
+static PyObject *m_update(MapObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned long long flags = 0;
+    if (nargs < 2 || nargs > 3 || !PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1]) ||
+        PyBytes_GET_SIZE(args[0]) != self->ks || PyBytes_GET_SIZE(args[1]) != self->vs || !f_update)
+        return slow_call(self, "update", args, nargs);
+    if (nargs == 3) {
+        flags = PyLong_AsUnsignedLongLong(args[2]);
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    int r = f_update(self->m, PyBytes_AS_STRING(args[0]), PyBytes_AS_STRING(args[1]), flags);
+    if (r < 0)
+        return raise_fail(self, r, "update");
+    Py_RETURN_NONE;
+}
+
+static PyObject *m_delete(MapObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1 || !PyBytes_CheckExact(args[0]) || PyBytes_GET_SIZE(args[0]) != self->ks || !f_delete)
+        return slow_call(self, "delete", args, nargs);
+    int r = f_delete(self->m, PyBytes_AS_STRING(args[0]));
+    if (r == -ENOENT)
+        Py_RETURN_FALSE;
+    if (r < 0)
+        return raise_fail(self, r, "delete");
+    Py_RETURN_TRUE;
+}
+
+static PyMethodDef map_methods[] = {
+    {"lookup", (PyCFunction)(void (*)(void))m_lookup, METH_FASTCALL, NULL},
+    {"update", (PyCFunction)(void (*)(void))m_update, METH_FASTCALL, NULL},
+    {"delete", (PyCFunction)(void (*)(void))m_delete, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject MapType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_pybpfc_usfast.Map",
+    .tp_basicsize = sizeof(MapObject),
+    .tp_dealloc = (destructor)map_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)map_traverse,
+    .tp_clear = (inquiry)map_clear,
+    .tp_methods = map_methods,
+    .tp_init = (initproc)map_init,
+    .tp_new = PyType_GenericNew,
+};
+
 static PyMethodDef methods[] = {
     {"next_key", (PyCFunction)(void (*)(void))u_next_key, METH_FASTCALL, NULL},
     {"init", (PyCFunction)(void (*)(void))u_init, METH_FASTCALL, NULL},
@@ -129,4 +283,18 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_pybpfc_usfast", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__pybpfc_usfast(void) { return PyModule_Create(&moddef); }
+PyMODINIT_FUNC PyInit__pybpfc_usfast(void)
+{
+    if (PyType_Ready(&MapType) < 0)
+        return NULL;
+    PyObject *mod = PyModule_Create(&moddef);
+    if (!mod)
+        return NULL;
+    Py_INCREF(&MapType);
+    if (PyModule_AddObject(mod, "Map", (PyObject *)&MapType) < 0) {
+        Py_DECREF(&MapType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
+}

@@ -76,39 +76,11 @@ class UserspaceMap(RawMap):
             self._bind_fast()
 
     def _bind_fast(self):
-        """Per-map closures over the C fast path: the hot element operations then cost one
-        Python call and one C call, with no attribute lookups (instance attributes shadow the
-        methods below, which remain the general path)."""
-        f, addr, ks, vs, fail = self._fast, self._addr, self.key_size, self.value_size, self._fail
-        f_lookup, f_update, f_delete = f.lookup, f.update, f.delete
-        slow_lookup, slow_update, slow_delete = UserspaceMap.lookup, UserspaceMap.update, UserspaceMap.delete
-
-        def lookup(key, flags=0):
-            if len(key) != ks or key.__class__ is not bytes:
-                return slow_lookup(self, key, flags)
-            r = f_lookup(addr, key, vs)
-            if r.__class__ is int:
-                raise fail(r, "lookup")
-            return r
-
-        def update(key, value, flags=0):
-            if len(key) != ks or len(value) != vs or key.__class__ is not bytes or value.__class__ is not bytes:
-                return slow_update(self, key, value, flags)
-            r = f_update(addr, key, value, flags)
-            if r:
-                raise fail(r, "update")
-
-        def delete(key):
-            if len(key) != ks or key.__class__ is not bytes:
-                return slow_delete(self, key)
-            r = f_delete(addr, key)
-            if r:
-                if r == -_errno.ENOENT:
-                    return False
-                raise fail(r, "delete")
-            return True
-
-        self.lookup, self.update, self.delete = lookup, update, delete
+        """The hot element operations as C methods of a per-map fast object: one C call each,
+        no Python frame. Anything unusual (other types or sizes) goes to the methods below,
+        which raise the proper errors; instance attributes shadow them until close()."""
+        fm = self._fast.Map(self._addr, self.key_size, self.value_size, self, self._fail)
+        self.lookup, self.update, self.delete = fm.lookup, fm.update, fm.delete
 
     @property
     def _m(self):
