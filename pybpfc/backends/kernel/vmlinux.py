@@ -6,6 +6,7 @@ from typing import Optional
 
 from ...errors import BTFError, LoadError, NotSupportedError
 
+VMLINUX = "/sys/kernel/btf/vmlinux"
 KIND_TYPEDEF, KIND_FUNC = 8, 12
 
 
@@ -39,6 +40,5 @@ def attach_btf_id(spec) -> int:
         raise LoadError(f"prog '{spec.name}': section '{spec.section}' names no attach target")
     tid = find(name, k)
     if tid is None:
-        raise LoadError(f"prog '{spec.name}': '{target}' not found in the kernel's BTF "
-                        f"(/sys/kernel/btf/vmlinux)")
+        raise LoadError(f"prog '{spec.name}': '{target}' not found in the kernel's BTF ({VMLINUX})")
     return tid
