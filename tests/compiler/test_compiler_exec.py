@@ -356,3 +356,20 @@ def target(ctx) -> int:
         assert obj.programs.entry.test_run(bytes(64)).retval == 1
         obj.maps.jumps[2] = obj.programs.target
         assert obj.programs.entry.test_run(bytes(64)).retval == 42
+
+
+@pytest.mark.parametrize("mcpu", ["v1", "v2", "v4"])
+def test_other_cpu_versions_run(tmp_path, mcpu):
+    prelude = "m = HashMap(u32, u64, max_entries=4)\n"
+    body = """
+a: i32 = -7
+b: i32 = 2
+m[1] += 5
+m[1] += 1
+r = m.get(1, 0)
+x: u32 = 0xFFFFFFF0
+y = x >> 4
+return (a // b + 100) * 1000 + r * 10 + (1 if y == 0x0FFFFFFF else 0)
+"""
+    ret, _ = run_xdp(tmp_path, body, prelude=prelude, mcpu=mcpu)
+    assert ret == 96 * 1000 + 60 + 1
