@@ -46,7 +46,19 @@ MAP_PARAMS = {
     "ringbuf": (0, 0, 4096, 0, 0), "bloom_filter": (0, 8, 1, 0, 1),
     "user_ringbuf": (0, 0, 4096, 0, 0), "arena": (0, 0, 1, U.BPF_F_MMAPABLE, 0),
 }
-NEEDS_BTF_MAPS = {"sk_storage", "inode_storage", "task_storage", "cgrp_storage", "struct_ops"}
+# Local storage maps need BTF for key (int) and value; struct_ops needs a kernel struct type.
+STORAGE_MAPS = {"sk_storage", "inode_storage", "task_storage", "cgrp_storage"}
+NEEDS_BTF_MAPS = {"struct_ops"}
+
+
+def _int_btf() -> bytes:
+    """Raw BTF with one type: [1] int (4 bytes, signed)."""
+    import struct
+
+    strings = b"\0int\0"
+    types = struct.pack("<IIII", 1, 1 << 24, 4, (1 << 24) | 32)   # INT, BTF_INT_SIGNED, 32 bits
+    hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
+    return hdr + types + strings
 NEEDS_INNER_MAPS = {"array_of_maps", "hash_of_maps"}
 
 
@@ -145,7 +157,11 @@ def probe_prog_types(rep: Report):
     rows = rep.section("program types")
     for name, t in sorted(_names("BPF_PROG_TYPE_").items(), key=lambda kv: kv[1]):
         if name in BTF_TARGET_TYPES:
-            _row(rows, name, None, note="needs a BTF target: see the attach points")
+            _row(rows, name, None, note={
+                "tracing": "needs a BTF target: see fentry/fexit/tp_btf under attach points",
+                "lsm": "needs a BTF target: see lsm under attach points",
+                "ext": "needs a BTF-carrying target program: not probed",
+                "struct_ops": "needs a kernel struct_ops type: not probed"}[name])
             continue
         insns = RET1 if name in ("cgroup_skb", "cgroup_sock", "cgroup_sock_addr", "cgroup_device",
                                  "cgroup_sysctl", "cgroup_sockopt", "sock_ops") else RET0
@@ -162,10 +178,19 @@ def probe_map_types(rep: Report):
     rows = rep.section("map types")
     for name, t in sorted(_names("BPF_MAP_TYPE_").items(), key=lambda kv: kv[1]):
         if name in NEEDS_BTF_MAPS:
-            _row(rows, name, None, note="needs BTF key/value types: not probed")
+            _row(rows, name, None, note="needs a kernel struct_ops type: not probed")
             continue
         try:
-            if name in NEEDS_INNER_MAPS:
+            if name in STORAGE_MAPS:
+                bfd, log = S.btf_load(_int_btf(), 1, 4096)
+                if bfd < 0:
+                    raise Error(f"BTF load failed: {S.errno_text(-bfd)} {log.strip()}".strip())
+                try:
+                    fd = S.map_create(t, 4, 4, 0, U.BPF_F_NO_PREALLOC, name="doctor", btf_fd=bfd,
+                                      btf_key_type_id=1, btf_value_type_id=1)
+                finally:
+                    S.close_fd(bfd)
+            elif name in NEEDS_INNER_MAPS:
                 inner = S.map_create(U.BPF_MAP_TYPE_ARRAY, 4, 4, 1, name="doctor_in")
                 try:
                     fd = S.map_create(t, 4, 4, 1, inner_map_fd=inner, name="doctor")

@@ -34,7 +34,7 @@ def test_doctor_matches_the_kernel(report):
                  "cgroup_skb", "raw_tracepoint"):
         assert report["program types"][name]["ok"] is True, name
     for name in ("hash", "array", "percpu_array", "ringbuf", "perf_event_array", "lpm_trie",
-                 "array_of_maps", "queue", "bloom_filter"):
+                 "array_of_maps", "queue", "bloom_filter", "sk_storage", "task_storage"):
         assert report["map types"][name]["ok"] is True, name
     for name in ("tracepoint", "raw_tracepoint", "uprobe", "uretprobe", "perf_event",
                  "socket_filter", "cgroup_skb", "xdp", "tc (tcx)", "tp_btf", "pinning"):
