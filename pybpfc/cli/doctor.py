@@ -169,7 +169,10 @@ def probe_prog_types(rep: Report):
             os.close(_load(t, insns, **PROG_LOAD_OPTS.get(name, {})))
             _row(rows, name, True)
         except Error as e:
-            _row(rows, name, False, str(e))
+            why = str(e)
+            if why == "Invalid argument (EINVAL)":   # no verifier log: refused before verifying
+                why = "the kernel does not know this program type (EINVAL before verification)"
+            _row(rows, name, False, why)
 
 
 def probe_map_types(rep: Report):
