@@ -89,7 +89,7 @@ def test_mypy_accepts_programs_with_the_plugin(tmp_path):
     cfg.write_text("[mypy]\nplugins = pybpfc.lang.mypy_plugin\nignore_missing_imports = True\n"
                    "follow_imports = silent\n")
     files = [os.path.join(root, "examples", f) for f in sorted(os.listdir(os.path.join(root, "examples")))
-             if f.endswith(".py")] + [os.path.join(HERE, "programs", f) for f in ("xdp_counter.py", "tc_marker.py")]
+             if f.endswith(".py")] + [os.path.join(HERE, "programs", f) for f in ("xdp_counter.py", "tc_marker.py", "flows.py")]
     bad = write(tmp_path, "from pybpfc import u8\nx: u8 = b'no'\n", name="bad.py", header=False)
     r = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(cfg), "--cache-dir", str(tmp_path / "c"),
                         *files, bad], capture_output=True, text=True, env=ENV, timeout=300)
@@ -106,3 +106,23 @@ def test_dump_without_llvm_tools_uses_own_disassembler(monkeypatch, capsys):
     assert "count (xdp):" in out
     assert "; xdp_counter.py:39: eth = ctx.packet(EthHdr, 0)" in out
     assert "exit" in out
+
+
+@needs_kernel
+def test_flows_example(tmp_path):
+    def pkt(src, sport, proto=17, length=60):
+        eth = bytes(12) + b"\x08\x00"
+        ip = bytes([0x45, 0]) + length.to_bytes(2, "big") + bytes(4) + bytes([64, proto, 0, 0]) + \
+            bytes([10, 0, 0, src]) + bytes([10, 0, 0, 99])
+        return eth + ip + sport.to_bytes(2, "big") + (53).to_bytes(2, "big") + bytes(40)
+
+    path = os.path.join(HERE, "programs", "flows.py")
+    with pybpfc.load(path, backend="kernel", consts={"min_len": 50}) as obj:
+        p = obj.programs.track
+        for args in [(1, 1000), (1, 1000), (2, 2000), (3, 3000, 6), (4, 4000, 17, 40)]:
+            assert p.test_run(pkt(*args)).retval == pybpfc.XDP_PASS
+        flows = {(k.saddr >> 24, k.sport, k.dport, k.proto): (v.packets, v.bytes) for k, v in obj.maps.flows.items()}
+        assert flows == {(1, 1000, 53, 17): (2, 120), (2, 2000, 53, 17): (1, 60), (3, 3000, 53, 6): (1, 60)}
+        assert obj.globals.skipped == 1
+        evs = obj.ringbuf("new_flows").poll(timeout=0.5)
+        assert sorted(e.key.sport for e in evs) == [1000, 2000, 3000]
