@@ -135,10 +135,13 @@ def _target_machine():
 @dataclass
 class JitCode:
     """Position-independent machine code: `code[entry:]` is
-    ``uint64_t entry(struct pbr_run *, uint64_t ctx, uint64_t ctx_len)``."""
+    ``uint64_t entry(struct pbr_run *, uint64_t ctx, uint64_t ctx_len)``. The blob must start
+    at an address that is a multiple of `align` (constant pools are read with aligned vector
+    loads); page-aligned placement always works."""
     code: bytes
     entry: int
     ir: str = field(default="", repr=False)
+    align: int = 64
 
 
 # ---------------------------------------------------------------- IR generation
@@ -250,6 +253,8 @@ class _Gen:
         fty = ir.FunctionType(self.check_ty, [self.ptr, self.ptr, self.i64, self.i64, self.i32])
         f = ir.Function(self.mod, fty, name=f"{self.prefix}slow_check")
         f.linkage = "internal"
+        # cold and register-preserving: the hot path around it keeps its registers
+        f.calling_convention = "preserve_mostcc"
         self.slow_check = f
         run, jctx, addr, size, perm = f.args
         b = ir.IRBuilder(f.append_basic_block("entry"))
@@ -565,7 +570,8 @@ class _FuncGen:
         b.cbranch(in_stack, ok, c_slow)
         # 3. scan run->regions
         b.position_at_end(c_slow)
-        r = b.call(g.slow_check, [self.run, self.jctx, addr, g.c64(size), g.c32(perm)])
+        r = b.call(g.slow_check, [self.run, self.jctx, addr, g.c64(size), g.c32(perm)],
+                   cconv="preserve_mostcc")
         rlo, rhi = b.extract_value(r, 1), b.extract_value(r, 2)
         rlen = b.sub(rhi, rlo)
         cacheable = b.icmp_unsigned(">=", rlen, g.c64(8))
@@ -859,8 +865,10 @@ class _FuncGen:
 
 # ---------------------------------------------------------------- object -> blob
 
-_FN_ATTRS = 'attributes #90 = { nounwind "no-jump-tables"="true" "no-builtins" ' \
-            '"frame-pointer"="none" }'
+_FN_ATTRS = ('attributes #90 = { nounwind "no-jump-tables"="true" "no-builtins" '
+             '"frame-pointer"="none" }\n'
+             'attributes #91 = { cold noinline nounwind "no-jump-tables"="true" "no-builtins" '
+             '"frame-pointer"="none" }')
 
 
 def _add_attrs(ir_text: str) -> str:
@@ -869,24 +877,26 @@ def _add_attrs(ir_text: str) -> str:
         if line.startswith("define "):
             line = line.replace(")\n", ")").rstrip()
             if line.endswith("{"):
-                line = line[:-1].rstrip() + " #90 {"
+                group = "#91" if "slow_check" in line else "#90"
+                line = line[:-1].rstrip() + f" {group} {{"
         out.append(line)
     out.append(_FN_ATTRS)
     return "\n".join(out) + "\n"
 
 
-def _link(obj: bytes, entry_names: list[str]) -> tuple[bytes, list[int]]:
+def _link(obj: bytes, entry_names: list[str]) -> tuple[bytes, list[int], int]:
     """Lays out the object's allocated sections in one blob and applies its relocations,
     accepting only PC-relative ones between those sections (no absolute addresses, no
     external symbols), so the blob runs at any address."""
     from elftools.elf.elffile import ELFFile
     from elftools.elf.relocation import RelocationSection
     elf = ELFFile(io.BytesIO(obj))
-    layout, blob = {}, bytearray()
+    layout, blob, max_align = {}, bytearray(), 16
     for idx, sec in enumerate(elf.iter_sections()):
         if sec["sh_flags"] & 0x2 and sec["sh_type"] in ("SHT_PROGBITS", "SHT_NOBITS") \
                 and sec["sh_size"]:
             align = max(sec["sh_addralign"], 1)
+            max_align = max(max_align, align)
             blob.extend(b"\0" * (-len(blob) % align))
             layout[idx] = len(blob)
             data = sec.data() if sec["sh_type"] == "SHT_PROGBITS" else b"\0" * sec["sh_size"]
@@ -919,7 +929,7 @@ def _link(obj: bytes, entry_names: list[str]) -> tuple[bytes, list[int]]:
             if not -2**31 <= v < 2**31:
                 raise JitError("relocation out of range")
             struct.pack_into("<i", blob, p, v)
-    return bytes(blob), [where[n] for n in entry_names]
+    return bytes(blob), [where[n] for n in entry_names], max_align
 
 
 def jit_compile(insns: bytes, opt: int = 3) -> JitCode:
@@ -957,8 +967,10 @@ def jit_compile_many(progs: list[bytes], opt: int = 3) -> list[JitCode]:
         pb = llvm.create_pass_builder(tm, pto)
         pb.getModulePassManager().run(mod, pb)
         obj = tm.emit_object(mod)
-    code, entries = _link(obj, names)
-    return [JitCode(code, e, text if len(progs) == 1 else "") for e in entries]
+    code, entries, align = _link(obj, names)
+    if align > 4096:
+        raise JitError(f"generated code needs {align}-byte alignment")
+    return [JitCode(code, e, text if len(progs) == 1 else "", align) for e in entries]
 
 
 class JitProgram:
