@@ -12,19 +12,22 @@ typedef int (*lookup_fn)(void *m, const void *key, void *value);
 typedef int (*update_fn)(void *m, const void *key, const void *value, uint64_t flags);
 typedef int (*delete_fn)(void *m, const void *key);
 typedef int (*next_fn)(void *m, const void *key, void *next);
+typedef int (*batch_fn)(void *m, uint64_t *cursor, void *keys, void *values, uint32_t max);
 
 static lookup_fn f_lookup;
 static update_fn f_update;
 static delete_fn f_delete;
 static next_fn f_next;
+static batch_fn f_batch;
 
-/* init(lookup_addr, update_addr, delete_addr, next_key_addr) */
+/* init(lookup_addr, update_addr, delete_addr, next_key_addr, lookup_batch_addr) */
 static PyObject *u_init(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "init(lookup, update, delete, next_key)");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "init(lookup, update, delete, next_key, lookup_batch)");
         return NULL;
     }
+    f_batch = (batch_fn)PyLong_AsVoidPtr(args[4]);
     f_next = (next_fn)PyLong_AsVoidPtr(args[3]);
     f_lookup = (lookup_fn)PyLong_AsVoidPtr(args[0]);
     f_update = (update_fn)PyLong_AsVoidPtr(args[1]);
@@ -36,7 +39,7 @@ static PyObject *u_init(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 static int ready(void)
 {
-    if (!f_lookup || !f_update || !f_delete || !f_next) {
+    if (!f_lookup || !f_update || !f_delete || !f_next || !f_batch) {
         PyErr_SetString(PyExc_RuntimeError, "_usfast.init() was not called");
         return 0;
     }
@@ -272,7 +275,57 @@ static PyTypeObject MapType = {
     .tp_new = PyType_GenericNew,
 };
 
+/* items(map_addr, key_size, value_size) -> [(key, value), ...] | int (-errno): every entry,
+ * copied out of the store in chunks by pbs_map_lookup_batch. */
+static PyObject *u_items(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "items(map, key_size, value_size)");
+        return NULL;
+    }
+    void *m = PyLong_AsVoidPtr(args[0]);
+    Py_ssize_t ks = PyLong_AsSsize_t(args[1]), vs = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred() || !ready())
+        return NULL;
+    enum { CHUNK = 1024 };
+    char *kb = PyMem_Malloc((size_t)(ks > 0 ? ks : 1) * CHUNK), *vb = PyMem_Malloc((size_t)(vs > 0 ? vs : 1) * CHUNK);
+    PyObject *out = PyList_New(0);
+    if (!kb || !vb || !out)
+        goto fail;
+    uint64_t cursor = 0;
+    for (;;) {
+        int n = f_batch(m, &cursor, kb, vb, CHUNK);
+        if (n < 0) {
+            PyMem_Free(kb);
+            PyMem_Free(vb);
+            Py_DECREF(out);
+            return PyLong_FromLong(n);
+        }
+        if (n == 0)
+            break;
+        for (int i = 0; i < n; i++) {
+            PyObject *t = Py_BuildValue("(y#y#)", kb + (Py_ssize_t)i * ks, ks, vb + (Py_ssize_t)i * vs, vs);
+            if (!t || PyList_Append(out, t) < 0) {
+                Py_XDECREF(t);
+                goto fail;
+            }
+            Py_DECREF(t);
+        }
+    }
+    PyMem_Free(kb);
+    PyMem_Free(vb);
+    return out;
+fail:
+    PyMem_Free(kb);
+    PyMem_Free(vb);
+    Py_XDECREF(out);
+    if (!PyErr_Occurred())
+        PyErr_NoMemory();
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"items", (PyCFunction)(void (*)(void))u_items, METH_FASTCALL, NULL},
     {"next_key", (PyCFunction)(void (*)(void))u_next_key, METH_FASTCALL, NULL},
     {"init", (PyCFunction)(void (*)(void))u_init, METH_FASTCALL, NULL},
     {"lookup", (PyCFunction)(void (*)(void))u_lookup, METH_FASTCALL, NULL},

@@ -54,7 +54,7 @@ def _build():
         F, L = ffi(), lib()
         mod.init(*(int(F.cast("uintptr_t", getattr(L, n)))
                    for n in ("pbs_map_lookup_copy", "pbs_map_update_user", "pbs_map_delete",
-                             "pbs_map_next_key")))
+                             "pbs_map_next_key", "pbs_map_lookup_batch")))
         return mod
     except (OSError, ImportError) as e:
         why_not = f"{type(e).__name__}: {e}"

@@ -162,6 +162,12 @@ class UserspaceMap(RawMap):
                              U.BPF_MAP_TYPE_PROG_ARRAY, U.BPF_MAP_TYPE_LPM_TRIE):
             yield from super().lookup_batch(batch_size)
             return
+        if self._fast is not None and self._m:
+            r = self._fast.items(self._addr, self.key_size, self.value_size)
+            if type(r) is int:
+                raise self._fail(r, "lookup batch")
+            yield from r
+            return
         F, L = ffi(), lib()
         ks, vs = self.key_size, self.value_size
         keys, vals = F.new("char[]", ks * batch_size), F.new("char[]", vs * batch_size)
