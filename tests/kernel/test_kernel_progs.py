@@ -27,6 +27,7 @@ def test_verifier_error_maps_insns_to_source_lines():
     with pytest.raises(pybpfc.VerifierError) as ei:
         pybpfc.load(collection([], [p]), backend="kernel")
     e = ei.value
+    assert (e.insn, e.line_info) == (2, lines[1])
     first = str(e).splitlines()[0]
     assert first.startswith("prog 'noret': rejected by the verifier at prog.py:12:5 (insn 2): ")
     assert "R0 !read_ok" in first

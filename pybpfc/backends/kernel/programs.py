@@ -251,12 +251,15 @@ def load_program(spec, maps: dict, btf_fd: int = -1, attach_btf_id: int = 0,
         e.errno = err
         raise e
     reason, last = _summary(log)
-    where, src = "", ""
+    where, src, li = "", "", None
     if last is not None:
         li = source_of_insn(spec, last)
         where = f" at {li.file}:{li.line}:{li.col} (insn {last})" if li else f" at insn {last}"
         if li is not None and li.source:
             src = f"\n    {li.source.strip()}"
     annotated = annotate_log(log, spec)
-    raise VerifierError(f"{subject}: rejected by the verifier{where}: "
-                        f"{reason or sc.errno_text(err)}{src}\nverifier log:", annotated)
+    e = VerifierError(f"{subject}: rejected by the verifier{where}: "
+                      f"{reason or sc.errno_text(err)}{src}\nverifier log:", annotated)
+    # for tools: where it failed (instruction index, LineInfo or None) and the raw kernel log
+    e.insn, e.line_info, e.raw_log, e.errno = last, li, log, err
+    raise e
