@@ -38,8 +38,10 @@ void pba_log_open(const char *path);
 #pragma weak pbs_open
 #pragma weak pbs_link
 #pragma weak pbs_prog
-#pragma weak pbs_prog_run
 #pragma weak pbs_prog_map_jit
+#pragma weak pbs_exec_setup
+#pragma weak pbs_helpers
+#pragma weak pbr_vm_exec
 
 static struct pbs_store *S;
 static char store_path[PBS_PATH_LEN];
@@ -64,6 +66,13 @@ struct alink {
     int nh;
     int logged_fault;
     struct pbs_link *rec;
+    /* run set-up done once at attach time (pbs_prog_run does it per run): the map handles
+     * and map value regions; each hit copies the used part of run_tpl */
+    struct pbs_prog *prog;
+    uint64_t jit;
+    uint32_t nbase;
+    struct pbr_run run_tpl;
+    struct pbs_exec ex_tpl;
 };
 static struct alink L[PBS_MAX_LINKS + 1];
 
@@ -130,18 +139,67 @@ static void on_hook(void *data, int kind, struct pba_regs *regs)
         len = sizeof tx;
     }
     reg[0] = (struct pbr_region){ctx, ctx + len, PBR_PERM_R, 0};
-    struct pbs_run_result res;
-    memset(&res, 0, sizeof res);
-    pbs_prog_run(S, l->prog_id, ctx, len, reg, nreg, l->cookie, &res);
+    struct pbs_exec ex; /* only the head: the map arrays stay in the template */
+    ex.store = S;
+    ex.prog = l->prog;
+    ex.cookie = l->cookie;
+    ex.tail_calls = 0;
+    ex.nbase = l->nbase;
+    ex.func_ip = kind == PBA_ENTRY ? regs->ip : 0;
+    struct pbr_run run;
+    uint32_t nr = l->run_tpl.nregions;
+    memcpy(&run, &l->run_tpl, offsetof(struct pbr_run, regions) + nr * sizeof(struct pbr_region));
+    run.helper_ctx = &ex;
+    run.ctx = ctx;
+    run.regions[0] = reg[0];
+    if (nreg > 1)
+        run.regions[1] = reg[1];
+    if (l->jit)
+        ((uint64_t(*)(struct pbr_run *, uint64_t, uint64_t))l->jit)(&run, ctx, len);
+    else
+        pbr_vm_exec((const uint64_t *)(S->base + l->prog->insns_off), l->prog->ninsns, &run, ctx, len);
     struct pbs_link *rec = l->rec;
     __atomic_fetch_add(&rec->hits, 1, __ATOMIC_RELAXED);
-    if (res.status != PBR_OK && res.status != PBR_EXIT) {
+    if (run.status != PBR_OK && run.status != PBR_EXIT) {
         __atomic_fetch_add(&rec->errors, 1, __ATOMIC_RELAXED);
         if (!__atomic_exchange_n(&l->logged_fault, 1, __ATOMIC_RELAXED))
             pba_log("link %u: program %u stopped (status %u, insn %lu, address 0x%lx); the target "
-                    "continues", rec->id, l->prog_id, res.status, (unsigned long)res.fault_pc,
-                    (unsigned long)res.fault_addr);
+                    "continues", rec->id, l->prog_id, run.status, (unsigned long)run.fault_pc,
+                    (unsigned long)run.fault_addr);
     }
+}
+
+/* The per-link part of a run: what pbs_prog_run would compute on every call. */
+static int prepare_run(struct alink *l, struct pbs_link *rec, char *err, size_t errlen)
+{
+    struct pbs_prog *p = pbs_prog(S, rec->prog_id);
+    if (!p || !pbs_exec_setup || !pbs_helpers) {
+        snprintf(err, errlen, "program %u is not in the store", rec->prog_id);
+        return -1;
+    }
+    if (pbs_prog_map_jit && pbs_prog_map_jit(S, rec->prog_id) == 0)
+        l->jit = S->jit_fn[rec->prog_id - 1];
+    else
+        l->jit = 0; /* no JIT code: the interpreter runs it */
+    if (!l->jit && !pbr_vm_exec) {
+        snprintf(err, errlen, "program %u has no JIT code and no interpreter is linked", rec->prog_id);
+        return -1;
+    }
+    l->prog = p;
+    l->nbase = rec->kind == PBS_LINK_RAW_TRACEPOINT ? 2 : 1;
+    memset(&l->run_tpl, 0, sizeof l->run_tpl);
+    memset(&l->ex_tpl, 0, offsetof(struct pbs_exec, maps));
+    l->ex_tpl.store = S;
+    l->ex_tpl.cookie = rec->cookie;
+    l->ex_tpl.nbase = l->nbase;
+    l->run_tpl.helpers = pbs_helpers;
+    l->run_tpl.budget = S->budget ? S->budget : PBR_DEFAULT_BUDGET;
+    l->run_tpl.nregions = l->nbase; /* placeholders for ctx (and the raw tracepoint's pt_regs) */
+    if (pbs_exec_setup(&l->ex_tpl, &l->run_tpl, p) < 0) {
+        snprintf(err, errlen, "program %u: too many map regions", rec->prog_id);
+        return -1;
+    }
+    return 0;
 }
 
 /* -- links -> hooks -------------------------------------------------------------------------- */
@@ -209,8 +267,9 @@ static int activate(uint32_t id, struct alink *l, struct pbs_link *rec)
     l->gen = rec->generation;
     l->logged_fault = 0;
     l->nh = 0;
-    if (pbs_prog_map_jit)
-        pbs_prog_map_jit(S, rec->prog_id); /* no JIT code: the interpreter runs it */
+    l->raw = rec->kind == PBS_LINK_RAW_TRACEPOINT;
+    if (prepare_run(l, rec, err, sizeof err) < 0)
+        goto refused;
     l->active = 1; /* before the hook can fire */
     if (rec->kind == PBS_LINK_UPROBE || rec->kind == PBS_LINK_URETPROBE) {
         uint64_t addr = resolve_addr(rec->path, rec->offset);

@@ -10,21 +10,22 @@
 #include <time.h>
 #include <unistd.h>
 
-static void mallocs(long n)
-{
-    for (long i = 0; i < n; i++) {
-        void *p = malloc(32 + (i & 255));
-        __asm__ volatile("" ::"r"(p) : "memory"); /* keeps the pair from being optimized out */
-        free(p);
-    }
-}
-
 /* Probed by the tests that stress patching: a function of this binary, so that kernel uprobes
  * other programs put on libc functions (which overwrite an agent's jump) cannot interfere. */
 __attribute__((noinline, used)) long work(long i)
 {
     __asm__ volatile("" ::: "memory");
     return i * 3 + 1;
+}
+
+static void mallocs(long n)
+{
+    for (long i = 0; i < n; i++) {
+        void *p = malloc(32 + (i & 255));
+        __asm__ volatile("" ::"r"(p) : "memory"); /* keeps the pair from being optimized out */
+        free(p);
+        work(i);
+    }
 }
 
 static void *spin(void *arg)
