@@ -19,7 +19,7 @@ from elftools.elf.sections import SymbolTableSection
 from .. import uapi as U
 from ..btf import BTF, parse_btf_ext
 from ..btf.btf import (
-    KIND_ARRAY, KIND_DATASEC, KIND_PTR, KIND_STRUCT, KIND_UNION, KIND_VAR,
+    KIND_ARRAY, KIND_DATASEC, KIND_FUNC, KIND_PTR, KIND_STRUCT, KIND_UNION, KIND_UNKN, KIND_VAR,
 )
 from ..errors import BTFError, ELFError
 from .sections import parse_section
@@ -154,6 +154,7 @@ class _Reader:
                                " are not supported")
         self._read_btf()
         spec.btf = self.btf
+        self._read_externs(spec)
         self._read_maps(spec)
         self._read_data_sections(spec)
         self._read_programs(spec)
@@ -162,14 +163,51 @@ class _Reader:
             # value types
             defs = {self.btf.resolve(v.type).name for v in self._map_vars().values()}
             spec.types = {n: t for n, t in self.btf.structs().items() if n not in defs}
-            secs = {s.name: s["sh_size"] for s in self.by_index.values() if s.name}
-            offs = {}
-            for sym in self.symbols:
-                s = self.sym_section(sym)
-                if s is not None and sym.name and sym["st_info"]["type"] in ("STT_OBJECT", "STT_NOTYPE"):
-                    offs[(s.name, sym.name)] = sym["st_value"]
-            self.btf.fixup_for_kernel(secs, offs)
         return spec
+
+    def _read_externs(self, spec: CollectionSpec):
+        """__kconfig/__ksym externs (from the .kconfig/.ksyms DATASECs) and the BTF fix-up.
+
+        self.externs: name -> (kind, offset in .kconfig, weak) with kind "kconfig", "ksym"
+        (typed kernel variable: BTF id), "ksym_addr" (typeless: kallsyms address) or "kfunc".
+        """
+        self.externs = {}
+        if self.btf is None:
+            return
+        weak = {sym.name for sym in self.symbols
+                if sym["st_shndx"] == "SHN_UNDEF" and sym["st_info"]["bind"] == "STB_WEAK"}
+        kinds = {}
+        for ds in self.btf.find_all(".ksyms", KIND_DATASEC):
+            for m in ds.members:
+                v = self.btf[m.type]
+                if v.kind == KIND_FUNC:
+                    kinds[v.name] = "kfunc"
+                elif v.kind == KIND_VAR:
+                    typed = self.btf.resolve(v.type).kind != KIND_UNKN
+                    kinds[v.name] = "ksym" if typed else "ksym_addr"
+        # Fix-up now: it lays out .kconfig, whose offsets the relocations below need.
+        secs = {s.name: s["sh_size"] for s in self.by_index.values() if s.name}
+        offs = {}
+        for sym in self.symbols:
+            s = self.sym_section(sym)
+            if s is not None and sym.name and sym["st_info"]["type"] in ("STT_OBJECT", "STT_NOTYPE"):
+                offs[(s.name, sym.name)] = sym["st_value"]
+        self.btf.fixup_for_kernel(secs, offs)
+        for name, kind in kinds.items():
+            self.externs[name] = (kind, 0, name in weak)
+        kc = self.btf.find(".kconfig", KIND_DATASEC)
+        if kc is not None and kc.members:
+            variables = {}
+            for m in kc.members:
+                v = self.btf[m.type]
+                self.externs[v.name] = ("kconfig", m.offset, v.name in weak)
+                variables[v.name] = (m.offset, m.size, self.btf.to_lang_type(v.type))
+            w = sorted(n for n in variables if n in weak)
+            # The loader fills `data` from the running kernel's config (pybpfc.btf.kernel).
+            spec.maps[".kconfig"] = MapSpec(
+                ".kconfig", U.BPF_MAP_TYPE_ARRAY, 4, kc.size, 1, flags=U.BPF_F_RDONLY_PROG,
+                data=bytes(kc.size), readonly=True, variables=variables, section=".kconfig",
+                tags={"kconfig": "1", **({"weak": ",".join(w)} if w else {})})
 
     def _read_btf(self):
         s = self.sections.get(".BTF")
@@ -440,7 +478,7 @@ class _Reader:
                 continue
             sec = self.sym_section(sym)
             if sec is None:
-                continue  # extern function (kfunc): not supported by this reader
+                continue  # extern function (kfunc): relocated by the loader
             if not sec["sh_flags"] & SHF_EXECINSTR:
                 raise self.err(f"function '{sym.name}' is in non-executable section '{sec.name}'")
             shndx = sym["st_shndx"]
@@ -536,6 +574,8 @@ class _Reader:
                     else:
                         struct.pack_into("<BBhi", out, new * 8, op, (regs & 0x0F) | (U.BPF_PSEUDO_FUNC << 4), off, rel)
                         relocs.append(Relocation(new, "func", tf.name))
+                elif r is not None and op == CALL:
+                    relocs.append(self._kfunc_call(p.name, out, new, i, r))
                 elif r is not None:
                     relocs.append(self._data_reloc(p.name, out, new, code, i, r, spec))
                 if op == LDDW:
@@ -563,8 +603,7 @@ class _Reader:
                 _, sym, _ = r
                 tsec = self.sym_section(sym)
                 if tsec is None:
-                    raise ELFError(f"prog '{prog}': call to extern function '{sym.name}' "
-                                   "(kfuncs are not supported)")
+                    return None  # a kfunc: _kfunc_call
                 if not tsec["sh_flags"] & SHF_EXECINSTR:
                     raise ELFError(f"prog '{prog}': call relocation against '{sym.name}' in "
                                    f"non-executable section '{tsec.name}'")
@@ -596,8 +635,19 @@ class _Reader:
                            f"(opcode {op:#04x}) of section, expected a lddw")
         tsec = self.sym_section(sym)
         if tsec is None:
-            raise ELFError(f"prog '{prog}': reference to extern symbol '{sym.name}' "
-                           "(externs/ksyms are not supported)")
+            kind, koff, weak = self.externs.get(sym.name, (None, 0, False))
+            if kind == "kconfig":
+                struct.pack_into("<BBhi", out, new * 8, op, regs & 0x0F, off, 0)
+                struct.pack_into("<i", out, new * 8 + 12, koff + imm)
+                return Relocation(new, "kconfig", ".kconfig", koff + imm)
+            if kind in ("ksym", "ksym_addr"):
+                struct.pack_into("<BBhi", out, new * 8, op, regs & 0x0F, off, 0)
+                return Relocation(new, kind, sym.name, 1 if weak else 0)
+            if kind == "kfunc":
+                raise ELFError(f"prog '{prog}': taking the address of kfunc '{sym.name}' "
+                               "(bpf_ksym_exists) is not supported")
+            raise ELFError(f"prog '{prog}': reference to undefined symbol '{sym.name}' "
+                           "(not a __kconfig or __ksym extern)")
         if tsec.name in (".maps", "maps"):
             if sym["st_info"]["type"] == "STT_SECTION":
                 # relocation against the section symbol: imm selects the map by offset
@@ -620,6 +670,16 @@ class _Reader:
             return Relocation(new, "map_value", tsec.name, addend)
         raise ELFError(f"prog '{prog}': relocation against '{sym.name}' in section '{tsec.name}', "
                        "which is neither a map nor global data")
+
+    def _kfunc_call(self, prog, out, new, i, r):
+        _, sym, _ = r
+        kind, _, weak = self.externs.get(sym.name, (None, 0, False))
+        if kind != "kfunc":
+            raise ELFError(f"prog '{prog}': call at instruction {i} to undefined function "
+                           f"'{sym.name}' (not declared __ksym)")
+        op, regs, _off, _imm = INSN.unpack_from(out, new * 8)
+        struct.pack_into("<BBhi", out, new * 8, op, (regs & 0x0F) | (U.BPF_PSEUDO_KFUNC_CALL << 4), 0, 0)
+        return Relocation(new, "kfunc", sym.name, 1 if weak else 0)
 
     def _map_at(self, sec, off, prog):
         shndx = self._index_of(sec)

@@ -21,7 +21,14 @@ class Relocation:
       "func"       lddw of a subprogram address (callback for bpf_loop etc.): already
                    linked: src_reg=BPF_PSEUDO_FUNC (4), imm=relative insn offset. Kept for
                    information only.
-    target: the map name (for "map"/"map_value") or the function name.
+      Kernel externs (libbpf's __kconfig/__ksym), resolved with pybpfc.btf.kernel:
+      "kconfig"    lddw of a __kconfig variable: a "map_value" into the ".kconfig" map (target
+                   ".kconfig", addend = offset) once fill_kconfig() set that map's data.
+      "kfunc"      call of a kfunc: src_reg=BPF_PSEUDO_KFUNC_CALL (2), imm = vmlinux BTF id.
+      "ksym"       lddw of a typed __ksym variable: src_reg=BPF_PSEUDO_BTF_ID (3), imm = BTF id.
+      "ksym_addr"  lddw of a typeless __ksym: imm/second imm = its kallsyms address.
+      For kfunc/ksym/ksym_addr, addend 1 marks a __weak extern (0 when absent is fine).
+    target: the map name (for "map"/"map_value"), the function or extern name.
     """
 
     insn: int

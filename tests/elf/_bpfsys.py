@@ -98,3 +98,9 @@ def map_lookup(map_fd, key: bytes, value_size: int) -> bytes:
     v = ctypes.create_string_buffer(value_size)
     bpf(U.BPF_MAP_LOOKUP_ELEM, struct.pack("<IIQQQ", map_fd, 0, ctypes.addressof(k), ctypes.addressof(v), 0))
     return v.raw
+
+
+def map_update(map_fd, key: bytes, value: bytes, flags=0):
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(value, len(value))
+    bpf(U.BPF_MAP_UPDATE_ELEM, struct.pack("<IIQQQ", map_fd, 0, ctypes.addressof(k), ctypes.addressof(v), flags))

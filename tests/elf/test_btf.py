@@ -189,11 +189,14 @@ def test_extern_datasec_fixup_loads():
     raw = elf_btf(os.path.join(OBJ, "externs.bpf.o"))
     assert _bpfsys.btf_load(raw)[0] < 0
     b = BTF(raw)
-    b.fixup_for_kernel({"license": 4}, {("license", "LICENSE"): 0})
+    with open(os.path.join(OBJ, "externs.bpf.o"), "rb") as f:
+        elf = ELFFile(f)
+        sizes = {s.name: s["sh_size"] for s in elf.iter_sections()}
+    b.fixup_for_kernel(sizes, {})
     ks = b.find(".ksyms")
-    assert ks.size == 8 and [(m.offset, m.size) for m in ks.members] == [(0, 4), (4, 4)]
+    assert ks.size == 12 and [(m.offset, m.size) for m in ks.members] == [(0, 4), (4, 4), (8, 4)]
     assert all(b[m.type].kind_name == "VAR" and b[m.type].linkage == VAR_GLOBAL_ALLOCATED for m in ks.members)
-    assert b.find(".kconfig").size == 4
+    assert b.find(".kconfig").size == 16
     fd, log = _bpfsys.btf_load(b.raw)
     assert fd >= 0, log
     os.close(fd)
@@ -247,3 +250,29 @@ def test_reference_loops_are_btferrors():
     ptr_loop = _btf(struct.pack("<III", 0, 8 << 24, 2), struct.pack("<III", 0, 10 << 24, 1))
     with pytest.raises(BTFError, match="modifier loop"):
         ptr_loop.resolve(1)
+
+
+def test_kconfig_values_like_libbpf():
+    from pybpfc.btf.kernel import fill_kconfig, kernel_version
+    from pybpfc.elf import read_elf
+    from pybpfc.errors import LoadError
+
+    assert kernel_version("6.18.44-fc-v669") == (6 << 16) | (18 << 8) | 44
+    assert kernel_version("4.19.300") == (4 << 16) | (19 << 8) | 255  # patch saturates
+    m = read_elf(os.path.join(OBJ, "externs.bpf.o")).maps[".kconfig"]
+    data = fill_kconfig(m, {"CONFIG_HZ": "1000", "CONFIG_BPF_SYSCALL": "y"}, release="5.15.2")
+    assert data == struct.pack("<iiB3xi", (5 << 16) | (15 << 8) | 2, 1000, 1, 0) and m.data == data
+    with pytest.raises(LoadError, match=r"map '.kconfig': CONFIG_HZ is not set in the kernel config"):
+        fill_kconfig(m, {"CONFIG_BPF_SYSCALL": "y"})
+    with pytest.raises(LoadError, match="CONFIG_HZ=abc is not a number"):
+        fill_kconfig(m, {"CONFIG_HZ": "abc", "CONFIG_BPF_SYSCALL": "y"})
+
+
+@has_vmlinux
+def test_kernel_ids():
+    from pybpfc.btf.kernel import kfunc_id, ksym_id
+
+    b = vmlinux()
+    tid = kfunc_id("bpf_rcu_read_lock")
+    assert tid and b[tid].name == "bpf_rcu_read_lock" and b[tid].kind_name == "FUNC"
+    assert kfunc_id("pybpfc_no_such_function") == 0 and ksym_id("pybpfc_no_such_var") == 0

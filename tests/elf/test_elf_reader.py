@@ -187,11 +187,84 @@ def test_deterministic(path):
     assert a.copy() == a
 
 
-def test_externs_are_refused_clearly():
-    from pybpfc.errors import ELFError
+def test_externs_are_symbolic_relocations():
+    s = read_elf(os.path.join(OBJ, "externs.bpf.o"))
+    p = s.programs["uses_externs"]
+    kc = s.maps[".kconfig"]
+    assert kc.readonly and kc.tags == {"kconfig": "1", "weak": "CONFIG_PYBPFC_NOT_THERE"}
+    assert {n: v[:2] for n, v in kc.variables.items()} == {
+        "LINUX_KERNEL_VERSION": (0, 4), "CONFIG_HZ": (4, 4), "CONFIG_BPF_SYSCALL": (8, 1),
+        "CONFIG_PYBPFC_NOT_THERE": (12, 4)}
+    rel = [(r.kind, r.target, r.addend) for r in p.relocations if r.kind != "map_value"]
+    assert rel == [("kfunc", "bpf_rcu_read_lock", 0), ("kfunc", "bpf_rcu_read_unlock", 0),
+                   ("kconfig", ".kconfig", 8), ("kconfig", ".kconfig", 0), ("kconfig", ".kconfig", 4),
+                   ("kconfig", ".kconfig", 12)]
+    assert [(r.kind, r.target) for r in s.programs["uses_ksym"].relocations] == [
+        ("ksym", "bpf_prog_active"), ("map_value", ".bss")]
+    op, regs, off, imm = insn(p, 0)
+    assert (op, regs >> 4, off, imm) == (0x85, U.BPF_PSEUDO_KFUNC_CALL, 0, 0)
 
-    with pytest.raises(ELFError, match=r"prog 'uses_externs': call to extern function 'bpf_rcu_read_lock'"):
-        read_elf(os.path.join(OBJ, "externs.bpf.o"))
+
+def _extern_setup():
+    from pybpfc.btf import kernel as K
+
+    s = read_elf(os.path.join(OBJ, "externs.bpf.o"))
+    cfg = K.kernel_config()
+    if not cfg:
+        pytest.skip("kernel config not readable (/proc/config.gz)")
+    K.fill_kconfig(s.maps[".kconfig"])
+    for p in s.programs.values():
+        p.insns = bytes(K.patch_externs(bytearray(p.insns), p))
+        for r in p.relocations:  # kconfig reads are map_value loads from the filled map
+            if r.kind == "kconfig":
+                r.kind = "map_value"
+        p.relocations = [r for r in p.relocations if r.kind in ("map", "map_value")]
+    btf_fd, log = _bpfsys.btf_load(s.btf.raw)
+    assert btf_fd >= 0, log
+    maps = {n: _bpfsys.map_create(m) for n, m in s.maps.items()}
+    for n, m in s.maps.items():
+        if m.data:
+            _bpfsys.map_update(maps[n], b"\0\0\0\0", m.data)
+    return s, cfg, btf_fd, maps
+
+
+@root
+def test_kconfig_and_kfuncs_resolved_in_the_kernel():
+    s, cfg, btf_fd, maps = _extern_setup()
+    fds = [btf_fd, *maps.values()]
+    try:
+        fd, log = _bpfsys.prog_load(s.programs["uses_externs"], maps, btf_fd)
+        assert fd >= 0, log
+        fds.append(fd)
+        _bpfsys.test_run(fd)
+        out = struct.unpack("<5Q", _bpfsys.map_lookup(maps[".bss"], b"\0\0\0\0", 40))
+        rel = [int(x) for x in os.uname().release.split("-")[0].split(".")[:3]]
+        assert out[0] == (rel[0] << 16) | (rel[1] << 8) | min(rel[2], 255)
+        assert out[1] == int(cfg["CONFIG_HZ"]) and out[2] == 1 and out[3] == 0
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@root
+def test_typed_ksym_resolved_in_the_kernel():
+    from pybpfc.btf import kernel as K
+
+    assert K.ksym_id("bpf_prog_active") > 0
+    s, cfg, btf_fd, maps = _extern_setup()
+    fds = [btf_fd, *maps.values()]
+    try:
+        fd, log = _bpfsys.prog_load(s.programs["uses_ksym"], maps, btf_fd)
+        if fd < 0 and "failed to find the address for kernel symbol" in log:
+            pytest.skip("this kernel's kallsyms has no data symbols (CONFIG_KALLSYMS_ALL off)")
+        assert fd >= 0, log
+        fds.append(fd)
+        _bpfsys.test_run(fd)
+        out = struct.unpack("<5Q", _bpfsys.map_lookup(maps[".bss"], b"\0\0\0\0", 40))
+        assert out[4] >= 100
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 @root
