@@ -4,6 +4,9 @@
 """
 from __future__ import annotations
 
+import os
+import re
+import tempfile
 import threading
 
 from ..errors import CompileError, Diagnostic, Error
@@ -62,12 +65,53 @@ def compile_file(path: str, opt_level: int = 2, mcpu: str = "v3", emit: str = "o
         pb.getModulePassManager().run(mod, pb)
     if emit == "ir":
         return str(mod).encode()
+    return _emit_guarded(tm, mod, emit, path)
+
+
+_LLVM_DIAG = re.compile(r"error: (?:(\S+?):(\d+):(\d+): )?(?:in function \S+ [^:]*: )?(.*)")
+
+
+def _emit_guarded(tm, mod, emit: str, path: str) -> bytes:
+    """Run LLVM's BPF code generation in a forked child: some of its errors (e.g. "BPF stack limit
+    is exceeded") print to stderr and exit the process, which must not take the caller down."""
+    def run() -> bytes:
+        return tm.emit_assembly(mod).encode() if emit == "asm" else tm.emit_object(mod)
+
+    if not hasattr(os, "fork"):
+        return run()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        pid = os.fork()
+        if pid == 0:  # child: only LLVM work, then _exit without Python cleanup
+            code = 0
+            try:
+                os.dup2(err.fileno(), 2)
+                out.write(run())
+                out.flush()
+            except BaseException:  # noqa: BLE001 - reported through the exit code
+                code = 3
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        out.seek(0)
+        err.seek(0)
+        data, msg = out.read(), err.read().decode(errors="replace").strip()
+    if os.waitstatus_to_exitcode(status) == 0:
+        return data
+    m = _LLVM_DIAG.search(msg)
+    if m and m.group(2):
+        text = m.group(4).split(". For non-kernel uses")[0]
+        hint = ("keep large values in a map (e.g. a PerCpuArray with one entry) instead of on the stack"
+                if "stack limit" in text else None)
+        raise CompileError([Diagnostic(os.path.abspath(path), int(m.group(2)), int(m.group(3)), text, hint=hint,
+                                       source_line=_line(path, int(m.group(2))))])
+    raise Error(f"{path}: LLVM could not generate BPF code: {msg or 'code generation failed'}")
+
+
+def _line(path: str, n: int):
     try:
-        if emit == "asm":
-            return tm.emit_assembly(mod).encode()
-        return tm.emit_object(mod)
-    except RuntimeError as e:
-        raise Error(f"{path}: LLVM could not generate BPF code: {e}") from None
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()[n - 1]
+    except (OSError, IndexError):
+        return None
 
 
 __all__ = ["compile_file", "lower_module", "CompileError", "Diagnostic"]

@@ -243,3 +243,26 @@ def test_module_that_loads_itself_at_import_time(tmp_path):
     assert len(diags) == 1 and diags[0].line == 6
     assert "module-level code raised CompileError" in diags[0].message
     assert "compiles or loads itself at import time" in diags[0].message
+
+
+def test_llvm_stack_limit_is_a_located_error_not_an_exit(tmp_path):
+    # LLVM reports this during code generation by exiting; the compiler runs it in a child
+    diags = compile_errors(tmp_path, """
+class Big(Struct):
+    data: Array[u64, 100]
+
+m = HashMap(u32, Big, max_entries=4)
+
+@bpf.xdp
+def p(ctx) -> int:
+    a = Big()
+    b = Big()
+    a.data[3] = bpf.ktime_get_ns()
+    b.data[5] = bpf.ktime_get_ns()
+    m[1] = a
+    m[2] = b
+    return 0
+""")
+    assert [(d.line, d.col) for d in diags] == [(11, 5)]   # `a = Big()` after the 2-line header
+    assert "BPF stack limit is exceeded" in diags[0].message
+    assert "PerCpuArray" in diags[0].hint
