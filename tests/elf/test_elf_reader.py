@@ -422,3 +422,49 @@ def test_linked_programs_compute_in_the_kernel():
     finally:
         for fd in fds:
             os.close(fd)
+
+
+LEGACY_SRC = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct bpf_map_def { unsigned int type, key_size, value_size, max_entries, map_flags; };
+struct bpf_map_def SEC("maps") counts = { BPF_MAP_TYPE_ARRAY, 4, 8, 2, 0 };
+static __attribute__((noinline)) int sub(int x) { return x + 1; }
+SEC("socket") int count(struct __sk_buff *skb) {
+    __u32 k = 1; __u64 *v = bpf_map_lookup_elem(&counts, &k);
+    if (v) *v += 1;
+    return sub(skb->len);
+}
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+@pytest.mark.skipif(not __import__("shutil").which("clang-19"), reason="needs clang-19")
+def test_object_without_btf(tmp_path):
+    """clang without -g: no .BTF; legacy maps and subprogram linking still work."""
+    import subprocess
+
+    src, obj = tmp_path / "legacy.bpf.c", tmp_path / "legacy.bpf.o"
+    src.write_text(LEGACY_SRC)
+    subprocess.run(["clang-19", "-O2", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c", str(src),
+                    "-o", str(obj)], check=True)
+    s = read_elf(str(obj))
+    assert s.btf is None and s.types == {}
+    m = s.maps["counts"]
+    assert (m.type, m.key_size, m.value_size, m.max_entries, m.key_type) == (U.BPF_MAP_TYPE_ARRAY, 4, 8, 2, None)
+    p = s.programs["count"]
+    assert [(r.kind, r.target) for r in p.relocations] == [("map", "counts")]
+    assert p.func_info == [] and p.func_info_raw == b"" and p.line_info == []
+    calls = [i for i in range(p.insn_count) if insn(p, i)[0] == 0x85 and insn(p, i)[1] >> 4 == 1]
+    assert len(calls) == 1 and calls[0] + insn(p, calls[0])[3] + 1 < p.insn_count
+    if os.geteuid() == 0:
+        fd_map = _bpfsys.map_create(m)
+        fd, log = _bpfsys.prog_load(p, {"counts": fd_map})
+        try:
+            assert fd >= 0, log
+            assert _bpfsys.test_run(fd, bytes(64)) == 65  # sub(skb->len)
+            assert struct.unpack("<Q", _bpfsys.map_lookup(fd_map, struct.pack("<I", 1), 8))[0] == 1
+        finally:
+            os.close(fd_map)
+            if fd >= 0:
+                os.close(fd)
