@@ -319,10 +319,14 @@ def run(args) -> int:
     proc = None
     stop = {"now": False}
 
-    def on_term(signum, frame):
+    def on_stop(signum, frame):
+        # The first Ctrl-C/SIGTERM ends the loop (then maps are printed); a second one aborts.
+        if stop["now"]:
+            raise KeyboardInterrupt
         stop["now"] = True
 
-    old_term = signal.signal(signal.SIGTERM, on_term)
+    old_term = signal.signal(signal.SIGTERM, on_stop)
+    old_int = signal.signal(signal.SIGINT, on_stop)
     trace = None
     try:
         with coll:
@@ -395,6 +399,7 @@ def run(args) -> int:
             print_maps(coll, out)
     finally:
         signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
         if trace is not None:
             trace.close()
     return proc.returncode if proc is not None and proc.returncode and proc.returncode > 0 else 0
