@@ -178,8 +178,11 @@ def test_run_stops_on_signal_and_prints_maps(objs, sig):
     p = subprocess.Popen([PY, "-m", "pybpfc", "run", objs["run_demo"]], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
-        line = p.stderr.readline()            # printed once everything is attached
-        assert "program(s) attached" in line, line
+        for line in p.stderr:                 # "... attached" comes once everything is
+            if "program(s) attached" in line:    # attached (other lines may come first)
+                break
+        else:
+            raise AssertionError("pybpfc run ended before attaching")
         os.getppid()
         p.send_signal(getattr(signal, sig))
         out, err = p.communicate(timeout=30)
