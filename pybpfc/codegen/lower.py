@@ -70,7 +70,7 @@ SK_BUFF = {n: 4 * i for i, n in enumerate(
     "local_ip4".split())}
 SK_BUFF.update({"remote_port": 140, "local_port": 144, "data_meta": 148})
 PERF_EVENT = {"sample_period": 168, "addr": 176}
-BUILTIN_OK = {"range", "min", "max", "abs", "len", "print", "int", "bool"}
+BUILTIN_OK = {"range", "min", "max", "abs", "len", "print", "int", "bool", "ord"}
 BPF_F_CURRENT_CPU = 0xFFFFFFFF
 
 
@@ -1266,6 +1266,11 @@ class FunctionLowering:
                 return self.abs_(node, want)
             if obj is len:
                 return self.len_(node)
+            if obj is ord:
+                c = self.const_eval(node.args[0]) if len(node.args) == 1 and not node.keywords else None
+                if not isinstance(c, (str, bytes)) or len(c) != 1:
+                    self.err(node, "ord() takes one constant character, e.g. ord('a')")
+                return V("lit", val=ord(c))
             if obj is print:
                 return self.print_(node)
             if isinstance(obj, pytypes.FunctionType):
