@@ -537,7 +537,33 @@ static uint64_t loop(ARGS)
     return i;
 }
 
+/* Legacy packet loads (LD_ABS / LD_IND) of socket filters: the loader rewrites each into
+ * `r1 = r6; r2 = offset; r3 = size; call PBS_HELPER_LD_PKT`. Reads big-endian from the
+ * __sk_buff's data (run->ctx, data/data_end at 76/80); out of bounds ends the program with 0,
+ * as the kernel does. */
+static uint64_t ld_pkt(ARGS)
+{
+    UNUSED5;
+    uint64_t ctx = run->ctx, size = r3;
+    int64_t off = (int64_t)(int32_t)r2;
+    if (!pbr_check_access(run, ctx + 76, 8, PBR_PERM_R))
+        return fault(run, ctx + 76);
+    uint64_t data = *(uint32_t *)(ctx + 76), end = *(uint32_t *)(ctx + 80);
+    if (off < 0 || (size != 1 && size != 2 && size != 4) || data + (uint64_t)off + size > end ||
+        !pbr_check_access(run, data + (uint64_t)off, size, PBR_PERM_R)) {
+        run->exit_value = 0;
+        run->status = PBR_EXIT;
+        return 0;
+    }
+    const uint8_t *p = (const uint8_t *)(data + (uint64_t)off);
+    uint64_t v = 0;
+    for (uint64_t i = 0; i < size; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
 const pbr_helper_fn pbs_helpers[PBR_MAX_HELPERS] = {
+    [PBS_HELPER_LD_PKT] = ld_pkt,
     [1] = map_lookup_elem,
     [2] = map_update_elem,
     [3] = map_delete_elem,

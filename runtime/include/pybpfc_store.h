@@ -267,6 +267,9 @@ int pbs_link_set_enabled(struct pbs_store *s, uint32_t id, int enabled);
 void pbs_link_destroy(struct pbs_store *s, uint32_t id);
 
 /* -- helpers ---------------------------------------------------------------------------------- */
+/* Private helper id (no kernel helper uses it): legacy LD_ABS/LD_IND packet loads, which the
+ * loader rewrites into calls of it. */
+#define PBS_HELPER_LD_PKT 255
 /* The helper table by kernel helper id (NULL = unsupported). */
 extern const pbr_helper_fn pbs_helpers[PBR_MAX_HELPERS];
 /* Copies up to len bytes of trace_printk output ("comm-pid: message\n" lines) into buf; consumes. */

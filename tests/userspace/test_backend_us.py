@@ -288,3 +288,47 @@ def test_too_many_pointable_maps_refused_at_load():
     spec.programs["p"] = ProgramSpec("p", "xdp", U.BPF_PROG_TYPE_XDP, insns=insns, relocations=relocs)
     with pytest.raises(LoadError, match=r"prog 'p': uses 13 maps with values it can point into .*allows 12"):
         pybpfc.load(spec, backend=UserspaceBackend(jit=False))
+
+
+def _legacy_loads_spec(oob: bool = False):
+    def asm(text):
+        return b"".join(i.encode() for i in assemble(text))
+
+    def raw(op, src=0, imm=0):
+        return struct.pack("<BBhi", op, src << 4, 0, imm)
+
+    insns = (asm("mov %r6, %r1\njne %r6, 0, +1\nexit")[:16] + raw(0x30, imm=0)  # jumped over
+             + raw(0x28, imm=1000 if oob else 2)                                # ldabsh: IPv4 total length
+             + asm("mov %r8, %r0\nmov %r7, 4\nexit")[:16] + raw(0x50, src=7, imm=5)  # ldindb r7+5: protocol
+             + asm("lsh %r8, 8\nor %r0, %r8\njne %r0, 0, +1\nmov %r0, 77\nexit"))
+    spec = CollectionSpec()
+    spec.programs["legacy"] = ProgramSpec("legacy", "socket", U.BPF_PROG_TYPE_SOCKET_FILTER, insns=insns)
+    return spec
+
+
+@pytest.mark.parametrize("engine", ["interpreter", "jit"])
+def test_legacy_packet_loads_in_socket_filters_like_the_kernel(engine):
+    pkt = bytearray(ETH_IP_UDP)
+    pkt[14 + 2:14 + 4] = (0x0032).to_bytes(2, "big")
+    pkt[14 + 9] = 17
+    expected = (0x32 << 8) | 17
+    for oob, want in ((False, expected), (True, 0)):
+        with pybpfc.load(_legacy_loads_spec(oob), backend=UserspaceBackend(jit=engine == "jit")) as c:
+            assert c.programs.legacy.test_run(bytes(pkt)).retval == want
+        if kernel_ok():
+            with pybpfc.load(_legacy_loads_spec(oob), backend="kernel") as c:
+                assert c.programs.legacy.test_run(bytes(pkt)).retval == want
+
+
+def test_pybpfc_socket_filter_example_like_the_kernel():
+    def run(backend):
+        with pybpfc.load(f"{ROOT}/examples/sockfilter.py", backend=backend) as c:
+            ok = ETH_IP_UDP[:14] + bytes(8) + b"ok" + bytes(30)
+            bad = ETH_IP_UDP[:14] + bytes(8) + b"no" + bytes(30)
+            rets = [c.programs.keep_ok.test_run(p).retval for p in (ok, bad, bad)]
+            return rets, c.maps.dropped[0]
+
+    got = run(UserspaceBackend(jit=False))
+    assert got == ([len(ETH_IP_UDP[:14] + bytes(8) + b"ok" + bytes(30)) - 14, 0, 0], 2)
+    if kernel_ok():
+        assert run("kernel") == got

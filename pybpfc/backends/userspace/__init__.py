@@ -54,6 +54,97 @@ MAX_VALUE_MAPS = 12
 SKB_TYPES = L2_SKB_TYPES | {U.BPF_PROG_TYPE_SOCKET_FILTER, U.BPF_PROG_TYPE_CGROUP_SKB}
 
 
+PBS_HELPER_LD_PKT = 255    # runtime/include/pybpfc_store.h
+LD_PKT_SIZES = {0x00: 4, 0x08: 2, 0x10: 1}  # BPF_W, BPF_H, BPF_B
+LD_ABS, LD_IND = 0x20, 0x40
+
+
+def _slot(op, dst=0, src=0, off=0, imm=0) -> bytes:
+    return struct.pack("<BBhi", op, (src << 4) | dst, off, imm)
+
+
+def rewrite_packet_loads(insns: bytes, relocations: list, subject: str, ptype: int):
+    """Legacy LD_ABS / LD_IND packet loads (socket filters) -> calls of the runtime's private
+    packet-load helper; jump, call and callback offsets and relocations are moved to match.
+    Returns (insns, relocations), unchanged when the program has none."""
+    import dataclasses
+
+    n = len(insns) // 8
+    slots = [insns[i * 8:i * 8 + 8] for i in range(n)]
+    i, found = 0, []
+    while i < n:
+        op = slots[i][0]
+        if op & 0x07 == 0 and op & 0xE0 in (LD_ABS, LD_IND) and op != 0x18:
+            found.append(i)
+        i += 2 if op == 0x18 else 1
+    if not found:
+        return insns, relocations
+    if ptype not in SKB_TYPES:
+        raise LoadError(f"{subject}: insn {found[0]}: legacy packet load (LD_ABS/LD_IND) is only valid in "
+                        f"socket filter, tc and cgroup_skb programs")
+    new: list = []
+    newidx = [0] * (n + 1)
+    i = 0
+    while i < n:
+        newidx[i] = len(new)
+        s = slots[i]
+        op, regs = s[0], s[1]
+        if op == 0x18:
+            new += [s, slots[i + 1]] if i + 1 < n else [s]
+            if i + 1 < n:
+                newidx[i + 1] = len(new) - 1
+            i += 2
+            continue
+        if i in found:
+            size = LD_PKT_SIZES.get(op & 0x18)
+            if size is None:
+                raise LoadError(f"{subject}: insn {i}: invalid size in legacy packet load (opcode {op:#04x})")
+            imm = struct.unpack_from("<i", s, 4)[0]
+            if op & 0xE0 == LD_IND:
+                new += [_slot(0xBF, 2, regs >> 4), _slot(0x07, 2, imm=imm)]
+            else:
+                new += [_slot(0xB7, 2, imm=imm)]
+            new += [_slot(0xBF, 1, 6), _slot(0xB7, 3, imm=size), _slot(0x85, imm=PBS_HELPER_LD_PKT)]
+            i += 1
+            continue
+        new.append(s)
+        i += 1
+    newidx[n] = len(new)
+    out = bytearray(b"".join(new))
+
+    def moved(old: int, rel: int, bits: int, what: str) -> int:
+        tgt = old + 1 + rel
+        if not 0 <= tgt <= n:
+            return rel  # out of range already: the verifier reports it
+        v = newidx[tgt] - (newidx[old] + 1)
+        if not -(1 << (bits - 1)) <= v < (1 << (bits - 1)):
+            raise LoadError(f"{subject}: insn {old}: {what} out of range after rewriting legacy packet loads")
+        return v
+
+    i = 0
+    while i < n:
+        s, pos = slots[i], newidx[i]
+        op, src = s[0], s[1] >> 4
+        off, imm = struct.unpack_from("<hi", s, 2)
+        cls, code = op & 0x07, op & 0xF0
+        if op == 0x18:
+            if src == 4:
+                struct.pack_into("<i", out, pos * 8 + 4, moved(i, imm, 32, "callback offset"))
+            i += 2
+            continue
+        if i not in found and cls in (0x05, 0x06) and code != 0x90:
+            if code == 0x80:
+                if src == 1:
+                    struct.pack_into("<i", out, pos * 8 + 4, moved(i, imm, 32, "call offset"))
+            elif cls == 0x06 and code == 0x00:
+                struct.pack_into("<i", out, pos * 8 + 4, moved(i, imm, 32, "jump offset"))
+            else:
+                struct.pack_into("<h", out, pos * 8 + 2, moved(i, off, 16, "jump offset"))
+        i += 1
+    relocs = [dataclasses.replace(r, insn=newidx[r.insn]) if 0 <= r.insn < n else r for r in relocations]
+    return bytes(out), relocs
+
+
 def userspace_available() -> bool:
     """True when the native runtime library can be built/loaded here."""
     try:
@@ -277,13 +368,14 @@ class UserspaceBackend(AttachMixin, Backend):
     def prepare(self, spec, maps: dict) -> tuple[bytes, list]:
         """Prepared bytecode (lddw imm = index into the returned map list) for a ProgramSpec."""
         subject = f"prog '{spec.name}'"
-        insns = bytearray(spec.insns)
-        if not insns or len(insns) % 8:
+        if not spec.insns or len(spec.insns) % 8:
             raise LoadError(f"{subject}: program is empty or not a whole number of instructions")
+        raw, relocations = rewrite_packet_loads(bytes(spec.insns), list(spec.relocations), subject, spec.type)
+        insns = bytearray(raw)
         n = len(insns) // 8
         order: list = []
         index: dict = {}
-        for r in spec.relocations:
+        for r in relocations:
             if r.kind == "func":
                 continue
             if r.kind not in ("map", "map_value"):
