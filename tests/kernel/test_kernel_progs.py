@@ -193,3 +193,22 @@ def test_rejected_btf_loads_without_it_and_says_so():
         assert c.programs.p.test_run(bytes(64)).retval == 2
         assert c.maps.h.raw.info().btf_id == 0
         assert any("loading without BTF" in w for w in c.backend.warnings)
+
+
+def test_oversized_verifier_log_keeps_its_end(monkeypatch):
+    from pybpfc.backends.kernel import programs
+    from pybpfc.elf.spec import ProgramSpec
+
+    monkeypatch.setattr(programs, "LOG_START", 4096)
+    monkeypatch.setattr(programs, "LOG_MAX", 64 << 10)
+    insns = struct.pack("<BBhi", 0xb7, 1, 0, 1) * 60000 + struct.pack("<BBhi", 0x95, 0, 0, 0)
+    p = ProgramSpec(name="long", section="xdp", type=U.BPF_PROG_TYPE_XDP, insns=insns)
+    with pytest.raises(pybpfc.VerifierError) as ei:
+        pybpfc.load(collection([], [p]), backend="kernel")
+    log = ei.value.log
+    first = log.splitlines()[0]
+    if first.startswith("(verifier log cut to its first"):
+        pytest.skip("kernel older than 6.4 keeps the head of a cut log")
+    assert first.startswith("(verifier log cut to its last ") and len(log) < (64 << 10) + 200
+    assert "60000: (95) exit" in log  # the end, where the reason is
+    assert "R0 !read_ok" in str(ei.value).splitlines()[0]

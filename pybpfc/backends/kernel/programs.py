@@ -16,7 +16,7 @@ from . import syscall as sc
 
 ENOTSUPP = 524
 LOG_START = 1 << 20
-LOG_MAX = 1 << 28  # well under the kernel cap (UINT_MAX >> 2)
+LOG_MAX = 16 << 20  # bigger logs are cut (a 1M-instruction rejection logs ~70 MB)
 
 PROG_TYPE_NAMES = {v: k[len("BPF_PROG_TYPE_"):].lower() for k, v in vars(U).items()
                    if k.startswith("BPF_PROG_TYPE_") and isinstance(v, int)}
@@ -212,18 +212,33 @@ def load_program(spec, maps: dict, btf_fd: int = -1, attach_btf_id: int = 0,
     fd, _ = sc.prog_load(spec.type, insns, **kw)
     if fd >= 0:
         return KernelProgram(fd, spec, spec.name)
-    # Retry with the verifier log on, growing the buffer until the whole log fits.
-    size, log = LOG_START, ""
+    # Retry with the verifier log on, growing the buffer until the whole log fits, up to
+    # LOG_MAX. Past that, kernels >= 6.4 keep the log's tail (where the reason is), older
+    # ones its head; either way the log says it was cut.
+    size, log, note = LOG_START, "", ""
     while True:
         buf = ctypes.create_string_buffer(size)
         fd, attr = sc.prog_load(spec.type, insns, log_level=1, log_buf=buf, **kw)
         if fd >= 0:  # passed with the log on (can happen with flaky resource limits)
             return KernelProgram(fd, spec, spec.name)
         log = buf.value.decode(errors="replace")
-        if -fd == _errno.ENOSPC and size < LOG_MAX:
-            size = max(size * 4, attr.log_true_size + 1 if attr.log_true_size else 0)
+        if -fd != _errno.ENOSPC:
+            break
+        true = attr.log_true_size
+        if true and true < LOG_MAX and true >= size:
+            size = true + 1
             continue
+        if not true and size < LOG_MAX:
+            size *= 4
+            continue
+        # still too long: ENOSPC hides the verifier's errno; it rejected the program
+        if true:
+            log = log.partition("\n")[2]  # the kept tail starts mid-line
+        note = (f"(verifier log cut to its last {len(log)} of {true} bytes)\n" if true else
+                f"(verifier log cut to its first {len(log)} bytes)\n")
+        fd = -_errno.EACCES
         break
+    log = note + log
     err = -fd
     if not log.strip():
         if err == _errno.EPERM and attach_btf_id and os.geteuid() == 0:
