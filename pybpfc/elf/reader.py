@@ -27,7 +27,6 @@ from .spec import CollectionSpec, CoreRelo, LineInfo, MapSpec, ProgramSpec, Relo
 
 EM_BPF = 247
 SHF_EXECINSTR = 0x4
-SHT_NOBITS = 8
 INSN = struct.Struct("<BBhi")     # code, regs (dst low nibble, src high nibble), off, imm
 MAX_NOBITS = 1 << 26              # far above the kernel's largest map value
 LDDW = 0x18                       # BPF_LD | BPF_IMM | BPF_DW
@@ -501,7 +500,13 @@ class _Reader:
             if sec["sh_size"] % 8:
                 raise self.err(f"section '{sec.name}': size {sec['sh_size']} is not a multiple of 8")
             self.sec_insns[shndx] = bytearray(self.section_data(sec))
-            self.sec_relocs[shndx] = {off // 8: (off, sym, rt) for off, sym, rt in self._relocs_for(sec)}
+            relocs = {}
+            for off, sym, rt in self._relocs_for(sec):
+                if rt not in (R_BPF_64_64, R_BPF_64_32) or off % 8 or off >= sec["sh_size"]:
+                    raise self.err(f"section '{sec.name}': unsupported relocation (type {rt}) against "
+                                   f"'{sym.name}' at offset {off}")
+                relocs[off // 8] = (off, sym, rt)
+            self.sec_relocs[shndx] = relocs
         for shndx, fl in sorted(self.funcs.items()):
             sec = self.by_index[shndx]
             if sec.name == ".text":
