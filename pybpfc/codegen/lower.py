@@ -342,9 +342,11 @@ class FunctionLowering:
     def s_Expr(self, s):
         if isinstance(s.value, ast.Constant) and (isinstance(s.value.value, str) or s.value.value is Ellipsis):
             return  # docstring or `...`
-        v = self.expr(s.value)
-        if v.kind == "mem" and v.nullable:
-            pass
+        if isinstance(s.value, ast.Compare):
+            self.err(s.value, "the result of this comparison is unused", hint="did you mean `=`?")
+        if isinstance(s.value, (ast.Name, ast.Attribute, ast.BinOp, ast.Constant, ast.Subscript, ast.UnaryOp)):
+            self.err(s.value, "this expression has no effect")
+        self.expr(s.value)
 
     def s_Return(self, s):
         if self.ret_type is None:

@@ -299,7 +299,9 @@ class ModuleLowering:
             self.diags.at(p.file, typed[1][0], f"a {kind} has one parameter: the return value")
         if kind in ("uprobe", "kprobe") and len(typed) > 6:
             self.diags.at(p.file, typed[6][0], "at most 6 arguments are passed in registers")
-        if node.returns is not None:
+        if isinstance(node.returns, ast.Constant) and node.returns.value is None:
+            self.diags.at(p.file, node.returns, "BPF programs return an int", hint="annotate `-> int`")
+        elif node.returns is not None:
             try:
                 rt = fl.annotation_type(node.returns)
                 if not is_int(rt):

@@ -205,6 +205,15 @@ CASES = [
      [(4, 8, 'not a pybpfc type')]),
 ]
 
+CASES += [
+    ("unused_compare", "@bpf.xdp\ndef p(ctx) -> int:\n    x = 1\n    x == 2\n    return x\n",
+     [(5, 5, "the result of this comparison is unused")]),
+    ("no_effect", "@bpf.xdp\ndef p(ctx) -> int:\n    x = 1\n    x + 1\n    return x\n",
+     [(5, 5, "this expression has no effect")]),
+    ("program_returns_none", "@bpf.xdp\ndef p(ctx) -> None:\n    return\n",
+     [(3, 15, "BPF programs return an int")]),
+]
+
 
 @pytest.mark.parametrize("name,src,expected", CASES, ids=[c[0] for c in CASES])
 def test_invalid_program(tmp_path, name, src, expected):
