@@ -172,6 +172,47 @@ static uint64_t get_numa_node_id(ARGS) { UNUSED5; (void)run; return 0; }
 static uint64_t get_attach_cookie(ARGS) { UNUSED5; return EX(run)->cookie; }
 
 /* the probed address the agent passed (pbs_prog_run_ip); 0 when run without a probe */
+/* bpf_for_each_map_elem(map, callback(map, key, value, ctx), ctx, flags): the key is a copy
+ * on this frame, made readable for the callback while it runs; returns the elements visited */
+static uint64_t for_each_map_elem(ARGS)
+{
+    UNUSED5;
+    MAP(m, r1);
+    if (r4)
+        return (uint64_t)-EINVAL;
+    if (!run->invoke) {
+        run->status = PBR_EHELPER;
+        return 0;
+    }
+    uint64_t key[(256 + 7) / 8 + 1];
+    if (m->key_size > sizeof(key))
+        return (uint64_t)-E2BIG;
+    uint32_t saved = run->nregions;
+    if (pbr_add_region(run, (uint64_t)key, m->key_size ? m->key_size : 1, PBR_PERM_R) < 0)
+        return (uint64_t)-E2BIG;
+    uint32_t kreg = run->nregions - 1;
+    uint64_t n = 0;
+    for (uint32_t i = 0;; i++) {
+        int end;
+        void *v = pbs_map_elem_at(m, i, key, &end);
+        if (end)
+            break;
+        if (!v)
+            continue;
+        n++;
+        uint64_t ret = run->invoke(run, r2, r1, (uint64_t)key, (uint64_t)v, r3, 0);
+        if (run->status != PBR_OK || ret)
+            break;
+    }
+    /* drop the key's region (later regions, e.g. ring buffer records, stay) */
+    if (kreg == run->nregions - 1 && run->regions[kreg].start == (uint64_t)key)
+        run->nregions = kreg;
+    else if (kreg < run->nregions && run->regions[kreg].start == (uint64_t)key)
+        run->regions[kreg].end = run->regions[kreg].start;
+    (void)saved;
+    return n;
+}
+
 static uint64_t get_func_ip(ARGS) { UNUSED5; return EX(run)->func_ip; }
 
 /* -- memory ------------------------------------------------------------------------------------ */
@@ -430,7 +471,10 @@ static uint64_t ringbuf_commit_(struct pbr_run *run, uint64_t p, int discard)
     /* the record is no longer the program's: drop its region (the last one added for it) */
     for (uint32_t i = run->nregions; i-- > 0;)
         if (run->regions[i].start == p) {
-            run->regions[i].end = run->regions[i].start; /* empty: matches nothing */
+            if (i == run->nregions - 1)
+                run->nregions = i;                       /* the last one: free the slot */
+            else
+                run->regions[i].end = run->regions[i].start; /* empty: matches nothing */
             break;
         }
     return 0;
@@ -593,6 +637,7 @@ const pbr_helper_fn pbs_helpers[PBR_MAX_HELPERS] = {
     [133] = ringbuf_discard,
     [134] = ringbuf_query,
     [160] = ktime_get_coarse_ns,
+    [164] = for_each_map_elem,
     [173] = get_func_ip,
     [174] = get_attach_cookie,
     [181] = loop,

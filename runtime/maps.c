@@ -1125,3 +1125,28 @@ int pbs_map_update_batch(struct pbs_map *m, const void *keys, const void *vals, 
     }
     return (int)n;
 }
+
+/* Element `idx` (0-based slot) for bpf_for_each_map_elem: copies the key, returns the value
+ * pointer (per-CPU maps: this CPU's slot), or NULL for an empty slot or idx past the end. */
+void *pbs_map_elem_at(struct pbs_map *m, uint32_t idx, void *key, int *end)
+{
+    uint32_t t = m->type;
+    *end = idx >= m->max_entries;
+    if (*end)
+        return NULL;
+    uint8_t *v;
+    if (is_array(t) && t != T_PROG_ARRAY) {
+        memcpy(key, &idx, 4);
+        v = values(m) + (uint64_t)idx * m->value_stride;
+    } else if (is_hash(t)) {
+        struct hent *e = hent(m, idx + 1);
+        if (!__atomic_load_n(&e->used, __ATOMIC_ACQUIRE))
+            return NULL;
+        memcpy(key, hkey(e), m->key_size);
+        v = hval(m, idx + 1);
+    } else {
+        *end = 1;
+        return NULL;
+    }
+    return is_percpu(t) ? v + this_cpu(m) * r8(m->value_size) : v;
+}

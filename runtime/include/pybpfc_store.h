@@ -232,6 +232,9 @@ uint64_t pbs_ringbuf_lost(struct pbs_map *m); /* records dropped because the rin
  * timed out (timeout_ms -1: forever). Readers that want a file descriptor use these. */
 uint32_t pbs_ringbuf_seq(struct pbs_map *m);
 int pbs_ringbuf_wait_seq(struct pbs_map *m, uint32_t seq, int timeout_ms);
+/* Slot idx of a hash or array map for bpf_for_each_map_elem: copies the key and returns the
+ * value pointer (per-CPU: this CPU's), NULL for an empty slot; *end set past the last slot. */
+void *pbs_map_elem_at(struct pbs_map *m, uint32_t idx, void *key, int *end);
 /* Memory a program may touch for this map (the values area); 0 size if none. */
 void pbs_map_values(struct pbs_map *m, uint64_t *addr, uint64_t *len);
 

@@ -307,3 +307,22 @@ def test_perf_buffer_counts_lost_records(engine):
         assert reader.lost >= 2            # 64 KiB per CPU holds at most 4 such records
         assert all(len(g) == 16000 for g in got)
         assert rets.count(0) == len(got)   # the others returned an error, like the kernel
+
+
+def test_for_each_map_elem_and_callbacks_in_clang_object(engine):
+    """linking.bpf.o: bpf_for_each_map_elem over an array with a callback calling a subprogram,
+    bpf_loop, a global subprogram and a static function in the program's section."""
+    pkt = bytes(12) + b"\x08\x00" + bytes(50)
+    want = (3 * (1 + 2 + 3 + 4) * 100 + 10 + 1000) + len(pkt) * 100000
+
+    def run(backend):
+        with pybpfc.load(f"{HERE}/../objects/linking.bpf.o", backend=backend) as c:
+            return c.programs.link_all.test_run(pkt).retval, dict(c.maps.vals.items())
+
+    got = run(UserspaceBackend(jit=engine == "jit"))
+    assert got == (want, {0: 1, 1: 2, 2: 3, 3: 4})
+    if os.geteuid() == 0:
+        from pybpfc.backends.kernel import kernel_available
+
+        if kernel_available():
+            assert run("kernel") == got

@@ -11,6 +11,7 @@ NotSupportedError from the Backend base class.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno as _errno
 import os
 import struct
@@ -67,8 +68,6 @@ def rewrite_packet_loads(insns: bytes, relocations: list, subject: str, ptype: i
     """Legacy LD_ABS / LD_IND packet loads (socket filters) -> calls of the runtime's private
     packet-load helper; jump, call and callback offsets and relocations are moved to match.
     Returns (insns, relocations), unchanged when the program has none."""
-    import dataclasses
-
     n = len(insns) // 8
     slots = [insns[i * 8:i * 8 + 8] for i in range(n)]
     i, found = 0, []
@@ -378,6 +377,19 @@ class UserspaceBackend(AttachMixin, Backend):
         for r in relocations:
             if r.kind == "func":
                 continue
+            if r.kind == "kfunc":
+                raise LoadError(f"{subject}: kfunc {r.target} (insn {r.insn}) is not supported by the userspace runtime")
+            if r.kind in ("ksym", "ksym_addr"):
+                if not r.addend:
+                    raise LoadError(f"{subject}: kernel symbol '{r.target}' (insn {r.insn}) does not exist in the "
+                                    f"userspace runtime")
+                if 0 <= r.insn < n - 1 and insns[r.insn * 8] == 0x18:  # __weak: it reads as 0
+                    insns[r.insn * 8 + 1] &= 0x0F
+                    struct.pack_into("<i", insns, r.insn * 8 + 4, 0)
+                    struct.pack_into("<i", insns, r.insn * 8 + 12, 0)
+                continue
+            if r.kind == "kconfig":
+                r = dataclasses.replace(r, kind="map_value", target=r.target or ".kconfig")
             if r.kind not in ("map", "map_value"):
                 raise LoadError(f"{subject}: relocation of unknown kind {r.kind!r} at insn {r.insn}")
             if not 0 <= r.insn < n - 1 or insns[r.insn * 8] != 0x18:
