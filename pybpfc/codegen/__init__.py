@@ -11,7 +11,7 @@ import threading
 
 from ..errors import CompileError, Diagnostic, Error
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _init = False
 MCPUS = ("v1", "v2", "v3", "v4", "generic", "probe")
 
@@ -52,6 +52,11 @@ def compile_file(path: str, opt_level: int = 2, mcpu: str = "v3", emit: str = "o
         raise Error(f"optimisation level must be 0..3, not {opt_level}")
     text = lower_module(path, tracepoint_formats)
     llvm = _llvm()
+    with _lock:   # one LLVM context for the process: one compilation at a time
+        return _llvm_compile(llvm, text, path, opt_level, mcpu, emit)
+
+
+def _llvm_compile(llvm, text: str, path: str, opt_level: int, mcpu: str, emit: str) -> bytes:
     try:
         mod = llvm.parse_assembly(text)
         mod.verify()
