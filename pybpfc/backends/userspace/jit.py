@@ -161,6 +161,9 @@ class _Module:
                                         ir.Constant(i64, 0)])
         self.tbaa_bpf = self.mod.add_metadata([t_bpf, t_bpf, ir.Constant(i64, 0)])
         self.tbaa_meta = self.mod.add_metadata([t_meta, t_meta, ir.Constant(i64, 0)])
+        # program-independent helpers, shared by the programs of a batch
+        self.slow_check = None
+        self.no_invoke = None
 
 
 class _Gen:
@@ -174,6 +177,7 @@ class _Gen:
         # llvmlite's IR layer may use typed pointers; LLVM reads them as opaque `ptr`
         self.ptr = self.i8.as_pointer()
         m = m or _Module()
+        self.m = m
         self.prefix = prefix
         self.mod, self.tbaa_bpf, self.tbaa_meta = m.mod, m.tbaa_bpf, m.tbaa_meta
         self.helper_ty = ir.FunctionType(self.i64, [self.i64] * 5 + [self.ptr])
@@ -194,6 +198,7 @@ class _Gen:
     def _find_functions(self):
         insns, n = self.insns, self.n
         self.lddw_second = set()
+        self.callbacks = set()
         starts = {0}
         pc = 0
         while pc < n:
@@ -203,7 +208,9 @@ class _Gen:
                     raise JitError(f"insn {pc}: lddw without its second slot")
                 self.lddw_second.add(pc + 1)
                 if ins.src == 4:
-                    starts.add(self._target(pc, pc + 1 + ins.imm))
+                    t = self._target(pc, pc + 1 + ins.imm)
+                    starts.add(t)
+                    self.callbacks.add(t)
                 pc += 2
                 continue
             if ins.op == 0x85 and ins.src == 1:
@@ -245,13 +252,20 @@ class _Gen:
     # -- out-of-line checks
 
     def _declare_slow_check(self):
+        if self.m.slow_check is not None:
+            self.slow_check, self.check_ty = self.m.slow_check
+            return
+        self._build_slow_check()
+        self.m.slow_check = (self.slow_check, self.check_ty)
+
+    def _build_slow_check(self):
         """{i1 ok, i64 lo, i64 hi} slow_check(run, jctx, addr, size, perm): scans
         run->regions (the stack is one); lo/hi is the matching region for the caller's cache
         (empty when it cannot be cached)."""
         ir = self.ir
         self.check_ty = ir.LiteralStructType([self.i1, self.i64, self.i64])
         fty = ir.FunctionType(self.check_ty, [self.ptr, self.ptr, self.i64, self.i64, self.i32])
-        f = ir.Function(self.mod, fty, name=f"{self.prefix}slow_check")
+        f = ir.Function(self.mod, fty, name="slow_check")
         f.linkage = "internal"
         # cold and register-preserving: the hot path around it keeps its registers
         f.calling_convention = "preserve_mostcc"
@@ -310,9 +324,20 @@ class _Gen:
         return self.mod
 
     def _build_invoke(self):
-        """uint64_t invoke(run, func, a1..a5): run->invoke for callback helpers."""
+        """uint64_t invoke(run, func, a1..a5): run->invoke for callback helpers; `func` is
+        a function value from lddw src=4 (the callback's instruction index)."""
         ir = self.ir
         fty = ir.FunctionType(self.i64, [self.ptr, self.i64] + [self.i64] * 5)
+        if not self.callbacks:  # no function values: any invoke is an invalid call
+            if self.m.no_invoke is None:
+                f = ir.Function(self.mod, fty, name="pbr_jit_no_invoke")
+                f.linkage = "internal"
+                b = ir.IRBuilder(f.append_basic_block("entry"))
+                self.meta_store(b, self.c32(PBR_EINSN), f.args[0], OFF_STATUS)
+                b.ret(self.c64(0))
+                self.m.no_invoke = f
+            self.invoke = self.m.no_invoke
+            return
         f = ir.Function(self.mod, fty, name=f"{self.prefix}pbr_jit_invoke")
         f.linkage = "internal"
         self.invoke = f
@@ -337,7 +362,7 @@ class _Gen:
         self.meta_store(b2, old, jctx, J_DEPTH * 8)
         b2.ret(res)
         # if-chain, not a switch: a jump table would need data relocations
-        for s in self.starts:
+        for s in sorted(self.callbacks):
             nxt = f.append_basic_block(f"not_{s}")
             hitb = f.append_basic_block(f"call_{s}")
             b.cbranch(b.icmp_unsigned("==", func, self.c64(s)), hitb, nxt)
