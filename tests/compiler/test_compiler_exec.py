@@ -374,3 +374,19 @@ return (a // b + 100) * 1000 + r * 10 + (1 if y == 0x0FFFFFFF else 0)
 """
     ret, _ = run_xdp(tmp_path, body, prelude=prelude, mcpu=mcpu)
     assert ret == 96 * 1000 + 60 + 1
+
+
+def test_loop_with_run_time_bound(tmp_path):
+    prelude = "cfg = ArrayMap(u32, u32, max_entries=1)\n"
+    body = """
+n = cfg[0]
+s = 0
+for i in range(min(n, 16)):     # a bound the verifier can see
+    s += i
+return s
+"""
+    _, obj = run_xdp(tmp_path, body, prelude=prelude)
+    obj.maps.cfg[0] = 5
+    assert obj.programs.prog.test_run(bytes(64)).retval == 10
+    obj.maps.cfg[0] = 1000
+    assert obj.programs.prog.test_run(bytes(64)).retval == sum(range(16))
