@@ -12,7 +12,7 @@ from elftools.elf.elffile import ELFFile
 from pybpfc.btf import BTF, vmlinux
 from pybpfc.btf.btf import KIND_NAMES, VAR_GLOBAL_ALLOCATED
 from pybpfc.errors import BTFError
-from pybpfc.lang.types import Array, Str, Struct, i32, u32, u64
+from pybpfc.lang.types import Array, IntType, Str, bool_, Struct, i32, u32, u64
 
 HERE = os.path.dirname(__file__)
 OBJ = os.path.join(HERE, "..", "objects")
@@ -276,3 +276,28 @@ def test_kernel_ids():
     tid = kfunc_id("bpf_rcu_read_lock")
     assert tid and b[tid].name == "bpf_rcu_read_lock" and b[tid].kind_name == "FUNC"
     assert kfunc_id("pybpfc_no_such_function") == 0 and ksym_id("pybpfc_no_such_var") == 0
+
+
+@has_vmlinux
+def test_vmlinux_structs_convert_consistently():
+    """A sample of the kernel's structs and unions: sizes agree with BTF, fields fit, and
+    bytes survive a decode/encode round trip."""
+    from pybpfc.btf.btf import KIND_STRUCT, KIND_UNION
+
+    b = vmlinux()
+    ids = [t.id for t in b if t.kind in (KIND_STRUCT, KIND_UNION)]
+    assert len(ids) > 1000
+    for tid in ids[::9]:
+        t = b[tid]
+        L = b.to_lang_type(tid)
+        assert L._size == t.size, t
+        for name, ft, off in L._fields_:
+            assert off + ft._size <= t.size, (t, name)
+        data = bytes(range(256)) * (t.size // 256 + 1)
+        data = data[: t.size]
+        back = L._pack(L._unpack(data))
+        assert L._pack(L._unpack(back)) == back, t
+        # integer fields come back unchanged (padding, bitfields and nested holes become zero)
+        for name, ft, off in L._fields_:
+            if issubclass(ft, IntType) and ft is not bool_:  # bools normalise to 0/1
+                assert back[off: off + ft._size] == data[off: off + ft._size], (t, name)
