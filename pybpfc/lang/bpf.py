@@ -30,6 +30,11 @@ def _tag(kind: str, section: str, target: str = "") -> Callable[[F], F]:
     return deco
 
 
+def _direction(deco: str, direction: str):
+    if direction not in ("ingress", "egress"):
+        raise ValueError(f"bpf.{deco}({direction!r}): direction must be \"ingress\" or \"egress\"")
+
+
 def _not_in_user_space(name: str):
     def stub(*args: Any, **kw: Any) -> Any:
         raise RuntimeError(f"bpf.{name}() runs only inside a BPF program")
@@ -42,6 +47,8 @@ class _Bpf:
 
     # ---- program decorators -------------------------------------------------------------
     def tracepoint(self, name: str) -> Callable[[F], F]:
+        if not isinstance(name, str) or name.count("/") != 1:
+            raise ValueError(f"bpf.tracepoint({name!r}): expected \"category/name\", e.g. \"syscalls/sys_enter_openat\"")
         return _tag("tracepoint", f"tracepoint/{name}", name)
 
     def raw_tracepoint(self, name: str) -> Callable[[F], F]:
@@ -75,9 +82,11 @@ class _Bpf:
         return _tag("perf_event", "perf_event")(fn)
 
     def tc(self, direction: str = "ingress") -> Callable[[F], F]:
+        _direction("tc", direction)
         return _tag("tc", f"tc/{direction}", direction)
 
     def cgroup_skb(self, direction: str = "ingress") -> Callable[[F], F]:
+        _direction("cgroup_skb", direction)
         return _tag("cgroup_skb", f"cgroup_skb/{direction}", direction)
 
     def section(self, name: str) -> Callable[[F], F]:

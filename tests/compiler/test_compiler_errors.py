@@ -275,3 +275,13 @@ def p(ctx) -> int:
     assert [(d.line, d.col) for d in diags] == [(11, 5)]   # `a = Big()` after the 2-line header
     assert "BPF stack limit is exceeded" in diags[0].message
     assert "PerCpuArray" in diags[0].hint
+
+
+@pytest.mark.parametrize("deco,msg", [
+    ('@bpf.tc("sideways")', 'bpf.tc(\'sideways\'): direction must be "ingress" or "egress"'),
+    ('@bpf.tracepoint("sys_enter_openat")', "bpf.tracepoint('sys_enter_openat'): expected \"category/name\""),
+])
+def test_bad_decorator_arguments(tmp_path, deco, msg):
+    diags = compile_errors(tmp_path, f"from pybpfc import *\n{deco}\ndef p(ctx) -> int:\n    return 0\n", header=False)
+    assert [(d.line, d.col) for d in diags] == [(2, 1)]
+    assert msg in diags[0].message
