@@ -43,6 +43,12 @@ static struct pbs_map *map_arg(struct pbr_run *run, uint64_t h)
     for (uint32_t i = 0; i < ex->prog->nmaps; i++)
         if (run->maps[i] == h && h)
             return (struct pbs_map *)h;
+    /* an inner map a map-of-maps lookup returned: any live record of this store's table */
+    struct pbs_store *s = ex->store;
+    uint64_t tab = (uint64_t)s->base + s->hdr->maps_off, sz = sizeof(struct pbs_map);
+    if (h >= tab && h < tab + PBS_MAX_MAPS * sz && (h - tab) % sz == 0 &&
+        __atomic_load_n(&((struct pbs_map *)h)->state, __ATOMIC_ACQUIRE) == PBS_LIVE)
+        return (struct pbs_map *)h;
     return NULL;
 }
 

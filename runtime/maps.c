@@ -20,7 +20,7 @@
 
 enum {
     T_HASH = 1, T_ARRAY = 2, T_PROG_ARRAY = 3, T_PERF = 4, T_PCPU_HASH = 5, T_PCPU_ARRAY = 6,
-    T_LRU_HASH = 9, T_LRU_PCPU_HASH = 10, T_LPM = 11, T_QUEUE = 22, T_STACK = 23,
+    T_LRU_HASH = 9, T_LRU_PCPU_HASH = 10, T_LPM = 11, T_AOM = 12, T_HOM = 13, T_QUEUE = 22, T_STACK = 23,
     T_RINGBUF = 27, T_BLOOM = 30,
 };
 
@@ -29,13 +29,29 @@ enum {
 static inline uint64_t r8(uint64_t x) { return (x + 7) & ~7ull; }
 static inline uint64_t r64(uint64_t x) { return (x + 63) & ~63ull; }
 
-static int is_hash(uint32_t t) { return t == T_HASH || t == T_PCPU_HASH || t == T_LRU_HASH || t == T_LRU_PCPU_HASH; }
+static int is_hash(uint32_t t)
+{
+    return t == T_HASH || t == T_PCPU_HASH || t == T_LRU_HASH || t == T_LRU_PCPU_HASH || t == T_HOM;
+}
 static int is_lru(uint32_t t) { return t == T_LRU_HASH || t == T_LRU_PCPU_HASH; }
 static int is_percpu(uint32_t t) { return t == T_PCPU_HASH || t == T_PCPU_ARRAY || t == T_LRU_PCPU_HASH; }
-static int is_array(uint32_t t) { return t == T_ARRAY || t == T_PCPU_ARRAY || t == T_PROG_ARRAY; }
+static int is_array(uint32_t t) { return t == T_ARRAY || t == T_PCPU_ARRAY || t == T_PROG_ARRAY || t == T_AOM; }
+/* arrays whose values are object ids (programs, inner maps): 0 = empty */
+static int is_id_array(uint32_t t) { return t == T_PROG_ARRAY || t == T_AOM; }
+static int is_of_maps(uint32_t t) { return t == T_AOM || t == T_HOM; }
 
 static inline uint8_t *values(struct pbs_map *m) { return pbs_map_base(m) + m->values_off; }
 static inline uint8_t *meta(struct pbs_map *m) { return pbs_map_base(m) + m->meta_off; }
+
+/* The live map with this id in m's store (a map of maps' element), or NULL. */
+static struct pbs_map *inner_map(struct pbs_map *m, uint32_t id)
+{
+    if (id == 0 || id > PBS_MAX_MAPS)
+        return NULL;
+    uint8_t *base = pbs_map_base(m);
+    struct pbs_map *in = (struct pbs_map *)(base + ((struct pbs_header *)base)->maps_off) + (id - 1);
+    return __atomic_load_n(&in->state, __ATOMIC_ACQUIRE) == PBS_LIVE ? in : NULL;
+}
 
 static uint32_t this_cpu(struct pbs_map *m)
 {
@@ -435,6 +451,12 @@ static int hupdate(struct pbs_map *m, const void *key, const void *value, uint64
     uint64_t f = flags & 3;
     if (f == 3)
         return -EINVAL;
+    if (m->type == T_HOM) {
+        uint32_t id;
+        memcpy(&id, value, 4);
+        if (!inner_map(m, id))
+            return -EBADF;
+    }
     uint32_t h = (uint32_t)hash_bytes(key, m->key_size, 0);
     hlock(m);
     uint32_t i = hfind(m, key, h, NULL);
@@ -694,15 +716,15 @@ int pbs_map_create(struct pbs_store *s, const char *name, uint32_t type, uint32_
     if (is_percpu(type))
         stride *= ncpus;
     switch (type) {
-    case T_HASH: case T_PCPU_HASH: case T_LRU_HASH: case T_LRU_PCPU_HASH:
-        if (!key_size || !value_size || !max_entries)
+    case T_HASH: case T_PCPU_HASH: case T_LRU_HASH: case T_LRU_PCPU_HASH: case T_HOM:
+        if (!key_size || !value_size || !max_entries || (type == T_HOM && value_size != 4))
             return -EINVAL;
         nbuckets = (uint32_t)pow2_at_least(max_entries);
         vsize = stride * max_entries;
         msize = r64((uint64_t)nbuckets * 4) + r8(sizeof(struct hent) + key_size) * max_entries;
         break;
-    case T_ARRAY: case T_PCPU_ARRAY: case T_PROG_ARRAY:
-        if (key_size != 4 || !value_size || !max_entries || (type == T_PROG_ARRAY && value_size != 4))
+    case T_ARRAY: case T_PCPU_ARRAY: case T_PROG_ARRAY: case T_AOM:
+        if (key_size != 4 || !value_size || !max_entries || (is_id_array(type) && value_size != 4))
             return -EINVAL;
         vsize = stride * max_entries;
         break;
@@ -838,7 +860,8 @@ void pbs_map_put(struct pbs_store *s, uint32_t id)
 
 void pbs_map_values(struct pbs_map *m, uint64_t *addr, uint64_t *len)
 {
-    if (m->values_size && m->type != T_PROG_ARRAY && m->type != T_QUEUE && m->type != T_STACK) {
+    if (m->values_size && !is_id_array(m->type) && !is_of_maps(m->type) && m->type != T_QUEUE &&
+        m->type != T_STACK) {
         *addr = (uint64_t)values(m);
         *len = m->values_size;
     } else {
@@ -856,6 +879,9 @@ void *pbs_map_lookup(struct pbs_map *m, const void *key)
         memcpy(&idx, key, 4);
         if (idx >= m->max_entries || t == T_PROG_ARRAY || t == T_PERF)
             return NULL;
+        if (t == T_AOM)
+            return inner_map(m, __atomic_load_n((uint32_t *)(values(m) + (uint64_t)idx * m->value_stride),
+                                                __ATOMIC_ACQUIRE));
         uint8_t *v = values(m) + (uint64_t)idx * m->value_stride;
         return t == T_PCPU_ARRAY ? v + this_cpu(m) * r8(m->value_size) : v;
     }
@@ -867,6 +893,8 @@ void *pbs_map_lookup(struct pbs_map *m, const void *key)
             __atomic_store_n(&hent(m, i)->stamp, __atomic_add_fetch(&m->clock, 1, __ATOMIC_RELAXED),
                              __ATOMIC_RELAXED);
         uint8_t *v = hval(m, i);
+        if (t == T_HOM)
+            return inner_map(m, __atomic_load_n((uint32_t *)v, __ATOMIC_ACQUIRE));
         return is_percpu(t) ? v + this_cpu(m) * r8(m->value_size) : v;
     }
     if (t == T_LPM) {
@@ -897,9 +925,11 @@ int pbs_map_update(struct pbs_map *m, const void *key, const void *value, uint64
         uint8_t *v = values(m) + (uint64_t)idx * m->value_stride;
         if (t == T_PCPU_ARRAY)
             v += this_cpu(m) * r8(m->value_size);
-        if (t == T_PROG_ARRAY) {
+        if (is_id_array(t)) {
             uint32_t id;
             memcpy(&id, value, 4);
+            if (t == T_AOM && !inner_map(m, id))
+                return -EBADF;
             __atomic_store_n((uint32_t *)v, id, __ATOMIC_RELEASE);
         } else {
             memcpy(v, value, m->value_size);
@@ -918,7 +948,7 @@ int pbs_map_delete(struct pbs_map *m, const void *key)
     uint32_t t = m->type;
     if (is_hash(t))
         return hdelete(m, key);
-    if (t == T_PROG_ARRAY) {
+    if (is_id_array(t)) {
         uint32_t idx;
         memcpy(&idx, key, 4);
         if (idx >= m->max_entries)
@@ -987,7 +1017,7 @@ int pbs_map_lookup_copy(struct pbs_map *m, const void *key, void *value)
         if (idx >= m->max_entries)
             return -ENOENT;
         uint8_t *v = values(m) + (uint64_t)idx * m->value_stride;
-        if (t == T_PROG_ARRAY) {
+        if (is_id_array(t)) {
             uint32_t id = __atomic_load_n((uint32_t *)v, __ATOMIC_ACQUIRE);
             if (!id)
                 return -ENOENT;
@@ -1135,10 +1165,10 @@ void *pbs_map_elem_at(struct pbs_map *m, uint32_t idx, void *key, int *end)
     if (*end)
         return NULL;
     uint8_t *v;
-    if (is_array(t) && t != T_PROG_ARRAY) {
+    if (is_array(t) && !is_id_array(t)) {
         memcpy(key, &idx, 4);
         v = values(m) + (uint64_t)idx * m->value_stride;
-    } else if (is_hash(t)) {
+    } else if (is_hash(t) && t != T_HOM) {
         struct hent *e = hent(m, idx + 1);
         if (!__atomic_load_n(&e->used, __ATOMIC_ACQUIRE))
             return NULL;

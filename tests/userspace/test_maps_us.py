@@ -295,3 +295,36 @@ def test_unclosed_maps_are_collected():
     del m
     gc.collect()
     assert ref() is None  # the fast path's back reference does not keep it alive
+
+
+def test_map_of_maps_lookup_gives_the_inner_map_to_helpers():
+    """kinds.bpf.o: a hash of maps statically holding inner_a at key 2; the program looks up key
+    0 and counts in custom_var when it finds an inner map. Same effects as on the kernel."""
+    import pybpfc
+
+    obj_path = os.path.join(ROOT, "tests", "objects", "kinds.bpf.o")
+    xdp = bytes(12) + b"\x08\x00" + bytes(50)
+
+    def run(backend):
+        with pybpfc.load(obj_path, backend=backend) as c:
+            outer, inner = c.maps.outer, c.maps.inner_a
+            assert outer.raw.lookup(u32(2)) is not None  # the static initialiser
+            c.maps.legacy_hash.raw.update(u32(0), u64(1))
+            c.programs.frag_prog.test_run(xdp)
+            before = c.globals.custom_var
+            outer.raw.update(u32(0), inner.raw.fd_bytes())
+            c.programs.frag_prog.test_run(xdp)
+            after = c.globals.custom_var
+            assert not outer.raw.delete(u32(7))
+            return before, after, c.maps.legacy_hash.raw.lookup(u32(0))
+
+    got = run(UserspaceBackend(jit=False))
+    assert got == (5, 6, u64(1 + 10 + 10))
+    with pytest.raises(LoadError, match=r"map 'outer': update failed: Bad file descriptor"):
+        with pybpfc.load(obj_path, backend=UserspaceBackend(jit=False)) as c:
+            c.maps.outer.raw.update(u32(1), u32(250))  # no map with that id
+    if os.geteuid() == 0:
+        from pybpfc.backends.kernel import kernel_available
+
+        if kernel_available():
+            assert run("kernel") == got

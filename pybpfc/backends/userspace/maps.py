@@ -20,7 +20,8 @@ SUPPORTED_TYPES = {
     U.BPF_MAP_TYPE_HASH, U.BPF_MAP_TYPE_ARRAY, U.BPF_MAP_TYPE_PROG_ARRAY, U.BPF_MAP_TYPE_PERF_EVENT_ARRAY,
     U.BPF_MAP_TYPE_PERCPU_HASH, U.BPF_MAP_TYPE_PERCPU_ARRAY, U.BPF_MAP_TYPE_LRU_HASH,
     U.BPF_MAP_TYPE_LRU_PERCPU_HASH, U.BPF_MAP_TYPE_LPM_TRIE, U.BPF_MAP_TYPE_QUEUE, U.BPF_MAP_TYPE_STACK,
-    U.BPF_MAP_TYPE_RINGBUF, U.BPF_MAP_TYPE_BLOOM_FILTER,
+    U.BPF_MAP_TYPE_RINGBUF, U.BPF_MAP_TYPE_BLOOM_FILTER, U.BPF_MAP_TYPE_ARRAY_OF_MAPS,
+    U.BPF_MAP_TYPE_HASH_OF_MAPS,
 }
 MAP_TYPE_NAMES = {v: k[len("BPF_MAP_TYPE_"):].lower() for k, v in vars(U).items()
                   if k.startswith("BPF_MAP_TYPE_") and isinstance(v, int)}
@@ -44,8 +45,10 @@ def normalize(spec, ncpus: int):
         ks, vs = 4, 4
         if n == 0:
             n = ncpus
-    elif t == U.BPF_MAP_TYPE_PROG_ARRAY:
+    elif t in (U.BPF_MAP_TYPE_PROG_ARRAY, U.BPF_MAP_TYPE_ARRAY_OF_MAPS):
         ks, vs = 4, 4
+    elif t == U.BPF_MAP_TYPE_HASH_OF_MAPS:
+        vs = 4
     elif t in KEYLESS_TYPES:
         ks = 0
     if t not in SUPPORTED_TYPES:
@@ -159,7 +162,8 @@ class UserspaceMap(RawMap):
     def lookup_batch(self, batch_size: int = 1024) -> Iterator[tuple[bytes, bytes]]:
         if self.type not in (U.BPF_MAP_TYPE_HASH, U.BPF_MAP_TYPE_PERCPU_HASH, U.BPF_MAP_TYPE_LRU_HASH,
                              U.BPF_MAP_TYPE_LRU_PERCPU_HASH, U.BPF_MAP_TYPE_ARRAY, U.BPF_MAP_TYPE_PERCPU_ARRAY,
-                             U.BPF_MAP_TYPE_PROG_ARRAY, U.BPF_MAP_TYPE_LPM_TRIE):
+                             U.BPF_MAP_TYPE_PROG_ARRAY, U.BPF_MAP_TYPE_LPM_TRIE,
+                             U.BPF_MAP_TYPE_ARRAY_OF_MAPS, U.BPF_MAP_TYPE_HASH_OF_MAPS):
             yield from super().lookup_batch(batch_size)
             return
         if self._fast is not None and self._m:
