@@ -15,6 +15,7 @@ import dataclasses
 import errno as _errno
 import os
 import struct
+import threading
 import time
 import warnings
 from typing import Iterator, Optional
@@ -175,6 +176,7 @@ class UserspaceProgram(RawProgram):
         self._res = ffi().new("struct pbs_run_result *")
         self._regions = ffi().new("struct pbr_region[4]")
         self._closed = False
+        self._lock = threading.Lock()  # the context buffer and result are per program
 
     def use_jit(self) -> bool:
         """Runs the JIT code the loader put in the store (mapped executable here) from now on;
@@ -207,6 +209,10 @@ class UserspaceProgram(RawProgram):
 
     def test_run(self, data: bytes = b"", ctx: Optional[bytes] = None, repeat: int = 1,
                  data_size_out: Optional[int] = None) -> TestRunResult:
+        with self._lock:
+            return self._test_run(data, ctx, repeat, data_size_out)
+
+    def _test_run(self, data, ctx, repeat, data_size_out) -> TestRunResult:
         F, L = ffi(), lib()
         if self._closed:
             raise Error(f"{self._subject}: program is closed")
@@ -289,11 +295,11 @@ class UserspaceProgram(RawProgram):
 
     def run(self, ctx: int = 0, ctx_len: int = 0, cookie: int = 0) -> int:
         """Runs once on a context already in memory (no regions besides map values and stack)."""
-        r0 = lib().pbs_prog_run(self.store.handle, self.id, ctx, ctx_len, ffi().NULL, 0, cookie,
-                                self._res)
-        if self._res.status != PBR_OK:
-            raise RuntimeFault(f"{self._subject}: stopped at insn {self._res.fault_pc}: "
-                               f"{REASONS.get(self._res.status, self._res.status)}")
+        res = ffi().new("struct pbs_run_result *")
+        r0 = lib().pbs_prog_run(self.store.handle, self.id, ctx, ctx_len, ffi().NULL, 0, cookie, res)
+        if res.status != PBR_OK:
+            raise RuntimeFault(f"{self._subject}: stopped at insn {res.fault_pc}: "
+                               f"{REASONS.get(res.status, res.status)}")
         return int(r0)
 
     def close(self) -> None:
