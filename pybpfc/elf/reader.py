@@ -557,7 +557,10 @@ class _Reader:
             out += self.sec_insns[sh][f.start * 8: f.end * 8]
             # Discover callees of this piece now so their order is deterministic (BFS).
             for i in range(f.start, f.end):
-                tgt = self._branch_target(p.name, sh, i, f)
+                try:
+                    tgt = self._branch_target(p.name, sh, i, f)
+                except ELFError as e:
+                    raise ELFError(f"{e}{self._where(sh, i)}") from None
                 if tgt is not None:
                     tsh, tf = tgt
                     queue.append((tsh, tf))
@@ -567,33 +570,56 @@ class _Reader:
             srel = self.sec_relocs[sh]
             i = f.start
             while i < f.end:
-                new = base + (i - f.start)
-                op, regs, off, imm = INSN.unpack_from(code, i * 8)
-                r = srel.get(i)
-                tgt = self._branch_target(p.name, sh, i, f)
-                if tgt is not None:
-                    tsh, tf = tgt
-                    rel = placed[(tsh, tf.start)] - new - 1
-                    if op == CALL:
-                        struct.pack_into("<BBhi", out, new * 8, op, (regs & 0x0F) | (U.BPF_PSEUDO_CALL << 4), off, rel)
-                    else:
-                        struct.pack_into("<BBhi", out, new * 8, op, (regs & 0x0F) | (U.BPF_PSEUDO_FUNC << 4), off, rel)
-                        relocs.append(Relocation(new, "func", tf.name))
-                elif r is not None and op == CALL:
-                    relocs.append(self._kfunc_call(p.name, out, new, i, r))
-                elif r is not None:
-                    relocs.append(self._data_reloc(p.name, out, new, code, i, r, spec))
-                if op == LDDW:
-                    i += 1
-                    if i >= f.end:
-                        raise ELFError(f"prog '{p.name}': lddw at instruction {i - 1} of section "
-                                       f"'{self.by_index[sh].name}' is cut off by the end of function '{f.name}'")
-                    if srel.get(i) is not None:
-                        raise ELFError(f"prog '{p.name}': relocation on the second half of a lddw")
-                i += 1
+                try:
+                    i = self._link_insn(p, sh, f, i, base, out, placed, relocs, spec)
+                except ELFError as e:
+                    raise ELFError(f"{e}{self._where(sh, i)}") from None
         p.insns = bytes(out)
         p.relocations = relocs
         self._btf_ext_for(p, pieces)
+
+    def _link_insn(self, p, sh, f, i, base, out, placed, relocs, spec) -> int:
+        """Fix up instruction i of function f (copied at `base`); returns the next index."""
+        code, srel = self.sec_insns[sh], self.sec_relocs[sh]
+        new = base + (i - f.start)
+        op, regs, off, imm = INSN.unpack_from(code, i * 8)
+        r = srel.get(i)
+        tgt = self._branch_target(p.name, sh, i, f)
+        if tgt is not None:
+            tsh, tf = tgt
+            rel = placed[(tsh, tf.start)] - new - 1
+            src = U.BPF_PSEUDO_CALL if op == CALL else U.BPF_PSEUDO_FUNC
+            struct.pack_into("<BBhi", out, new * 8, op, (regs & 0x0F) | (src << 4), off, rel)
+            if op != CALL:
+                relocs.append(Relocation(new, "func", tf.name))
+        elif r is not None and op == CALL:
+            relocs.append(self._kfunc_call(p.name, out, new, i, r))
+        elif r is not None:
+            relocs.append(self._data_reloc(p.name, out, new, code, i, r, spec))
+        if op == LDDW:
+            i += 1
+            if i >= f.end:
+                raise ELFError(f"prog '{p.name}': lddw at instruction {i - 1} of section "
+                               f"'{self.by_index[sh].name}' is cut off by the end of function '{f.name}'")
+            if srel.get(i) is not None:
+                raise ELFError(f"prog '{p.name}': relocation on the second half of a lddw")
+        return i + 1
+
+    def _where(self, sh, i) -> str:
+        """" (at file:line:col: source)" for instruction i of section sh, from BTF line info."""
+        if self.ext is None or self.btf is None:
+            return ""
+        best = None
+        for boff, file_off, line_off, line_col in self.ext["line_info"].get(self.by_index[sh].name, []):
+            if boff <= i * 8 and (best is None or boff >= best[0]):
+                best = (boff, file_off, line_off, line_col)
+        if best is None:
+            return ""
+        try:
+            file, src = self.btf.str_at(best[1]), self.btf.str_at(best[2]).strip()
+        except BTFError:
+            return ""
+        return f" (at {os.path.basename(file)}:{best[3] >> 10}:{best[3] & 0x3FF}{': ' + src if src else ''})"
 
     def _branch_target(self, prog, sh, i, f):
         """(section, function) called or referenced as a callback by insn i, or None."""

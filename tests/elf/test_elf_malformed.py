@@ -54,7 +54,8 @@ def test_call_into_the_middle_of_a_function():
     assert (code, imm) == (0x85, 10)
     struct.pack_into("<i", d, off + 4 * 8 + 4, 11)
     with pytest.raises(ELFError, match=r"prog 'xdp_drop': call at instruction 4 of 'xdp_drop' targets "
-                                       r"instruction 12 of section '.text', which is not the start of a function"):
+                                       r"instruction 12 of section '.text', which is not the start of a function "
+                                       r"\(at progs.bpf.c:52:2: twice\(1\);\)"):
         read_elf(bytes(d))
 
 
