@@ -39,10 +39,12 @@ def run(args) -> int:
     try:
         with api.load(spec, backend="kernel") as coll:
             for name, prog in spec.programs.items():
-                info = ""
                 raw = getattr(coll.programs, name).raw
-                n = getattr(raw, "xlated_insn_count", None) or prog.insn_count
-                print(f"  {name:<24} {prog.section:<36} verified ({n} insns)" + info)
+                try:
+                    n = raw.info().xlated_prog_len // 8   # after the verifier's rewrites
+                except Exception:  # noqa: BLE001 - the count is informational only
+                    n = prog.insn_count
+                print(f"  {name:<24} {prog.section:<36} verified ({n} insns)")
     except VerifierError as e:
         print(str(e), file=sys.stderr)
         return 1
