@@ -277,22 +277,24 @@ class _Gen:
         fl = f.append_basic_block
         reg_head, reg_body, reg_next, ok, bad, hit = (
             fl(x) for x in ("rh", "rb", "rn", "ok", "bad", "hit"))
+        nreg = b.load(self.field_ptr(b, run, OFF_NREGIONS, self.i32))
         b.cbranch(no_wrap, reg_head, bad)
-        # regions 0..nregions-1
+        # regions nregions-1 .. 0: the newest first (a helper just added the value it
+        # returned, e.g. a map lookup)
         b.position_at_end(reg_head)
         j = b.phi(self.i32)
-        j.add_incoming(self.c32(0), f.entry_basic_block)
-        nreg = b.load(self.field_ptr(b, run, OFF_NREGIONS, self.i32))
-        b.cbranch(b.icmp_unsigned("<", j, nreg), reg_body, bad)
+        j.add_incoming(nreg, f.entry_basic_block)
+        b.cbranch(b.icmp_unsigned("!=", j, self.c32(0)), reg_body, bad)
         b.position_at_end(reg_body)
-        rbase = self.field_ptr(b, run, b.add(b.mul(b.zext(j, self.i64), self.c64(REGION_SIZE)),
+        k = b.sub(j, self.c32(1))
+        rbase = self.field_ptr(b, run, b.add(b.mul(b.zext(k, self.i64), self.c64(REGION_SIZE)),
                                              self.c64(OFF_REGIONS)), self.i8)
         rlo = b.load(self.field_ptr(b, rbase, 0, self.i64))
         rhi = b.load(self.field_ptr(b, rbase, 8, self.i64))
         rperm = b.load(self.field_ptr(b, rbase, 16, self.i32))
         inside = b.and_(b.icmp_unsigned(">=", addr, rlo), b.icmp_unsigned("<=", end, rhi))
         allowed = b.icmp_unsigned("==", b.and_(rperm, perm), perm)
-        j.add_incoming(b.add(j, self.c32(1)), reg_next)
+        j.add_incoming(k, reg_next)
         b.cbranch(b.and_(inside, allowed), hit, reg_next)
         b.position_at_end(reg_next)
         b.branch(reg_head)
@@ -391,6 +393,12 @@ class _Gen:
         stack.align = 16
         stack = b.bitcast(stack, self.ptr)
         stack_end = b.gep(stack, [self.c64(nframes)])
+        # frame 0 starts zeroed, as in the interpreter (no stale native stack bytes are
+        # visible); one vector store, so no memset call appears in the code
+        vt = ir.VectorType(self.i64, PBR_STACK_SIZE // 8)
+        top = b.bitcast(b.gep(stack, [self.c64(nframes - PBR_STACK_SIZE)]), vt.as_pointer())
+        z = b.store(ir.Constant(vt, None), top, align=16)
+        z.set_metadata("tbaa", self.tbaa_bpf)
         self.meta_store(b, self.c64(0), jctx, J_DEPTH * 8)
         self.meta_store(b, stack_end, jctx, J_STACK_END * 8)
         self.meta_store(b, self.c32(PBR_OK), run, OFF_STATUS)
