@@ -291,3 +291,23 @@ def test_ringbuf_consumer_woken_while_producer_runs():
         # a full ring makes bpf_ringbuf_output fail (the event is lost, not reordered)
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
         assert len(got) > 10000
+
+
+def test_ringbuf_with_asyncio_reader():
+    import asyncio
+
+    async def main(c):
+        rb = c.ringbuf("events")
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        loop.add_reader(rb.fileno(), ready.set)
+        try:
+            loop.call_later(0.05, lambda: c.programs.emit.test_run(PKT, repeat=10))
+            await asyncio.wait_for(ready.wait(), 5)
+            return rb.poll(0)
+        finally:
+            loop.remove_reader(rb.fileno())
+
+    with _ringbuf_coll(OUTPUT) as c:
+        got = asyncio.run(main(c))
+        assert [e.seq for e in got] == list(range(10))

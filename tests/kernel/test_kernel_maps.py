@@ -342,6 +342,12 @@ def test_pinning_by_name_reuses_map():
             assert os.path.exists(f"{root}/shared")
             with pybpfc.load(collection([ms]), backend=KernelBackend(pin_root=root)) as c2:
                 assert c2.maps.shared[1] == 11
+            c1.maps.shared.pin(f"{root}/by_hand")  # explicit pin of a live map
+            from pybpfc.backends.kernel import syscall as sc
+
+            fd = sc.obj_get(f"{root}/by_hand")
+            assert sc.map_info(fd).id == c1.maps.shared.raw.info().id
+            os.close(fd)
         other = MapSpec(name="shared", type=U.BPF_MAP_TYPE_HASH, key_size=4, value_size=8,
                         max_entries=8, pinning=1)
         with pytest.raises(LoadError, match=r"map 'shared': pinned map at .* is incompatible \(value size 4 != 8\)"):
