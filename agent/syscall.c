@@ -66,6 +66,23 @@ static struct {
 } handles[MAX_SYS_HOOKS];
 
 char pba_sud_selector = SUD_ALLOW;
+/* 1 = this number takes the C path in pba_zp_entry (hooks, or SIGSYS filtering, or vfork) */
+__attribute__((visibility("hidden"))) uint8_t pba_sys_slow[NSYS];
+
+static int filtered(int nr)
+{
+    return nr == SYS_rt_sigprocmask || nr == SYS_rt_sigaction || nr == SYS_rt_sigsuspend ||
+           nr == SYS_ppoll || nr == SYS_pselect6 || nr == SYS_epoll_pwait || nr == SYS_epoll_pwait2 ||
+           nr == SYS_vfork;
+}
+
+static void update_slow(void)
+{
+    int all = enter_all || exit_all;
+    for (int nr = 0; nr < NSYS; nr++)
+        __atomic_store_n(&pba_sys_slow[nr], (uint8_t)(all || enter_tab[nr] || exit_tab[nr] || filtered(nr)),
+                         __ATOMIC_RELEASE);
+}
 static int mode; /* 0 off, 1 sud, 2 zpoline */
 static uint64_t stat_rewritten, stat_sigsys, stat_dispatched;
 
@@ -109,20 +126,30 @@ __asm__(".text\n"
         "  je 2f\n"
         "  cmp $435, %rax\n"      /* clone3: refuse; libc falls back to clone */
         "  je 3f\n"
+        /* fast path: no hook and no filter for this number. The application's registers are
+         * untouched, so the agent's own `syscall` (exempt from SUD) does it directly. */
+        "  cmp $" "512" ", %rax\n"
+        "  jae 0f\n"
+        "  lea pba_sys_slow(%rip), %rcx\n"
+        "  cmpb $0, (%rcx,%rax)\n"
+        "  jne 0f\n"
+        "  syscall\n"
+        "  ret\n"
         "0:\n"
-        "  lea -120(%rsp), %rsp\n" /* keep the red zone: only [sp-8] was overwritten by the call */
-        "  pushfq\n"
+        /* keep the red zone: only [sp-8] was overwritten by the call. Arithmetic flags are
+         * not preserved (popfq is slow; compilers treat every asm statement as clobbering
+         * them); DF is cleared for the C code and restored to 0, the ABI value. */
+        "  lea -128(%rsp), %rsp\n"
         "  cld\n"
         FRAME_SAVE
-        /* rbp+8 flags, rbp+136 return address, rbp+144 application sp */
-        "  mov 8(%rbp), %rcx\n  mov %rcx, 144(%rsp)\n"
+        /* rbp+136 return address, rbp+144 application sp */
         "  mov 136(%rbp), %rcx\n  mov %rcx, 128(%rsp)\n"
         "  lea 144(%rbp), %rcx\n  mov %rcx, 152(%rsp)\n"
+        "  movq $0x246, 144(%rsp)\n" /* pt_regs->flags: not captured, a typical value */
         "  mov %rsp, %rdi\n"
         "  call pba_sys_run\n"
         FRAME_RESTORE
-        "  popfq\n"
-        "  lea 120(%rsp), %rsp\n"
+        "  lea 128(%rsp), %rsp\n"
         "  ret\n"
         "1:\n"
         "  add $8, %rsp\n"
@@ -338,8 +365,11 @@ static int setup_zpoline(void)
     /* hide the null pointer from the compiler, which would turn the stores into traps */
     volatile uint8_t *vz;
     __asm__("" : "=r"(vz) : "0"(0ul));
+    /* The sled: groups of seven 0x66 prefixes and a nop. Entered at any byte, the rest of a
+     * group decodes as one (prefixed) nop, so reaching the end takes <= 64 instructions
+     * instead of up to 512 single-byte nops. */
     for (int i = 0; i < NSYS; i++)
-        vz[i] = 0x90;
+        vz[i] = (i & 7) == 7 ? 0x90 : 0x66;
     uint64_t ent = (uint64_t)pba_zp_entry;
     vz[NSYS] = 0x49;
     vz[NSYS + 1] = 0xbb; /* movabs $pba_zp_entry, %r11 (r11 is clobbered by syscall anyway) */
@@ -380,6 +410,7 @@ int pba_sys_init(int want_zpoline)
         want_zpoline = 1;
     if (m && !strcmp(m, "sud"))
         want_zpoline = 0;
+    update_slow();
     if (want_zpoline && setup_zpoline() == 0) {
         /* every syscall instruction traps once, from the start, and is rewritten: so the ones
          * that would block SIGSYS are seen (and filtered) before they can */
@@ -466,6 +497,7 @@ int pba_sys_add(int nr, int kind, pba_fn fn, void *data, char *err, size_t errle
             handles[id].used = 1;
             handles[id].nr = nr;
             handles[id].kind = kind;
+            update_slow();
             if (nhooks++ == 0 && mode == 1)
                 __atomic_store_n(&pba_sud_selector, SUD_BLOCK, __ATOMIC_SEQ_CST);
         } else {
@@ -491,6 +523,7 @@ int pba_sys_del(int id)
         struct hooklist **sl = slot_for(handles[id].nr, handles[id].kind);
         __atomic_store_n(sl, list_with(*sl, NULL, id), __ATOMIC_RELEASE);
         handles[id].used = 0;
+        update_slow();
         if (--nhooks == 0 && mode == 1)
             __atomic_store_n(&pba_sud_selector, SUD_ALLOW, __ATOMIC_SEQ_CST);
         rc = 0;
