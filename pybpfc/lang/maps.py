@@ -20,6 +20,12 @@ class Map:
 
     def __init__(self, key: Any = None, value: Any = None, max_entries: int = 1, flags: int = 0,
                  pinned: bool = False):
+        for what, t in (("key", key), ("value", value)):
+            if t is not None and not hasattr(resolve_type(t), "_size"):
+                raise TypeError(f"{type(self).__name__}: {what} type {t!r} is not a pybpfc type "
+                                f"(use u8..u64, i8..i64, a Struct, Array[T, N] or Str[N])")
+        if int(max_entries) < 0:
+            raise ValueError(f"{type(self).__name__}: max_entries must not be negative")
         self.key = resolve_type(key) if key is not None else None
         self.value = resolve_type(value) if value is not None else None
         self.max_entries = int(max_entries)
@@ -103,6 +109,10 @@ class RingBuf(Map):
     kind = "ringbuf"
 
     def __init__(self, max_entries: int = 256 * 1024, event: Any = None, pinned: bool = False):
+        n = int(max_entries)
+        if n < 4096 or n & (n - 1):
+            raise ValueError(f"RingBuf(max_entries={max_entries}): the size in bytes must be a power of two "
+                             f"and at least one page (4096)")
         super().__init__(None, None, max_entries, 0, pinned)
         self.event = event
 

@@ -285,3 +285,14 @@ def test_bad_decorator_arguments(tmp_path, deco, msg):
     diags = compile_errors(tmp_path, f"from pybpfc import *\n{deco}\ndef p(ctx) -> int:\n    return 0\n", header=False)
     assert [(d.line, d.col) for d in diags] == [(2, 1)]
     assert msg in diags[0].message
+
+
+@pytest.mark.parametrize("decl,msg", [
+    ("m = RingBuf(max_entries=1000)", "RingBuf(max_entries=1000): the size in bytes must be a power of two"),
+    ("m = HashMap(u32, float, max_entries=4)", "HashMap: value type <class 'float'> is not a pybpfc type"),
+])
+def test_bad_map_declarations(tmp_path, decl, msg):
+    diags = compile_errors(tmp_path, f"from pybpfc import *\n{decl}\n@bpf.xdp\ndef p(ctx) -> int:\n    return 0\n",
+                           header=False)
+    assert [(d.line, d.col) for d in diags] == [(2, 1)]
+    assert msg in diags[0].message
