@@ -68,3 +68,44 @@ def test_differential_detects_a_difference(kernel):
     b = D.Outcome(a.r0 ^ 1, a.mem)
     c = D.Outcome(a.r0, bytes([a.mem[0] ^ 1]) + a.mem[1:])
     assert len({a.key(), b.key()}) == 2 and len({a.key(), c.key()}) == 2
+
+
+# Regression: a 32-bit cmpxchg must zero-extend the old value into r0 (RFC 9669). The kernel
+# (6.18) skips the zero-extension on this verifier-pruned path (found by the VM owner's
+# generator, tests/conformance/difftest.py); the interpreter and the JIT must not.
+CMPXCHG32_PRUNED = """
+lddw %r0, 0x7fffffffffffffff
+lddw %r3, 0x558e9af0dc5e4d51
+lddw %r4, 0xf85e20cca7f259d6
+lddw %r5, 0xa49cf892681e4e8a
+lddw %r7, 0xed9e3214483d3b16
+stxdw [%r10-8], %r4
+stxdw [%r10-16], %r4
+stxdw [%r10-24], %r2
+stxdw [%r10-32], %r0
+stxdw [%r10-40], %r5
+stxdw [%r10-48], %r3
+stxdw [%r10-56], %r7
+stxdw [%r10-64], %r5
+lock cmpxchg32 [%r10-32], %r7
+lsh32 %r7, %r7
+jsge %r3, %r7, done
+call local sub
+mov %r2, 1702597145
+done:
+exit
+sub:
+ldxdw %r0, [%r1+8]
+add %r0, %r2
+mul %r0, 255
+stxdw [%r1+8], %r0
+exit
+"""
+
+
+def test_cmpxchg32_zero_extends_r0_on_interpreter_and_jit():
+    from pybpfc.asm import assemble
+    body = b"".join(i.encode() for i in assemble(CMPXCHG32_PRUNED))
+    mem = bytes(D.MEM)
+    assert D.run_interp(body, mem).r0 == 0xFFFFFFFF
+    assert D.run_jit_batch([body], [mem])[0].r0 == 0xFFFFFFFF
