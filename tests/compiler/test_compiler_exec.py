@@ -390,3 +390,4 @@ return s
     assert obj.programs.prog.test_run(bytes(64)).retval == 10
     obj.maps.cfg[0] = 1000
     assert obj.programs.prog.test_run(bytes(64)).retval == sum(range(16))
+
