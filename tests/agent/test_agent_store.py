@@ -48,16 +48,27 @@ def run_kernel(obj, attach, argv):
     return coll, links, p
 
 
-def test_malloc_count_matches_kernel(bpf_objs, target, kernel_ok):
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "examples", "userspace")
+
+
+def example(bpf_objs, name, lang):
+    """The C object or the pybpfc-language module of an examples/userspace program."""
+    return bpf_objs[name] if lang == "c" else os.path.join(EXAMPLES, f"{name}.py")
+
+
+@pytest.mark.parametrize("lang", ["c", "py"])
+def test_malloc_count_matches_kernel(bpf_objs, target, kernel_ok, lang):
     def attach(c):
         return [c.programs.count_malloc.attach_uprobe("libc", "malloc")]
 
-    be, coll, links, p, out, err = run_us(bpf_objs["malloc_count"], attach, [target, "1000"])
+    obj = example(bpf_objs, "malloc_count", lang)
+    be, coll, links, p, out, err = run_us(obj, attach, [target, "1000"])
     assert out == b"" and err == b""  # the agent writes nothing to the target's output
     us = dict(coll.maps.calls.items())
     assert us.get(p.pid, 0) >= 1000
     assert links[0].hits == sum(us.values())
-    kc, _, kp = run_kernel(bpf_objs["malloc_count"], attach, [target, "1000"])
+    kc, _, kp = run_kernel(obj, attach, [target, "1000"])
     assert us[p.pid] == dict(kc.maps.calls.items())[kp.pid]
     kc.close()
     coll.close()
@@ -95,8 +106,8 @@ def _open_names(coll, pid_filter, prefix):
     return names
 
 
-@pytest.mark.parametrize("tool", ["target", "cat", "python"])
-def test_opens_match_kernel(bpf_objs, target, kernel_ok, tool):
+@pytest.mark.parametrize("tool,lang", [("target", "c"), ("cat", "c"), ("python", "c"), ("cat", "py")])
+def test_opens_match_kernel(bpf_objs, target, kernel_ok, tool, lang):
     tmp_path = Path(tempfile.mkdtemp(prefix="pa"))  # short: the event keeps 64 bytes of name
     files = []
     for i in range(4):
@@ -110,9 +121,10 @@ def test_opens_match_kernel(bpf_objs, target, kernel_ok, tool):
     def attach(c):
         return [c.programs.on_openat.attach()]
 
-    be, coll, links, p, out, _ = run_us(bpf_objs["opens"], attach, argv)
+    obj = example(bpf_objs, "opens", lang)
+    be, coll, links, p, out, _ = run_us(obj, attach, argv)
     us = _open_names(coll, {p.pid}, str(tmp_path))
-    kc, _, kp = run_kernel(bpf_objs["opens"], attach, argv)
+    kc, _, kp = run_kernel(obj, attach, argv)
     k = _open_names(kc, {kp.pid}, str(tmp_path))
     assert us == k == files
     kc.close()
@@ -234,4 +246,35 @@ def test_children_follow_or_not(bpf_objs, target, follow):
         assert sorted(children.values()) == [111, 222]
     else:
         assert children == {}
+    coll.close()
+
+
+def test_malloc_latency_pybpfc_language(target):
+    def attach(c):
+        return [c.programs.malloc_enter.attach_uprobe("libc", "malloc"),
+                c.programs.malloc_exit.attach_uretprobe("libc", "malloc")]
+
+    be, coll, links, p, _, _ = run_us(os.path.join(EXAMPLES, "malloc_latency.py"), attach, [target, "300"])
+    assert sum(v for _, v in coll.maps.latency.items()) == links[1].hits >= 300
+    assert links[0].hits == links[1].hits
+    assert list(coll.maps.start.items()) == []  # every entry met its return
+    coll.close()
+
+
+def test_pid_filter(bpf_objs, target):
+    be = UserspaceBackend()
+    coll = pybpfc.load(bpf_objs["malloc_count"], backend=be)
+    p = be.spawn([target, "wait", "50"], stdin=subprocess.PIPE)
+    try:
+        wait_log(be, "store ")
+        mine = coll.programs.count_malloc.attach_uprobe(target, "work", pid=p.pid)
+        other = coll.programs.count_malloc.attach_uprobe(target, "work", pid=1)
+        wait_log(be, f"link {mine.id}: uprobe")
+        p.stdin.write(b"go\n")
+        p.stdin.close()
+        assert p.wait(30) == 0
+        assert mine.hits == 50 and other.hits == 0
+        assert dict(coll.maps.calls.items()) == {p.pid: 50}
+    finally:
+        p.kill()
     coll.close()
