@@ -679,7 +679,10 @@ class FunctionLowering:
             if n < t._size:
                 self.memset(self.gep(dst.ref, n), t._size - n)
             return
-        self.err(vnode, f"cannot store {describe(v)} into {tname(t)}")
+        hint = None
+        if is_str(t) and v.kind in ("int", "mem") and (v.kind == "int" or is_int(v.ty)):
+            hint = "a pointer (address) is not the string: bpf.probe_read_user_str(dst, address) copies it"
+        self.err(vnode, f"cannot store {describe(v)} into {tname(t)}", hint=hint)
 
     def store_bytes(self, ptr: str, data: bytes):
         i = 0
@@ -918,7 +921,10 @@ class FunctionLowering:
             off, t, _ = p.fields[a]
             return V("mem", t, self.gep(ctx.ref, off))
         avail = ", ".join(sorted(p.fields)) if p and p.fields else "none"
-        self.err(node, f"the {p.kind if p else ''} context has no field '{a}'", hint=f"fields: {avail}")
+        hint = f"fields: {avail}"
+        if a in ("data", "data_end", "data_meta") and p is not None and p.packet is not None:
+            hint = "read packet headers with ctx.packet(Type, offset) (it does the bounds check)"
+        self.err(node, f"the {p.kind if p else ''} context has no field '{a}'", hint=hint)
 
     def e_Subscript(self, node, want):
         base = self.expr(node.value)

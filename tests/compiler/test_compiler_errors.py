@@ -296,3 +296,29 @@ def test_bad_map_declarations(tmp_path, decl, msg):
                            header=False)
     assert [(d.line, d.col) for d in diags] == [(2, 1)]
     assert msg in diags[0].message
+
+
+def test_hints_for_common_mistakes(tmp_path):
+    diags = compile_errors(tmp_path, """
+class E(Struct):
+    name: Str[64]
+
+events = RingBuf()
+
+@bpf.tracepoint("syscalls/sys_enter_execve")
+def t(ctx) -> int:
+    e = events.reserve(E)
+    if e is None:
+        return 0
+    e.name = ctx.filename
+    events.submit(e)
+    return 0
+
+@bpf.xdp
+def x(ctx) -> int:
+    return ctx.data
+""")
+    assert [(d.line, d.col, d.message) for d in diags] == [
+        (14, 14, "cannot store u64 into Str[64]"),
+        (20, 12, "the xdp context has no field 'data'")]
+    assert "probe_read_user_str" in diags[0].hint and "ctx.packet(Type, offset)" in diags[1].hint
