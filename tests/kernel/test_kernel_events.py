@@ -178,6 +178,8 @@ def _perf_coll():
 
 def test_perfbuf_burst():
     with _perf_coll() as c:
+        with pytest.raises(pybpfc.Error, match=r"map 'events': perf buffer page_count must be a power of two, got 3"):
+            c.perfbuf("events", page_count=3)
         pb = c.perfbuf("events", page_count=64)
         c.programs.emit.test_run(PKT, repeat=5000)
         got = _collect(pb, 5000)
