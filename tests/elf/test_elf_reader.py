@@ -469,3 +469,65 @@ def test_object_without_btf(tmp_path):
             os.close(fd_map)
             if fd >= 0:
                 os.close(fd)
+
+
+@root
+def test_python_core_matches_the_kernel():
+    """pybpfc.btf.core computes what the kernel's own CO-RE computes, kind by kind."""
+    from pybpfc.btf import core, vmlinux
+
+    s = read_elf(os.path.join(OBJ, "core.bpf.o"))
+    p = s.programs["core_kinds"]
+    kinds = {r.kind for r in p.core_relos}
+    assert kinds >= {core.FIELD_BYTE_OFFSET, core.FIELD_BYTE_SIZE, core.FIELD_LSHIFT_U64,
+                     core.FIELD_RSHIFT_U64, core.FIELD_SIGNED, core.TYPE_EXISTS, core.TYPE_SIZE,
+                     core.ENUMVAL_EXISTS, core.ENUMVAL_VALUE}
+    btf_fd, log = _bpfsys.btf_load(s.btf.raw)
+    assert btf_fd >= 0, log
+    bss = _bpfsys.map_create(s.maps[".bss"])
+    fds = [btf_fd, bss]
+    try:
+        results = []
+        for how in ("kernel", "python"):
+            prog = s.copy().programs["core_kinds"]
+            if how == "python":
+                prog.insns = core.apply(prog, s.btf, vmlinux())
+                prog.core_relos_raw = b""
+            fd, log = _bpfsys.prog_load(prog, {".bss": bss}, btf_fd)
+            assert fd >= 0, f"{how}: {log}"
+            fds.append(fd)
+            _bpfsys.map_update(bss, b"\0\0\0\0", bytes(s.maps[".bss"].value_size))
+            _bpfsys.test_run(fd)
+            data = _bpfsys.map_lookup(bss, b"\0\0\0\0", s.maps[".bss"].value_size)
+            off = s.maps[".bss"].variables["vals"][0]
+            results.append(struct.unpack_from("<12Q", data, off))
+        assert results[0] == results[1]
+        b = vmlinux()
+        ts = b.find("task_struct")
+        tgid = [m for m in ts.members if m.name == "tgid"][0].offset // 8
+        assert results[0][0] == tgid and results[0][2] == 16 and results[0][8] == 1
+        assert results[0][11] == U.BPF_MAP_TYPE_RINGBUF
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@pytest.mark.skipif(not os.path.exists("/sys/kernel/btf/vmlinux"), reason="kernel has no BTF")
+def test_python_core_missing_field_poisons_and_bad_input_errors():
+    from pybpfc.btf import core, vmlinux
+    from pybpfc.errors import LoadError
+
+    s = read_elf(os.path.join(OBJ, "core.bpf.o"))
+    p = s.programs["read_tgid"]
+    r = p.core_relos[0]
+    assert (r.access, r.kind) == ("0:1", core.FIELD_BYTE_OFFSET)
+    r.access = "0:2"  # no_such_field_in_kernel: an offset of a field the kernel lacks
+    out = core.apply(p, s.btf, vmlinux())
+    assert struct.unpack_from("<BBhi", out, r.insn * 8) == (0x85, 0, 0, core.POISON)
+    r.access = "0:x"
+    with pytest.raises(LoadError, match="bad access string"):
+        core.apply(p, s.btf, vmlinux())
+    r.access, r.insn = "0:1", 0  # instruction 0 is a helper call, not a patchable one
+    with pytest.raises(LoadError, match=r"prog 'read_tgid': CO-RE field_byte_offset relocation on instruction 0 "
+                                        r"\(opcode 0x85\) cannot be patched"):
+        core.apply(p, s.btf, vmlinux())
