@@ -61,8 +61,10 @@ static PyObject *k_lookup(PyObject *self, PyObject *const *args, Py_ssize_t narg
 			Py_RETURN_NONE;
 		return PyLong_FromLong(r);
 	}
-	if (vsize <= 0)
-		Py_SET_SIZE(out, 0);
+	if (vsize <= 0) {
+		Py_DECREF(out);
+		return PyBytes_FromStringAndSize(NULL, 0);
+	}
 	return out;
 }
 
