@@ -134,6 +134,12 @@ def test_memory_block_bounds():
     assert e.status == vm.PBR_EFAULT
     e = _fault(I(0x7A, 1, 0, -1, 7) + I(0xB7, 0) + I(0x95), mem)  # store before the start
     assert e.status == vm.PBR_EFAULT
+    # the last bytes of a region (the cache covers all but the last 7; exact checks the rest)
+    tail = I(0x79, 0, 1, 0) + I(0x71, 2, 1, 15) + I(0x0F, 0, 2) + I(0x69, 2, 1, 14)
+    assert run_jit(tail + I(0x0F, 0, 2) + I(0x95), mem) == (
+        int.from_bytes(mem[:8], "little") + 15 + int.from_bytes(mem[14:16], "little"))
+    e = _fault(I(0x79, 0, 1, 0) + I(0x69, 2, 1, 15) + I(0x95), mem)  # u16 at the last byte
+    assert e.status == vm.PBR_EFAULT and e.pc == 1
 
 
 def test_stack_bounds():

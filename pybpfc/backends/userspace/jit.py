@@ -457,7 +457,9 @@ class _FuncGen:
         b.store(g.meta_load(b, self.run, OFF_BUDGET), self.bud)
         # region caches (lo, len) for reads and for read-writes; "empty" is the stack itself,
         # so a cache entry is always memory the program may touch
-        self.cache = [b.alloca(g.i64, name=n) for n in ("c_r_lo", "c_r_len", "c_w_lo", "c_w_len")]
+        # (lo, len - 8): one compare for every access size; the last < 8 bytes of a region
+        # are reached through the exact checks below
+        self.cache = [b.alloca(g.i64, name=n) for n in ("c_r_lo", "c_r_lim", "c_w_lo", "c_w_lim")]
         self.reset_cache()
         # basic blocks start at jump targets and after jumps
         self.blocks = {}
@@ -515,7 +517,7 @@ class _FuncGen:
     # -- exits
 
     def reset_cache(self):
-        stack_len = self.g.c64(PBR_STACK_SIZE * PBR_MAX_CALL_DEPTH)
+        stack_len = self.g.c64(PBR_STACK_SIZE * PBR_MAX_CALL_DEPTH - 8)
         for a, v in zip(self.cache, (self.stack_lo, stack_len, self.stack_lo, stack_len)):
             self.b.store(v, a)
 
@@ -594,7 +596,7 @@ class _FuncGen:
         # 1. the region cache (packet, map values: hot in loops)
         lo_a, len_a = self.cache[0:2] if perm == PBR_PERM_R else self.cache[2:4]
         clo, clen = b.load(lo_a), b.load(len_a)
-        in_cache = b.icmp_unsigned("<=", b.sub(addr, clo), b.sub(clen, g.c64(size)))
+        in_cache = b.icmp_unsigned("<=", b.sub(addr, clo), clen)
         b.cbranch(in_cache, ok, c_stack).set_weights([1000, 1])
         # 2. the stack: one compare
         b.position_at_end(c_stack)
@@ -609,7 +611,8 @@ class _FuncGen:
         rlen = b.sub(rhi, rlo)
         cacheable = b.icmp_unsigned(">=", rlen, g.c64(8))
         b.store(b.select(cacheable, rlo, self.stack_lo), lo_a)
-        b.store(b.select(cacheable, rlen, g.c64(PBR_STACK_SIZE * PBR_MAX_CALL_DEPTH)), len_a)
+        b.store(b.select(cacheable, b.sub(rlen, g.c64(8)),
+                         g.c64(PBR_STACK_SIZE * PBR_MAX_CALL_DEPTH - 8)), len_a)
         b.cbranch(b.extract_value(r, 0), ok, bad).set_weights([1000, 1])
         b.position_at_end(bad)
         self.fault(PBR_EFAULT, pc, addr)
