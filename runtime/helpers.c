@@ -531,35 +531,10 @@ static uint64_t tail_call(ARGS)
     struct pbs_prog *p = pbs_prog(ex->store, id);
     if (!p)
         return (uint64_t)-ENOENT;
-    /* The target replaces the caller: run it here with its own maps and regions, then
-     * unwind the caller with the target's r0. */
-    struct pbs_exec sub = *ex;
-    sub.tail_calls = ex->tail_calls + 1;
-    struct pbr_run inner;
-    memset(&inner, 0, offsetof(struct pbr_run, regions));
-    inner.helpers = run->helpers;
-    inner.helper_ctx = &sub;
-    inner.budget = run->budget;
-    inner.ctx = run->ctx;
-    /* the regions the run started with (context, packet) carry over */
-    for (uint32_t i = 0; i < ex->nbase && i < PBR_MAX_REGIONS; i++)
-        inner.regions[i] = run->regions[i];
-    inner.nregions = ex->nbase;
-    if (pbs_exec_setup(&sub, &inner, p) < 0)
-        return (uint64_t)-ENOENT;
-    uint64_t r0 = pbs_exec_in(&sub, &inner, r1, 0);
-    run->budget = inner.budget;
-    if (inner.status == PBR_EXIT) {
-        r0 = inner.exit_value;
-        inner.status = PBR_OK;
-    }
-    if (inner.status != PBR_OK) {
-        run->status = inner.status;
-        run->fault_addr = inner.fault_addr;
-        run->fault_pc = inner.fault_pc;
-        return 0;
-    }
-    run->exit_value = r0;
+    /* The target replaces the caller: unwind the caller now; pbs_prog_run starts the target
+     * on the same context (a loop, not native recursion, however long the chain). */
+    ex->tail_target = id;
+    run->exit_value = 0;
     run->status = PBR_EXIT;
     return 0;
 }

@@ -542,14 +542,31 @@ uint64_t pbs_prog_run_ip(struct pbs_store *s, uint32_t id, uint64_t ctx, uint64_
     for (uint32_t i = 0; i < nregions; i++)
         run.regions[i] = regions[i];
     run.nregions = nregions;
+    ex.tail_target = 0;
     uint64_t r0 = 0, t0 = now_ns();
-    if (pbs_exec_setup(&ex, &run, p) < 0) {
-        run.status = PBR_EFAULT;
-    } else {
+    struct pbs_prog *cur = p;
+    for (;;) {
+        if (pbs_exec_setup(&ex, &run, cur) < 0) {
+            run.status = PBR_EFAULT;
+            break;
+        }
         r0 = pbs_exec_in(&ex, &run, ctx, ctx_len);
+        if (run.status != PBR_EXIT || !ex.tail_target)
+            break;
+        /* bpf_tail_call: the target runs in place of the program that asked for it */
+        cur = pbs_prog(s, ex.tail_target);
+        ex.tail_target = 0;
+        ex.tail_calls++;
+        if (!cur) { /* unloaded meanwhile: as if the slot had been empty at the call */
+            run.status = PBR_EXIT;
+            run.exit_value = 0;
+            break;
+        }
+        run.status = PBR_OK;
+        run.nregions = nregions; /* the context regions stay, the maps are the target's */
     }
     uint64_t dt = now_ns() - t0;
-    if (run.status == PBR_EXIT) { /* a helper (tail call) finished the program */
+    if (run.status == PBR_EXIT) { /* a helper finished the program (tail call, packet load) */
         r0 = run.exit_value;
         run.status = PBR_OK;
     }

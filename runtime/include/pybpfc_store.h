@@ -290,6 +290,8 @@ struct pbs_exec {
     uint64_t maps[PBS_MAX_PROG_MAPS];        /* handles (struct pbs_map addresses) */
     uint64_t map_values[PBS_MAX_PROG_MAPS];  /* global data: value address of element 0 */
     uint64_t func_ip;                        /* bpf_get_func_ip */
+    uint32_t tail_target;                    /* program a tail call asked for (0: none) */
+    uint32_t _pad2;
 };
 
 /* -- accessors (for the cffi wrapper) ---------------------------------------------------------- */

@@ -326,3 +326,46 @@ def test_for_each_map_elem_and_callbacks_in_clang_object(engine):
 
         if kernel_available():
             assert run("kernel") == got
+
+
+def test_tail_call_chain_stops_at_the_kernel_limit(engine):
+    """A program that tail-calls itself: 1 run + 33 tail calls, as the kernel allows; the chain
+    is a loop in the runtime, not native recursion."""
+    text = """
+        mov %r6, %r1
+        stw [%r10-4], 0
+        lddw %r1, map_fd(0)
+        mov %r2, %r10
+        add %r2, -4
+        call 1
+        jeq %r0, 0, out
+        mov %r1, 1
+        lock add [%r0+0], %r1
+        mov %r1, %r6
+        lddw %r2, map_fd(1)
+        mov %r3, 0
+        call 12
+    out:
+        mov %r0, 2
+        exit
+    """
+    def run(backend):
+        insns = b"".join(i.encode() for i in assemble(text))
+        maps = [MapSpec("count", U.BPF_MAP_TYPE_ARRAY, 4, 8, 1), MapSpec("jt", U.BPF_MAP_TYPE_PROG_ARRAY, 4, 4, 1)]
+        spec = CollectionSpec()
+        for m in maps:
+            spec.maps[m.name] = m
+        spec.programs["selfcall"] = ProgramSpec("selfcall", "xdp", U.BPF_PROG_TYPE_XDP, insns=insns,
+                                                relocations=relocations(insns, maps))
+        with pybpfc.load(spec, backend=backend) as c:
+            c.maps.jt[0] = c.programs.selfcall.raw.fd_bytes()
+            r = c.programs.selfcall.test_run(bytes(64)).retval
+            return r, c.maps.count[0]
+
+    got = run(UserspaceBackend(jit=engine == "jit"))
+    assert got == (2, 34)
+    if os.geteuid() == 0:
+        from pybpfc.backends.kernel import kernel_available
+
+        if kernel_available():
+            assert run("kernel") == got
