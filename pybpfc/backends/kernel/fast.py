@@ -51,6 +51,12 @@ def _build():
                         why_not = f"build failed: {r.stderr.strip()[:500]}"
                         return None
                     os.replace(tmp, path)
+                    for old in os.listdir(out_dir):  # builds of older sources (unlinking is safe
+                        if old.startswith("_pybpfc_kfast.") and os.path.join(out_dir, old) != path:
+                            try:                      # for processes that still map them)
+                                os.unlink(os.path.join(out_dir, old))
+                            except OSError:
+                                pass
         spec = importlib.util.spec_from_file_location("_pybpfc_kfast", path)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
