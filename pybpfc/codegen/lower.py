@@ -293,7 +293,18 @@ class FunctionLowering:
         if v.kind == "mem" and not is_int(v.ty):
             return self.emit(f"icmp ne ptr {v.ref}, null")
         if v.kind == "mem" and v.nullable:
-            return self.emit(f"icmp ne ptr {v.ref}, null")
+            # an optional integer is true when present and non-zero, as in Python
+            some, end = self.new_label("some"), self.new_label("truth")
+            isnull = self.emit(f"icmp eq ptr {v.ref}, null")
+            pre = self.cur_block()
+            self.cbr(isnull, end, some)
+            self.block(some)
+            ty = "i8" if v.ty is bool_ else lt(v.ty)
+            val = self.emit(f"load {ty}, ptr {v.ref}, align {v.ty._align}")
+            nz = self.emit(f"icmp ne {ty} {val}, 0")
+            self.br(end)
+            self.block(end)
+            return self.emit(f"phi i1 [ false, %{pre} ], [ {nz}, %{some} ]")
         v = self.rvalue(v, node)
         if v.kind == "lit":
             return "true" if v.val else "false"

@@ -391,3 +391,23 @@ return s
     obj.maps.cfg[0] = 1000
     assert obj.programs.prog.test_run(bytes(64)).retval == sum(range(16))
 
+
+
+def test_optional_integer_truthiness(tmp_path):
+    prelude = "m = HashMap(u32, u64, max_entries=4)\n"
+    body = """
+m[1] = 0
+m[2] = 7
+a = m.get(1)      # present but 0: false, like Python
+b = m.get(2)
+c = m.get(3)      # None: false
+r = 0
+if a:
+    r += 1
+if b:
+    r += b * 10
+if not c:
+    r += 100
+return r
+"""
+    assert run_xdp(tmp_path, body, prelude=prelude)[0] == 170
