@@ -14,12 +14,13 @@ Design (see docs/jit.md):
    entry allocates one 8 x 512-byte stack, registers it as a run region (so helpers can check
    stack pointers with pbr_check_access) and frame d ends 512*d bytes below its end;
  - stack accesses through r10 with a constant offset are proven at compile time, every other
-   access is checked: own frame, then a one-entry region cache (read / read-write) in the
-   per-run JIT context, then an out-of-line scan of run->regions;
- - the per-run JIT context (stack end, cache, current depth) lives on the native stack of the
-   entry function; run->engine points to it so run->invoke (set to this blob's invoke
-   function) can call BPF callbacks for helpers such as bpf_loop;
- - the budget is decremented on back-edges and at function entries;
+   access is checked: a one-entry region cache (read / read-write) kept in locals, then the
+   whole stack, then an out-of-line scan of run->regions that refills the cache;
+ - the per-run JIT context (stack end, current depth) lives on the native stack of the entry
+   function; run->engine points to it so run->invoke (set to this blob's invoke function)
+   can call BPF callbacks for helpers such as bpf_loop;
+ - the budget is decremented on back-edges and at function entries, in a local written back
+   to run->budget around calls and on return;
  - TBAA tells LLVM that BPF memory never aliases run / JIT-context fields (true because every
    BPF access is checked against regions that do not include them), so loop-invariant loads
    of those fields can be hoisted.
@@ -47,7 +48,7 @@ OFF_STATUS, OFF_NREGIONS, OFF_EXIT_VALUE, OFF_FAULT_ADDR, OFF_FAULT_PC = 40, 44,
 OFF_INVOKE, OFF_ENGINE, OFF_CTX, OFF_REGIONS = 72, 80, 88, 96
 REGION_SIZE = 24
 
-# JIT context (private, i64 slots): current depth, stack end, read and read-write caches
+# JIT context (private, i64 slots): current depth (for invoke), stack end
 J_DEPTH = 0
 J_STACK_END = 1
 J_SLOTS = 2
@@ -455,10 +456,9 @@ class _FuncGen:
         # written back to run->budget around calls and on return
         self.bud = b.alloca(g.i64, name="budget")
         b.store(g.meta_load(b, self.run, OFF_BUDGET), self.bud)
-        # region caches (lo, len) for reads and for read-writes; "empty" is the stack itself,
-        # so a cache entry is always memory the program may touch
-        # (lo, len - 8): one compare for every access size; the last < 8 bytes of a region
-        # are reached through the exact checks below
+        # region caches for reads and for read-writes as (lo, len - 8): one compare for every
+        # access size (the last < 8 bytes of a region go through the exact checks); "empty"
+        # is the stack itself, so a cache entry is always memory the program may touch
         self.cache = [b.alloca(g.i64, name=n) for n in ("c_r_lo", "c_r_lim", "c_w_lo", "c_w_lim")]
         self.reset_cache()
         # basic blocks start at jump targets and after jumps
