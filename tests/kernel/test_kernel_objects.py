@@ -104,9 +104,11 @@ def test_tracepoint_program_cannot_test_run(progs_obj):
         progs_obj.programs.tail_target.test_run(b"")
 
 
-def test_skb_test_run_needs_ethernet_header(progs_obj):
+def test_packet_test_run_needs_ethernet_header(progs_obj):
     with pytest.raises(pybpfc.LoadError, match=r"prog 'sock_filter': .*at least 14 bytes"):
         progs_obj.programs.sock_filter.test_run(b"\0" * 4)
+    with pytest.raises(pybpfc.LoadError, match=r"prog 'xdp_pass': test_run of a xdp program needs at least 14 bytes"):
+        progs_obj.programs.xdp_pass.test_run(b"\0" * 10)
 
 
 @pytest.fixture
@@ -160,3 +162,26 @@ def test_pybpfc_compiled_example_runs_in_kernel():
         counts = c.maps.counts
         assert counts.sum(17) == 7 and counts.sum(6) == 0  # pkt64 is UDP
         assert isinstance(counts[17], list) and len(counts[17]) == c.backend.num_possible_cpus()
+
+
+def test_clang_twin_behaves_like_the_pybpfc_program(tmp_path):
+    """examples/xdp_proto.py and its C twin, on the same packets: same verdicts, same counts."""
+    import shutil
+    import subprocess
+
+    root = os.path.join(HERE, "..", "..", "examples")
+    if not shutil.which("clang-19") or not os.path.exists(f"{root}/c/xdp_proto.bpf.c"):
+        pytest.skip("clang-19 or the C twin missing")
+    obj = tmp_path / "xdp_proto.bpf.o"
+    subprocess.run(["clang-19", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu",
+                    "-c", f"{root}/c/xdp_proto.bpf.c", "-o", str(obj)], check=True)
+    tcp = bytearray(_pkt(64))
+    tcp[14 + 9] = 6  # same packet, IP protocol TCP
+    packets = [(_pkt(64), 3), (bytes(tcp), 2), (_pkt(1024), 1), (bytes(14), 4)]  # last: not IP
+    results = []
+    for src in (f"{root}/xdp_proto.py", str(obj)):
+        with pybpfc.load(src, backend="kernel") as c:
+            p = c.programs.count_proto
+            verdicts = [p.test_run(pkt, repeat=n).retval for pkt, n in packets]
+            results.append((verdicts, {k: c.maps.counts.sum(k) for k in (6, 17)}))
+    assert results[0] == results[1] == ([U.XDP_PASS] * 4, {6: 2, 17: 4})

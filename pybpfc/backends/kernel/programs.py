@@ -146,7 +146,7 @@ class KernelProgram(RawProgram):
                 raise self._run_error(e) from None
             return TestRunResult(retval=retval, data=b"", ctx=cout, duration_ns=dur)
         if t in PACKET_TYPES:
-            if t in SKB_TYPES and len(data) < ETH_HLEN:
+            if t != U.BPF_PROG_TYPE_SK_LOOKUP and len(data) < ETH_HLEN:
                 raise LoadError(f"{self._subject}: test_run of a {PROG_TYPE_NAMES.get(t)} program "
                                 f"needs at least {ETH_HLEN} bytes of packet data (an Ethernet header)")
             if data_size_out is None:
