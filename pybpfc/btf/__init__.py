@@ -2,6 +2,8 @@
 
 `BTF(raw)` parses lazily: only the offsets of the type records are computed up front, types
 are decoded on first use, so /sys/kernel/btf/vmlinux (100k+ types) is cheap to open.
+`pybpfc.btf.core` applies CO-RE relocations in Python; `pybpfc.btf.kernel` resolves an
+object's kernel externs (kfuncs, ksyms, kconfig) against the running kernel. See docs/loader.md.
 """
 from __future__ import annotations
 
