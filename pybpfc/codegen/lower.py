@@ -1036,7 +1036,9 @@ class FunctionLowering:
             if isinstance(op, ast.LShift):
                 return V("int", t, self.emit(f"shl {lt(t)} {x}, {y}"))
             return V("int", t, self.emit(f"{'ashr' if signed(t) else 'lshr'} {lt(t)} {x}, {y}"))
-        t = binop_type("bitwise" if isinstance(op, (ast.BitAnd, ast.BitOr, ast.BitXor)) else "arith",
+        kind = "bitwise" if isinstance(op, (ast.BitAnd, ast.BitOr, ast.BitXor)) else \
+            "div" if isinstance(op, (ast.FloorDiv, ast.Mod)) else "arith"
+        t = binop_type(kind,
                        a.ty if a.kind == "int" else a.val, b.ty if b.kind == "int" else b.val)
         x, y = self.as_int(a, t, node), self.as_int(b, t, node)
         L = lt(t)

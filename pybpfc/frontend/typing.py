@@ -62,10 +62,16 @@ def widen_for(t, lit: int):
 def binop_type(kind: str, a, b):
     """Result type of `a op b`; operands are int types or (for literals) Python ints.
 
-    kind: "shift" (the left operand decides), "bitwise" (bool stays bool) or "arith"."""
+    kind: "shift" (the left operand decides), "bitwise" (bool stays bool), "div" (// and %) or "arith"."""
     if kind == "shift":
         t = a if not isinstance(a, int) else literal_type(a)
         return u8 if t is bool_ else t
+    lit = a if isinstance(a, int) else b if isinstance(b, int) else None
+    if kind == "div" and lit is not None and lit < 0:
+        # dividing an unsigned value by a negative literal: Python's answer needs a signed type
+        other = b if isinstance(a, int) else a
+        if not signed(other):
+            return i64
     if isinstance(a, int):
         t = widen_for(b, a)
     elif isinstance(b, int):

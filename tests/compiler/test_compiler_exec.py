@@ -36,6 +36,7 @@ CASES = [
     ("return i64(u8(255)) + i64(i8(-1)) + 10", 264),
     ("return True + True", 2),
     ("return 2 ** 10", 1024),
+    ("x: u32 = 7\nreturn x // -2 + 10", 6),                       # Python: -4
     ("return ord(\"a\") + ord(b\"b\")", 195),
 ]
 

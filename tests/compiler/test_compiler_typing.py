@@ -51,3 +51,8 @@ def test_tracepoint_format_parsing():
     assert fields["comm"] == (24, Str[16], False)
     assert fields["name"] == (40, u32, False)
     assert "args" not in fields
+
+
+def test_division_by_negative_literal_is_signed():
+    assert binop_type("div", u32, -2) is i64 and binop_type("div", i32, -2) is i32
+    assert binop_type("arith", u32, -2) is u32      # x - 2 / x + -2 wrap like C
