@@ -22,6 +22,10 @@ struct pba_regs {
     uint64_t r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs,
         flags, sp, ss;
 };
+#ifdef __cplusplus
+#define _Static_assert static_assert
+extern "C" {
+#endif
 _Static_assert(sizeof(struct pba_regs) == 168, "pt_regs layout");
 _Static_assert(offsetof(struct pba_regs, ax) == 80, "pt_regs layout");
 _Static_assert(offsetof(struct pba_regs, di) == 112, "pt_regs layout");
@@ -75,4 +79,7 @@ void pba_sys_after_fork(void);
 void pba_uret_unwind_fixup(void);
 void pba_uprobe_after_fork(void);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

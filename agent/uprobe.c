@@ -350,8 +350,33 @@ static int relocate(uint64_t addr, uint8_t *out, uint64_t at, int *consumed, cha
             break;
         if (is_rel && x->op_count == 1 && x->operands[0].type == X86_OP_IMM) {
             uint64_t target = x->operands[0].imm;
-            if (insn->id == X86_INS_JMP || insn->id == X86_INS_CALL) {
-                out[n] = insn->id == X86_INS_JMP ? 0xE9 : 0xE8;
+            if (target > addr && target < addr + used + insn->size) {
+                rc = fail(err, errlen, "'%s' at +%d jumps into the patched bytes", insn->mnemonic, used);
+                goto out;
+            }
+            if (insn->id == X86_INS_CALL) {
+                /* push the original return address, then jump: the callee returns into the
+                 * function itself, so unwinders (C++ exceptions) never see the trampoline */
+                uint64_t ret = addr + used + insn->size;
+                static const uint8_t lea[] = {0x48, 0x8d, 0x64, 0x24, 0xf8}; /* lea -8(%rsp),%rsp */
+                memcpy(out + n, lea, 5);
+                out[n + 5] = 0xc7; out[n + 6] = 0x04; out[n + 7] = 0x24;     /* movl $lo,(%rsp) */
+                put32(out + n + 8, (int32_t)(uint32_t)ret);
+                out[n + 12] = 0xc7; out[n + 13] = 0x44; out[n + 14] = 0x24; out[n + 15] = 0x04;
+                put32(out + n + 16, (int32_t)(uint32_t)(ret >> 32));          /* movl $hi,4(%rsp) */
+                out[n + 20] = 0xE9;
+                int64_t d = (int64_t)(target - (here + 25));
+                if (!fits32(d)) {
+                    rc = fail(err, errlen, "call target out of range of the trampoline");
+                    goto out;
+                }
+                put32(out + n + 21, (int32_t)d);
+                n += 25;
+                used += insn->size;
+                continue;
+            }
+            if (insn->id == X86_INS_JMP) {
+                out[n] = 0xE9;
                 int64_t d = (int64_t)(target - (here + 5));
                 if (!fits32(d)) {
                     rc = fail(err, errlen, "branch target out of range of the trampoline");

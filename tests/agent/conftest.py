@@ -75,3 +75,16 @@ def kernel_ok():
         pytest.skip("the kernel comparison needs root")
     if not os.path.isdir("/sys/kernel/tracing/events/syscalls"):
         pytest.skip("tracefs with syscall tracepoints is not mounted")
+
+
+@pytest.fixture(scope="session")
+def cxx_harness(agent_lib, tmp_path_factory):
+    if not shutil.which("g++"):
+        pytest.skip("g++ is needed for the C++ exception test")
+    d = tmp_path_factory.mktemp("agentcxx")
+    out = str(d / "cxx_harness")
+    r = subprocess.run(["g++", "-O2", "-g", f"-I{ROOT}/agent", "-o", out, os.path.join(HERE, "cxx_harness.cpp"),
+                        agent_lib, f"-Wl,-rpath,{os.path.dirname(agent_lib)}"], capture_output=True, text=True)
+    if r.returncode:
+        raise AssertionError(f"g++ cxx_harness.cpp failed:\n{r.stderr}")
+    return out

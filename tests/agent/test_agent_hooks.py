@@ -68,3 +68,12 @@ def test_syscall_hooks(harness, mech):
         assert rewritten > 0 and sigsys == rewritten  # each site trapped once, then rewritten
     else:
         assert rewritten == 0 and sigsys >= 202
+
+
+def test_cxx_exception_through_uretprobes(cxx_harness):
+    # thrower() throws through two uretprobed frames (middle() calls it within its patched
+    # bytes, so the relocated call must return into middle, not the trampoline)
+    d = run(cxx_harness)
+    assert d["caught"] == "3"
+    assert d["sum"] == str(sum((i + 1) * 2 for i in range(1, 10) if i % 3))
+    assert d["returns"] == "12"  # normal returns only: calls unwound by the throw report none
