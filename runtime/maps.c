@@ -425,10 +425,18 @@ static void hunlink(struct pbs_map *m, uint32_t i, uint32_t prev)
 
 static uint32_t hevict(struct pbs_map *m)
 {
-    /* least recently used entry; O(n), taken only when the map is full */
-    uint32_t best = 0;
-    uint64_t best_stamp = UINT64_MAX;
-    for (uint32_t i = 1; i <= m->max_entries; i++) {
+    /* The least recently used element: exact for small maps; large ones evict the oldest of
+     * 128 sampled elements (the kernel's LRU is approximate too), keeping inserts O(1). */
+    uint32_t best = 0, n = m->max_entries, samples = n <= 128 ? n : 128;
+    uint64_t best_stamp = UINT64_MAX, x = m->clock * 0x9E3779B97F4A7C15ull + 1;
+    for (uint32_t k = 0; k < samples; k++) {
+        uint32_t i;
+        if (samples == n) {
+            i = k + 1;
+        } else {
+            x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
+            i = (uint32_t)((x * 0x2545F4914F6CDD1Dull) % n) + 1;
+        }
         struct hent *e = hent(m, i);
         if (e->used && e->stamp < best_stamp) {
             best_stamp = e->stamp;

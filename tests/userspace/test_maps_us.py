@@ -328,3 +328,19 @@ def test_map_of_maps_lookup_gives_the_inner_map_to_helpers():
 
         if kernel_available():
             assert run("kernel") == got
+
+
+def test_large_lru_keeps_recently_used_entries(be):
+    n = 4096
+    m = be.create_map(MapSpec("biglru", U.BPF_MAP_TYPE_LRU_HASH, 4, 4, n))
+    for k in range(n):
+        m.update(u32(k), u32(k))
+    hot = list(range(0, n, 16))
+    for k in hot:
+        m.update(u32(k), u32(k + 1))          # recently used (user-space lookups do not count,
+                                              # like the kernel's syscall lookups)
+    for k in range(n, n + n // 4):             # a quarter of the map in new keys
+        m.update(u32(k), u32(k))
+    kept = sum(m.lookup(u32(k)) == u32(k + 1) for k in hot)
+    assert len(dict(m.lookup_batch())) == n
+    assert kept >= len(hot) * 0.9              # sampled eviction still spares recent entries
