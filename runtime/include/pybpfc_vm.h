@@ -98,6 +98,11 @@ int pbr_check_access(const struct pbr_run *run, uint64_t addr, uint64_t size, ui
 uint64_t pbr_vm_exec(const uint64_t *insns, uint32_t n, struct pbr_run *run, uint64_t ctx,
                      uint64_t ctx_len);
 
+/* Entry of code made by the LLVM JIT (pybpfc/backends/userspace/jit.py): the contract of
+ * pbr_vm_exec without the instruction array. The code is position independent; place it at a
+ * page-aligned address (its constant pools are read with aligned loads). */
+typedef uint64_t (*pbr_jit_fn)(struct pbr_run *run, uint64_t ctx, uint64_t ctx_len);
+
 /* Static check run before any execution (interpreter or JIT). 0 if accepted; otherwise -1
  * and a message "insn N: ..." in err. `helper_ok[id]` != 0 for the helpers the environment
  * provides; nmaps = number of prepared map indices. */
