@@ -107,7 +107,7 @@ def test_tracepoint_program_cannot_test_run(progs_obj):
 def test_packet_test_run_needs_ethernet_header(progs_obj):
     with pytest.raises(pybpfc.LoadError, match=r"prog 'sock_filter': .*at least 14 bytes"):
         progs_obj.programs.sock_filter.test_run(b"\0" * 4)
-    with pytest.raises(pybpfc.LoadError, match=r"prog 'xdp_pass': test_run of a xdp program needs at least 14 bytes"):
+    with pytest.raises(pybpfc.LoadError, match=r"prog 'xdp_pass': test_run of xdp programs needs at least 14 bytes"):
         progs_obj.programs.xdp_pass.test_run(b"\0" * 10)
 
 

@@ -28,7 +28,6 @@ PACKET_TYPES = {U.BPF_PROG_TYPE_SOCKET_FILTER, U.BPF_PROG_TYPE_SCHED_CLS, U.BPF_
                 U.BPF_PROG_TYPE_FLOW_DISSECTOR, U.BPF_PROG_TYPE_SK_LOOKUP}
 # Runners that refuse repeat/data/ctx_out (net/bpf/test_run.c): raw_tp, tracing, syscall.
 NO_REPEAT_TYPES = {U.BPF_PROG_TYPE_RAW_TRACEPOINT, U.BPF_PROG_TYPE_TRACING, U.BPF_PROG_TYPE_SYSCALL}
-SKB_TYPES = PACKET_TYPES - {U.BPF_PROG_TYPE_XDP, U.BPF_PROG_TYPE_SK_LOOKUP}
 ETH_HLEN = 14
 
 
@@ -147,7 +146,7 @@ class KernelProgram(RawProgram):
             return TestRunResult(retval=retval, data=b"", ctx=cout, duration_ns=dur)
         if t in PACKET_TYPES:
             if t != U.BPF_PROG_TYPE_SK_LOOKUP and len(data) < ETH_HLEN:
-                raise LoadError(f"{self._subject}: test_run of a {PROG_TYPE_NAMES.get(t)} program "
+                raise LoadError(f"{self._subject}: test_run of {PROG_TYPE_NAMES.get(t)} programs "
                                 f"needs at least {ETH_HLEN} bytes of packet data (an Ethernet header)")
             if data_size_out is None:
                 data_size_out = len(data) + 256  # room for programs that grow the packet
