@@ -344,3 +344,39 @@ def test_large_lru_keeps_recently_used_entries(be):
     kept = sum(m.lookup(u32(k)) == u32(k + 1) for k in hot)
     assert len(dict(m.lookup_batch())) == n
     assert kept >= len(hot) * 0.9              # sampled eviction still spares recent entries
+
+
+def test_threads_running_programs_add_atomically():
+    """Four threads run the same program at once (the GIL is released while it runs), each
+    through its own program handle: lookup + atomic add on 100 keys loses nothing."""
+    if not os.path.exists(f"{BENCH}/bench.bpf.o"):
+        pytest.skip("shared benchmark object not present")
+    import types
+
+    import pybpfc
+    from pybpfc.backends.userspace import UserspaceProgram
+
+    be = UserspaceBackend(jit=False)
+    with pybpfc.load(f"{BENCH}/bench.bpf.o", backend=be) as obj:
+        p = obj.programs.xdp_hash_lookup
+        pkt = open(f"{BENCH}/pkt64.bin", "rb").read()
+        p.test_run(pkt)  # warm-up: every key inserted with 1
+        spec = types.SimpleNamespace(name="xdp_hash_lookup", type=U.BPF_PROG_TYPE_XDP)
+        runs, errors = 300, []
+
+        def work():
+            h = UserspaceProgram(be.store, p.raw.id, spec)
+            try:
+                for _ in range(runs):
+                    if h.test_run(pkt).retval != 100:
+                        errors.append("miss")
+            finally:
+                h.close()
+
+        ts = [threading.Thread(target=work) for _ in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert not errors
+        assert set(dict(obj.maps.hmap.items()).values()) == {1 + 4 * runs}
