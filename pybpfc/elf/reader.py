@@ -512,6 +512,9 @@ class _Reader:
             if sec.name == ".text":
                 continue
             info = parse_section(sec.name)
+            if info is None and sec.name.startswith("?") and parse_section(sec.name[1:]):
+                raise ELFError(f"prog '{fl[0].name}': section '{sec.name}': programs that are not "
+                               "loaded by default ('?' prefix) are not supported")
             if info is None:
                 raise ELFError(f"prog '{fl[0].name}': unknown program section '{sec.name}'")
             entries = [f for f in fl if f.is_global]

@@ -140,3 +140,22 @@ def test_fuzz_btf_sections(path):
                 read_elf(bytes(d))
             except (ELFError, BTFError) as e:
                 assert str(e)
+
+
+@pytest.mark.skipif(not __import__("shutil").which("clang-19"), reason="needs clang-19")
+@pytest.mark.parametrize("sec,msg", [
+    ("?xdp", r"prog 'p': section '\?xdp': programs that are not loaded by default \('\?' prefix\) "
+             r"are not supported"),
+    ("foo/bar", r"prog 'p': unknown program section 'foo/bar'"),
+])
+def test_unknown_sections(tmp_path, sec, msg):
+    import subprocess
+
+    src, obj = tmp_path / "s.bpf.c", tmp_path / "s.bpf.o"
+    src.write_text('#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n'
+                   f'SEC("{sec}") int p(struct xdp_md *ctx) {{ return XDP_PASS; }}\n'
+                   'char LICENSE[] SEC("license") = "GPL";\n')
+    subprocess.run(["clang-19", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu",
+                    "-c", str(src), "-o", str(obj)], check=True)
+    with pytest.raises(ELFError, match=msg):
+        read_elf(str(obj))
