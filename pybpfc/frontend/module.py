@@ -187,6 +187,8 @@ def load_module(path: str, diags: Diagnostics) -> ModuleInfo | None:
         return None
     except OSError as e:
         raise CompileError([Diagnostic(path, 0, 0, f"cannot read source: {e.strerror}")]) from None
+    except (UnicodeDecodeError, ValueError) as e:   # not UTF-8, NUL bytes
+        raise CompileError([Diagnostic(path, 0, 0, f"cannot read source: {e}")]) from None
     _importing.add(path)
     try:
         mod = import_user_module(path, diags)

@@ -322,3 +322,12 @@ def x(ctx) -> int:
         (14, 14, "cannot store u64 into Str[64]"),
         (20, 12, "the xdp context has no field 'data'")]
     assert "probe_read_user_str" in diags[0].hint and "ctx.packet(Type, offset)" in diags[1].hint
+
+
+def test_unreadable_sources(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_bytes(b"x = 1\n\xff\xfe\n")
+    with pytest.raises(pybpfc.CompileError, match=r"bad.py:0:0: error: cannot read source: 'utf-8' codec"):
+        pybpfc.compile(str(bad))
+    with pytest.raises(pybpfc.CompileError, match=r"missing.py:0:0: error: cannot read source: No such file"):
+        pybpfc.compile(str(tmp_path / "missing.py"))
