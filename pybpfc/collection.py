@@ -174,11 +174,19 @@ class Map:
         if self.spec.type in ARRAY_TYPES:
             zero = self._enc_value(0 if self.spec.value_type is None or issubclass(self.spec.value_type, IntType)
                                    else self.spec.value_type())
-            for i in range(self.spec.max_entries):
-                self.raw.update(self.key.encode(i), zero, 0)
+            self.raw.update_batch([(self.key.encode(i), zero) for i in range(self.spec.max_entries)])
             return
-        for k in list(self.keys()):
-            self.raw.delete(self.key.encode(k))
+        keys = []
+        k = self.raw.next_key(None)
+        while k is not None:
+            keys.append(k)
+            k = self.raw.next_key(k)
+        delete_batch = getattr(self.raw, "delete_batch", None)
+        if delete_batch is not None:
+            delete_batch(keys)
+        else:
+            for k in keys:
+                self.raw.delete(k)
 
     def sum(self, k):
         """Per-CPU maps: the values of all CPUs added up (ints only)."""

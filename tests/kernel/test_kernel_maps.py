@@ -263,6 +263,11 @@ def test_batch_items_and_update_batch():
         assert got == {i: i * 3 for i in range(3000)}
         assert m.raw._batch_ok is True  # this kernel has BPF_MAP_LOOKUP_BATCH for hash maps
         assert len(m) == 3000
+        keys = [struct.pack("<I", i) for i in (5, 6, 99999, 7)]  # one absent key in the middle
+        assert m.raw.delete_batch(keys) == 3
+        assert len(m) == 2997 and 5 not in m and 8 in m
+        m.clear()
+        assert len(m) == 0
 
 
 def test_bad_key_size_and_missing_map_are_clear_errors():

@@ -247,6 +247,26 @@ class KernelMap(RawMap):
                 return super().update_batch(items, flags)
             raise self._err(r, U.BPF_MAP_UPDATE_BATCH, f"batch update (after {n} of {len(items)})")
 
+    def delete_batch(self, keys: list) -> int:
+        """Delete `keys` (absent ones are skipped); BPF_MAP_DELETE_BATCH where the kernel has it."""
+        if not keys:
+            return 0
+        ks = self.key_size
+        for k in keys:
+            if len(k) != ks:
+                self._check_key(k)
+        if self._batch_ok is not False and self.type not in KEYLESS_TYPES:
+            kb = b"".join(keys)
+            buf = ctypes.create_string_buffer(kb, len(kb))
+            r, n = sc.map_batch(U.BPF_MAP_DELETE_BATCH, self.fd, None, None, buf, None, len(keys))
+            if r >= 0:
+                return n
+            if r == -_errno.ENOENT:  # stopped at a key that is gone: the rest one by one
+                return n + sum(self.delete(k) for k in keys[n + 1:])
+            if not (n == 0 and -r in (_errno.EINVAL, _errno.EOPNOTSUPP, ENOTSUPP, _errno.ENOSYS)):
+                raise self._err(r, U.BPF_MAP_DELETE_BATCH, f"batch delete (after {n} of {len(keys)})")
+        return sum(self.delete(k) for k in keys)
+
     def push(self, value: bytes, flags: int = 0) -> None:
         if self.type not in KEYLESS_TYPES:
             return super().push(value, flags)
