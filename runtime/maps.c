@@ -1188,3 +1188,7 @@ void *pbs_map_elem_at(struct pbs_map *m, uint32_t idx, void *key, int *end)
     }
     return is_percpu(t) ? v + this_cpu(m) * r8(m->value_size) : v;
 }
+
+/* Like BPF_MAP_FREEZE: user-space writes fail with EPERM from now on (programs are unaffected;
+ * read-only data for programs is BPF_F_RDONLY_PROG). */
+void pbs_map_freeze(struct pbs_map *m) { __atomic_store_n(&m->frozen, 1, __ATOMIC_RELEASE); }

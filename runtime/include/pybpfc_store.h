@@ -212,6 +212,7 @@ int pbs_map_peek(struct pbs_map *m, void *value);
 int pbs_map_lookup_copy(struct pbs_map *m, const void *key, void *value);
 int pbs_map_update_user(struct pbs_map *m, const void *key, const void *value, uint64_t flags);
 int pbs_map_next_key(struct pbs_map *m, const void *key, void *next); /* key NULL: first */
+void pbs_map_freeze(struct pbs_map *m); /* user-space updates fail with -EPERM afterwards */
 /* Batch: copies up to `max` entries starting after *cursor (0: from the start); returns the
  * count (0 = done) and advances *cursor. keys/values are packed arrays. */
 int pbs_map_lookup_batch(struct pbs_map *m, uint64_t *cursor, void *keys, void *values, uint32_t max);

@@ -332,3 +332,17 @@ def test_pybpfc_socket_filter_example_like_the_kernel():
     assert got == ([len(ETH_IP_UDP[:14] + bytes(8) + b"ok" + bytes(30)) - 14, 0, 0], 2)
     if kernel_ok():
         assert run("kernel") == got
+
+
+def test_rodata_is_frozen_after_load_like_the_kernel():
+    def run(backend):
+        with pybpfc.load(f"{HERE}/../objects/maps.bpf.o", backend=backend, consts={"target_pid": 7}) as c:
+            ro = c.maps[".rodata"] if isinstance(c.maps, dict) else c.map(".rodata")
+            data = ro.raw.lookup(b"\0\0\0\0")
+            with pytest.raises(LoadError, match=r"map '.rodata': update failed: Operation not permitted"):
+                ro.raw.update(b"\0\0\0\0", data)
+            return c.globals.target_pid
+
+    assert run(UserspaceBackend(jit=False)) == 7
+    if kernel_ok():
+        assert run("kernel") == 7

@@ -351,6 +351,8 @@ class UserspaceBackend(AttachMixin, Backend):
         try:
             if spec.data is not None:
                 m.update(b"\0\0\0\0", bytes(spec.data).ljust(vs, b"\0"), 0)
+                if spec.readonly:
+                    m.freeze()  # as libbpf/the kernel backend do with .rodata
         except BaseException:
             m.close()
             raise

@@ -231,7 +231,8 @@ class UserspaceMap(RawMap):
         return lib().pbs_map_peek(self._m, ffi().from_buffer("char[]", bytearray(value))) == 0
 
     def freeze(self) -> None:
-        pass  # the store enforces read-only data for programs through BPF_F_RDONLY_PROG
+        """Like BPF_MAP_FREEZE: later user-space updates fail (EPERM)."""
+        lib().pbs_map_freeze(self._m)
 
     def fd_bytes(self) -> bytes:
         return self.id.to_bytes(4, "little")

@@ -36,6 +36,7 @@ int pbs_map_push(struct pbs_map *m, const char *value, uint64_t flags);
 int pbs_map_pop(struct pbs_map *m, char *value);
 int pbs_map_peek(struct pbs_map *m, char *value);
 int pbs_map_next_key(struct pbs_map *m, const char *key, char *next);
+void pbs_map_freeze(struct pbs_map *m);
 int pbs_map_lookup_batch(struct pbs_map *m, uint64_t *cursor, char *keys, char *values, uint32_t max);
 int pbs_map_update_batch(struct pbs_map *m, const char *keys, const char *values, uint32_t n,
                          uint64_t flags);
