@@ -371,13 +371,22 @@ static int setup_zpoline(void)
     for (int i = 0; i < NSYS; i++)
         vz[i] = (i & 7) == 7 ? 0x90 : 0x66;
     uint64_t ent = (uint64_t)pba_zp_entry;
-    vz[NSYS] = 0x49;
-    vz[NSYS + 1] = 0xbb; /* movabs $pba_zp_entry, %r11 (r11 is clobbered by syscall anyway) */
-    for (int i = 0; i < 8; i++)
-        vz[NSYS + 2 + i] = (uint8_t)(ent >> (8 * i));
-    vz[NSYS + 10] = 0x41;
-    vz[NSYS + 11] = 0xff;
-    vz[NSYS + 12] = 0xe3; /* jmp *%r11 */
+    /* movabs $pba_zp_entry, %r11; jmp *%r11 (r11 is clobbered by syscall anyway) at the end of
+     * the sled, and again at the end of the page after a second sled, so that invalid numbers
+     * 525..4079 (syscall(2) with any number) reach the handler and get -ENOSYS. */
+    static const int stubs[2] = {NSYS, 4096 - 16};
+    for (int i = NSYS + 13; i < stubs[1]; i++)
+        vz[i] = (i & 7) == 7 ? 0x90 : 0x66;
+    for (int k = 0; k < 2; k++) {
+        int o = stubs[k];
+        vz[o] = 0x49;
+        vz[o + 1] = 0xbb;
+        for (int i = 0; i < 8; i++)
+            vz[o + 2 + i] = (uint8_t)(ent >> (8 * i));
+        vz[o + 10] = 0x41;
+        vz[o + 11] = 0xff;
+        vz[o + 12] = 0xe3;
+    }
     /* execute-only where the CPU has protection keys; NULL reads then still fault */
     pba_raw_syscall(SYS_mprotect, 0, 4096, PROT_EXEC, 0, 0, 0);
     return 0;

@@ -1,6 +1,7 @@
 /* Drives the agent's hooking machinery directly (no store): built and run by
  * tests/agent/test_agent_hooks.py. Prints "key value" lines that the test checks. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <setjmp.h>
@@ -220,6 +221,11 @@ int main(int argc, char **argv)
         waitpid(p, &st, 0);
         printf("fork_child %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : 99);
         pba_sys_del(h3);
+        /* the generic syscall(2) site, once rewritten, also carries invalid numbers */
+        long ok1 = syscall(SYS_getppid) == want;
+        errno = 0;
+        long bad = syscall(600);
+        printf("invalid %ld %d %ld\n", bad, errno == ENOSYS, ok1);
         printf("correct %ld\nenter %ld\nexit %ld\nret %ld\nwrite %ld\n", n, n_sys_enter, n_sys_exit,
                sys_ret_seen == want ? 1L : 0L, ce);
         pba_sys_del(h1);

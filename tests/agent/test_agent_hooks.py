@@ -57,17 +57,18 @@ def test_syscall_hooks(harness, mech):
         pytest.skip("page 0 cannot be mapped here (vm.mmap_min_addr and no CAP_SYS_RAWIO)")
     assert d["mode"] == mech
     assert d["correct"] == "200"           # results of libc and raw `syscall` getppid
-    # 1 + 100 libc + 100 raw + 1 in a thread created after the hook
-    assert d["enter"] == "202" and d["exit"] == "202"
+    # 1 + 100 libc + 100 raw + 1 in a thread created after the hook + 1 through syscall(2)
+    assert d["enter"] == "203" and d["exit"] == "203"
     assert d["ret"] == "1"                 # sys_exit saw the return value
     assert d["write"] == "2"
     assert d["fork_child"] == "7"
-    assert d["after_detach"] == "202"
+    assert d["invalid"] == "-1 1 1"          # syscall(600): -1/ENOSYS, no crash
+    assert d["after_detach"] == "203"
     rewritten, sigsys = int(d["rewritten"]), int(d["sigsys"])
     if mech == "zpoline":
         assert rewritten > 0 and sigsys == rewritten  # each site trapped once, then rewritten
     else:
-        assert rewritten == 0 and sigsys >= 202
+        assert rewritten == 0 and sigsys >= 203
 
 
 def test_cxx_exception_through_uretprobes(cxx_harness):
