@@ -1,5 +1,5 @@
-"""`pybpfc dump prog.py [--ir | --asm | --btf]`: BPF disassembly with the Python source lines
-interleaved (default), the optimised LLVM IR, or the object's BTF."""
+"""`pybpfc dump prog.py [--ir | --asm | --btf | --types]`: BPF disassembly with the Python source
+lines interleaved (default), the optimised LLVM IR, the object's BTF, or the checked program's types."""
 from __future__ import annotations
 
 import os
@@ -20,6 +20,7 @@ def add_parser(sub):
     g.add_argument("--ir", action="store_true", help="optimised LLVM IR")
     g.add_argument("--asm", action="store_true", help="BPF assembly as LLVM prints it")
     g.add_argument("--btf", action="store_true", help="the object's BTF (bpftool's format when available)")
+    g.add_argument("--types", action="store_true", help="the checked program: functions, locals' types, maps")
     add_compile_options(p)
     return p
 
@@ -28,6 +29,11 @@ def run(args) -> int:
     from ..codegen import compile_file
 
     opts = compile_options(args)
+    if args.types:
+        from ..codegen import describe_types
+
+        sys.stdout.write(describe_types(args.source, opts["tracepoint_formats"]))
+        return 0
     if args.ir or args.asm:
         sys.stdout.write(compile_file(args.source, emit="ir" if args.ir else "asm", **opts).decode())
         return 0

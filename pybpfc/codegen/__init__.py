@@ -30,6 +30,15 @@ def _llvm():
 
 def lower_module(path: str, tracepoint_formats: str | None = None) -> str:
     """Frontend + lowering: the module's LLVM IR text (unoptimised). Raises CompileError."""
+    return _lower(path, tracepoint_formats).ir.text()
+
+
+def describe_types(path: str, tracepoint_formats: str | None = None) -> str:
+    """The checked program as text: functions, their locals' types, maps and globals."""
+    return _lower(path, tracepoint_formats).describe()
+
+
+def _lower(path: str, tracepoint_formats: str | None):
     from ..frontend.module import Diagnostics, load_module
     from .module import ModuleLowering
 
@@ -39,7 +48,7 @@ def lower_module(path: str, tracepoint_formats: str | None = None) -> str:
     ml = ModuleLowering(info, diags, tracepoint_formats)
     ml.run()
     diags.raise_if_any()
-    return ml.ir.text()
+    return ml
 
 
 def compile_file(path: str, opt_level: int = 2, mcpu: str = "v3", emit: str = "obj",
@@ -119,4 +128,4 @@ def _line(path: str, n: int):
         return None
 
 
-__all__ = ["compile_file", "lower_module", "CompileError", "Diagnostic"]
+__all__ = ["compile_file", "lower_module", "describe_types", "CompileError", "Diagnostic"]

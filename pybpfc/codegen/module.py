@@ -29,6 +29,7 @@ class ModuleLowering:
         self.names: set[str] = set()
         self.calls: dict[str, set] = {}
         self.current = ""
+        self.typed: list[dict] = []    # per function: kind, section, locals and their types
         for name, m in info.maps.items():
             self.map_ref(m, name, None, info.path, line=info.map_lines.get(name, 1))
 
@@ -244,8 +245,42 @@ class ModuleLowering:
                 fl.terminate("ret void")
             else:
                 fl.terminate(f"ret {lt(fl.ret_type)} 0")
+        self.typed.append(self._signature(fl))
         lines = [fl.lines[0]] + fl.allocas + fl.lines[1:]
         ir.functions.append(f"{header} !dbg {sp} {{\n" + "\n".join(lines) + "\n}\n")
+
+    @staticmethod
+    def _signature(fl: FunctionLowering) -> dict:
+        def show(t, kind):
+            return ("ref " if kind == "ref" else "") + tname(t)
+        return {"name": fl.llname, "file": fl.file, "line": fl.node.lineno,
+                "kind": fl.prog.kind if fl.prog else "subprogram",
+                "section": fl.prog.decl.section if fl.prog else ".text",
+                "returns": tname(fl.ret_type) if fl.ret_type is not None else "None",
+                "locals": {n: show(v.ty, v.kind) for n, v in fl.locals.items()},
+                "ctx": sorted(fl.prog.fields) if fl.prog else []}
+
+    def describe(self) -> str:
+        """The typed program: each function with its locals' types (`pybpfc dump --types`)."""
+        out = []
+        for f in self.typed:
+            out.append(f"{f['name']} ({f['kind']}, section {f['section']}) -> {f['returns']}"
+                       f"    # {os.path.basename(f['file'])}:{f['line']}")
+            for n, t in f["locals"].items():
+                out.append(f"    {n}: {t}")
+        for name, m, line, _ in self.maps.values():
+            ev = self.events.get(id(m)) or m.event
+            parts = []
+            if m.key is not None or m.value is not None:
+                parts.append(f"{tname(m.key)} -> {tname(m.value)}")
+            if ev is not None:
+                parts.append(f"event {tname(ev)}")
+            parts.append(f"max_entries={m.max_entries}")
+            out.append(f"map {name}: {type(m).__name__}({', '.join(parts)})")
+        for (mod, name), g in sorted(self.globals.items(), key=lambda kv: kv[0][1]):
+            if (mod, name) in self.global_refs:
+                out.append(f"{'const' if g.kind == 'const' else 'global'} {name}: {tname(g.type)} = {g.init!r}")
+        return "\n".join(out) + "\n"
 
     def lower_program(self, p):
         decl = p.decl

@@ -126,3 +126,14 @@ def test_flows_example(tmp_path):
         assert obj.globals.skipped == 1
         evs = obj.ringbuf("new_flows").poll(timeout=0.5)
         assert sorted(e.key.sport for e in evs) == [1000, 2000, 3000]
+
+
+def test_dump_types_shows_the_checked_program():
+    r = cli("dump", "--types", os.path.join(HERE, "programs", "flows.py"))
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "track (xdp, section xdp) -> i32" in out
+    assert "    size: u16" in out and "    st: ref FlowStats" in out and "    now: u64" in out
+    assert "swap16 (subprogram, section .text) -> u16" in out
+    assert "map new_flows: RingBuf(event NewFlow, max_entries=16384)" in out
+    assert "const min_len: u32 = 0" in out
