@@ -378,3 +378,27 @@ def test_stack_trace_from_program():
         ips = c.maps.stacks[sid]
         assert ips[0] >= 0xffff800000000000  # kernel text addresses
         assert list(c.maps.stacks.keys()) == [sid]
+
+
+def test_map_from_several_threads():
+    import threading
+
+    with load_inc(U.BPF_MAP_TYPE_HASH, n=4096) as c:
+        m, errors = c.maps.m, []
+
+        def work(t):
+            try:
+                for i in range(500):
+                    k = t * 1000 + i
+                    m[k] = k * 3
+                    assert m[k] == k * 3
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        ths = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        assert not errors
+        assert dict(m.items()) == {t * 1000 + i: (t * 1000 + i) * 3 for t in range(4) for i in range(500)}

@@ -6,6 +6,7 @@ import ctypes
 import errno as _errno
 import mmap
 import os
+import threading
 from ctypes import addressof
 from typing import Iterator, Optional
 
@@ -88,6 +89,7 @@ class KernelMap(RawMap):
         self._attr = sc.MapElemAttr(map_fd=fd)
         self._kaddr, self._k2addr = addressof(self._kbuf), addressof(self._k2buf)
         self._vaddr = addressof(self._vbuf)
+        self._lock = threading.Lock()
         self._batch_ok: Optional[bool] = None
         self.mmapable = False  # set by create_map when the map has BPF_F_MMAPABLE
         self._mem = self._mm = None
@@ -116,15 +118,16 @@ class KernelMap(RawMap):
             if r.__class__ is int:
                 raise self._err(r, U.BPF_MAP_LOOKUP_ELEM, "lookup")
             return r
-        a = self._attr
-        ctypes.memmove(self._kaddr, key, self.key_size)
-        a.key, a.value, a.flags = self._kaddr, self._vaddr, flags
-        r = sc.sys_bpf(U.BPF_MAP_LOOKUP_ELEM, a)
-        if r < 0:
-            if r == -_errno.ENOENT:
-                return None
-            raise self._err(r, U.BPF_MAP_LOOKUP_ELEM, "lookup")
-        return self._vbuf.raw[:self.value_size]
+        with self._lock:  # the reused buffers are shared by all threads
+            a = self._attr
+            ctypes.memmove(self._kaddr, key, self.key_size)
+            a.key, a.value, a.flags = self._kaddr, self._vaddr, flags
+            r = sc.sys_bpf(U.BPF_MAP_LOOKUP_ELEM, a)
+            if r < 0:
+                if r == -_errno.ENOENT:
+                    return None
+                raise self._err(r, U.BPF_MAP_LOOKUP_ELEM, "lookup")
+            return self._vbuf.raw[:self.value_size]
 
     def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
         if len(key) != self.key_size:
@@ -136,13 +139,14 @@ class KernelMap(RawMap):
             if r < 0:
                 raise self._err(r, U.BPF_MAP_UPDATE_ELEM, "update")
             return
-        a = self._attr
-        ctypes.memmove(self._kaddr, key, self.key_size)
-        ctypes.memmove(self._vaddr, value, self.value_size)
-        a.key, a.value, a.flags = self._kaddr, self._vaddr, flags
-        r = sc.sys_bpf(U.BPF_MAP_UPDATE_ELEM, a)
-        if r < 0:
-            raise self._err(r, U.BPF_MAP_UPDATE_ELEM, "update")
+        with self._lock:  # the reused buffers are shared by all threads
+            a = self._attr
+            ctypes.memmove(self._kaddr, key, self.key_size)
+            ctypes.memmove(self._vaddr, value, self.value_size)
+            a.key, a.value, a.flags = self._kaddr, self._vaddr, flags
+            r = sc.sys_bpf(U.BPF_MAP_UPDATE_ELEM, a)
+            if r < 0:
+                raise self._err(r, U.BPF_MAP_UPDATE_ELEM, "update")
 
     def delete(self, key: bytes) -> bool:
         if len(key) != self.key_size:
@@ -154,15 +158,16 @@ class KernelMap(RawMap):
                     return False
                 raise self._err(r, U.BPF_MAP_DELETE_ELEM, "delete")
             return True
-        a = self._attr
-        ctypes.memmove(self._kaddr, key, self.key_size)
-        a.key, a.value, a.flags = self._kaddr, 0, 0
-        r = sc.sys_bpf(U.BPF_MAP_DELETE_ELEM, a)
-        if r < 0:
-            if r == -_errno.ENOENT:
-                return False
-            raise self._err(r, U.BPF_MAP_DELETE_ELEM, "delete")
-        return True
+        with self._lock:  # the reused buffers are shared by all threads
+            a = self._attr
+            ctypes.memmove(self._kaddr, key, self.key_size)
+            a.key, a.value, a.flags = self._kaddr, 0, 0
+            r = sc.sys_bpf(U.BPF_MAP_DELETE_ELEM, a)
+            if r < 0:
+                if r == -_errno.ENOENT:
+                    return False
+                raise self._err(r, U.BPF_MAP_DELETE_ELEM, "delete")
+            return True
 
     def next_key(self, key: Optional[bytes]) -> Optional[bytes]:
         if _fast is not None:
@@ -172,21 +177,22 @@ class KernelMap(RawMap):
             if r.__class__ is int:
                 raise self._err(r, U.BPF_MAP_GET_NEXT_KEY, "get next key")
             return r
-        a = self._attr
-        if key is None:
-            a.key = 0
-        else:
-            if len(key) != self.key_size:
-                self._check_key(key)
-            ctypes.memmove(self._kaddr, key, self.key_size)
-            a.key = self._kaddr
-        a.value, a.flags = self._k2addr, 0
-        r = sc.sys_bpf(U.BPF_MAP_GET_NEXT_KEY, a)
-        if r < 0:
-            if r == -_errno.ENOENT:
-                return None
-            raise self._err(r, U.BPF_MAP_GET_NEXT_KEY, "get next key")
-        return self._k2buf.raw[:self.key_size]
+        with self._lock:  # the reused buffers are shared by all threads
+            a = self._attr
+            if key is None:
+                a.key = 0
+            else:
+                if len(key) != self.key_size:
+                    self._check_key(key)
+                ctypes.memmove(self._kaddr, key, self.key_size)
+                a.key = self._kaddr
+            a.value, a.flags = self._k2addr, 0
+            r = sc.sys_bpf(U.BPF_MAP_GET_NEXT_KEY, a)
+            if r < 0:
+                if r == -_errno.ENOENT:
+                    return None
+                raise self._err(r, U.BPF_MAP_GET_NEXT_KEY, "get next key")
+            return self._k2buf.raw[:self.key_size]
 
     def lookup_batch(self, batch_size: int = 256) -> Iterator[tuple[bytes, bytes]]:
         """All entries, BPF_MAP_LOOKUP_BATCH where the kernel has it for this map type
@@ -272,22 +278,24 @@ class KernelMap(RawMap):
             return super().push(value, flags)
         if len(value) != self.value_size:
             self._check_value(value)
-        a = self._attr
-        ctypes.memmove(self._vaddr, value, self.value_size)
-        a.key, a.value, a.flags = 0, self._vaddr, flags
-        r = sc.sys_bpf(U.BPF_MAP_UPDATE_ELEM, a)
-        if r < 0:
-            raise self._err(r, U.BPF_MAP_UPDATE_ELEM, "push")
+        with self._lock:  # the reused buffers are shared by all threads
+            a = self._attr
+            ctypes.memmove(self._vaddr, value, self.value_size)
+            a.key, a.value, a.flags = 0, self._vaddr, flags
+            r = sc.sys_bpf(U.BPF_MAP_UPDATE_ELEM, a)
+            if r < 0:
+                raise self._err(r, U.BPF_MAP_UPDATE_ELEM, "push")
 
     def _pop_peek(self, cmd: int, what: str) -> Optional[bytes]:
-        a = self._attr
-        a.key, a.value, a.flags = 0, self._vaddr, 0
-        r = sc.sys_bpf(cmd, a)
-        if r < 0:
-            if r == -_errno.ENOENT:
-                return None
-            raise self._err(r, cmd, what)
-        return self._vbuf.raw[:self.value_size]
+        with self._lock:  # the reused buffers are shared by all threads
+            a = self._attr
+            a.key, a.value, a.flags = 0, self._vaddr, 0
+            r = sc.sys_bpf(cmd, a)
+            if r < 0:
+                if r == -_errno.ENOENT:
+                    return None
+                raise self._err(r, cmd, what)
+            return self._vbuf.raw[:self.value_size]
 
     def pop(self) -> Optional[bytes]:
         if self.type not in (U.BPF_MAP_TYPE_QUEUE, U.BPF_MAP_TYPE_STACK):
@@ -304,15 +312,16 @@ class KernelMap(RawMap):
         return self._pop_peek_value(value)
 
     def _pop_peek_value(self, value: bytes) -> bool:
-        a = self._attr
-        ctypes.memmove(self._vaddr, value, self.value_size)
-        a.key, a.value, a.flags = 0, self._vaddr, 0
-        r = sc.sys_bpf(U.BPF_MAP_LOOKUP_ELEM, a)
-        if r == -_errno.ENOENT:
-            return False
-        if r < 0:
-            raise self._err(r, U.BPF_MAP_LOOKUP_ELEM, "lookup")
-        return True
+        with self._lock:  # the reused buffers are shared by all threads
+            a = self._attr
+            ctypes.memmove(self._vaddr, value, self.value_size)
+            a.key, a.value, a.flags = 0, self._vaddr, 0
+            r = sc.sys_bpf(U.BPF_MAP_LOOKUP_ELEM, a)
+            if r == -_errno.ENOENT:
+                return False
+            if r < 0:
+                raise self._err(r, U.BPF_MAP_LOOKUP_ELEM, "lookup")
+            return True
 
     def memory(self) -> Optional[memoryview]:
         """The values of a BPF_F_MMAPABLE array mapped into this process (writable unless the
