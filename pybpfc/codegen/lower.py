@@ -60,7 +60,10 @@ class Loop:
     cont: str
 
 
-PT_REGS = {"di": 112, "si": 104, "dx": 96, "cx": 88, "r8": 72, "r9": 64, "ax": 80, "ip": 128, "sp": 152}
+# struct pt_regs on x86-64 (arch/x86/include/uapi/asm/ptrace.h), byte offsets
+PT_REGS = {"r15": 0, "r14": 8, "r13": 16, "r12": 24, "bp": 32, "bx": 40, "r11": 48, "r10": 56, "r9": 64,
+           "r8": 72, "ax": 80, "cx": 88, "dx": 96, "si": 104, "di": 112, "orig_ax": 120, "ip": 128, "cs": 136,
+           "flags": 144, "sp": 152, "ss": 160}
 ARG_REGS = ["di", "si", "dx", "cx", "r8", "r9"]
 XDP_MD = {"data": 0, "data_end": 4, "data_meta": 8, "ingress_ifindex": 12, "rx_queue_index": 16,
           "egress_ifindex": 20}

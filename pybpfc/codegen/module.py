@@ -302,8 +302,10 @@ class ModuleLowering:
                 deco = node.decorator_list[0] if node.decorator_list else node
                 self.diags.at(p.file, deco, str(e), hint="check the name under /sys/kernel/tracing/events, "
                               "or compile with tracepoint_formats=<dir of saved formats>")
-        elif kind == "perf_event":
-            pc.fields = {k: (v, U_u64(), False) for k, v in PERF_EVENT.items()}
+        elif kind == "perf_event":   # struct bpf_perf_event_data: the registers, then these
+            pc.fields = {k: (v, U_u64(), False) for k, v in {**PT_REGS, **PERF_EVENT}.items()}
+        elif kind in ("uprobe", "uretprobe", "kprobe", "kretprobe"):
+            pc.fields = {k: (v, U_u64(), False) for k, v in PT_REGS.items()}   # ctx.ip, ctx.sp, ...
         a = node.args
         params = list(a.args)
         if a.vararg or a.kwarg or a.kwonlyargs or a.defaults:

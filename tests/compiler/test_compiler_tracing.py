@@ -89,8 +89,8 @@ def on_malloc(size: u64) -> int:
     return 0
 
 @bpf.uretprobe("libc:malloc")
-def on_malloc_ret(ret: u64) -> int:
-    if bpf.pid() == TARGET and ret != 0:
+def on_malloc_ret(ctx, ret: u64) -> int:
+    if bpf.pid() == TARGET and ret != 0 and ctx.ax == ret and ctx.sp != 0:
         returned[ret] = 1
     return 0
 """.replace("TARGET", str(os.getpid())))
