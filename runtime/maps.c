@@ -812,6 +812,8 @@ int pbs_map_create(struct pbs_store *s, const char *name, uint32_t type, uint32_
     m->free_head = 0;
     m->clock = m->head = m->tail = m->lost = 0;
     m->waiters = m->seq = 0;
+    m->wseq = 0;
+    m->pinned = 0;
     if (is_hash(type)) {
         for (uint32_t i = 1; i <= max_entries; i++)
             hent(m, i)->next = i < max_entries ? i + 1 : 0;
@@ -843,6 +845,41 @@ struct pbs_map *pbs_map_by_name(struct pbs_store *s, const char *name)
             return m;
     }
     return NULL;
+}
+
+/* The pin holds a reference, like a bpffs file: the map outlives the loader that made it. */
+void pbs_map_pin(struct pbs_map *m)
+{
+    if (!__atomic_exchange_n(&m->pinned, 1, __ATOMIC_ACQ_REL))
+        __atomic_add_fetch(&m->refcnt, 1, __ATOMIC_ACQ_REL);
+}
+
+int pbs_map_get_pinned(struct pbs_store *s, const char *name, uint32_t attrs[5])
+{
+    pbs_lock(&s->hdr->lock); /* against a concurrent last put */
+    int found = 0;
+    for (uint32_t id = 1; id <= PBS_MAX_MAPS && !found; id++) {
+        struct pbs_map *m = pbs_map(s, id);
+        if (!m || !__atomic_load_n(&m->pinned, __ATOMIC_ACQUIRE) || strncmp(m->name, name, PBS_NAME_LEN))
+            continue;
+        uint32_t r = __atomic_load_n(&m->refcnt, __ATOMIC_ACQUIRE);
+        do {
+            if (r == 0) /* being freed by its last holder */
+                break;
+        } while (!__atomic_compare_exchange_n(&m->refcnt, &r, r + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+        if (r == 0)
+            continue;
+        if (attrs) {
+            attrs[0] = m->type;
+            attrs[1] = m->key_size;
+            attrs[2] = m->value_size;
+            attrs[3] = m->max_entries;
+            attrs[4] = m->flags;
+        }
+        found = (int)id;
+    }
+    pbs_unlock(&s->hdr->lock);
+    return found;
 }
 
 int pbs_map_get(struct pbs_store *s, uint32_t id)

@@ -94,7 +94,9 @@ struct pbs_map {
     uint32_t seq;            /* bumped after each ring/perf submit (futex word) */
     uint64_t wseq;           /* hash maps: odd while a writer (holding `lock`) changes the
                                 table; lookups read without the lock and retry on a change */
-    uint64_t _reserved[5];
+    uint32_t pinned;         /* shared by name with later loaders (libbpf's pin-by-name) */
+    uint32_t _r32;
+    uint64_t _reserved[4];
     pthread_mutex_t lock;    /* process-shared, robust */
 };
 
@@ -198,6 +200,10 @@ int pbs_map_create(struct pbs_store *s, const char *name, uint32_t type, uint32_
                    uint32_t value_size, uint32_t max_entries, uint32_t flags, uint64_t map_extra);
 struct pbs_map *pbs_map(struct pbs_store *s, uint32_t id);      /* NULL if not live */
 struct pbs_map *pbs_map_by_name(struct pbs_store *s, const char *name);
+/* The pinned map of that name (pbs_map_pin), with a reference taken; returns its id or 0.
+ * attrs (may be NULL) receives type, key_size, value_size, max_entries, flags. */
+int pbs_map_get_pinned(struct pbs_store *s, const char *name, uint32_t attrs[5]);
+void pbs_map_pin(struct pbs_map *m);
 int pbs_map_get(struct pbs_store *s, uint32_t id);              /* refcnt++ */
 void pbs_map_put(struct pbs_store *s, uint32_t id);             /* refcnt--, frees at 0 */
 /* Element access as from a program: pointer to the value (per-CPU maps: this CPU's slot) or

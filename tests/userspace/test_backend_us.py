@@ -346,3 +346,44 @@ def test_rodata_is_frozen_after_load_like_the_kernel():
     assert run(UserspaceBackend(jit=False)) == 7
     if kernel_ok():
         assert run("kernel") == 7
+
+
+def test_pinned_maps_are_shared_by_loaders_of_one_store():
+    """LIBBPF_PIN_BY_NAME maps: a second loader of the same store (here in another process)
+    gets the first loader's map, which outlives the first loader like a bpffs pin; maps
+    without pinning stay separate."""
+    import subprocess
+    import sys
+
+    path = f"/dev/shm/pybpfc-pin-{os.getpid()}"
+    obj = f"{HERE}/../objects/maps.bpf.o"
+    be = UserspaceBackend(store=path, jit=False)
+    try:
+        with pybpfc.load(obj, backend=be) as c:
+            c.maps.pinned[3] = 33
+            c.maps.counters[0] = 11
+        code = f"""
+import pybpfc
+from pybpfc.backends.userspace import UserspaceBackend
+with pybpfc.load({obj!r}, backend=UserspaceBackend(store={path!r}, jit=False)) as c:
+    assert c.maps.pinned[3] == 33, dict(c.maps.pinned.items())
+    assert c.maps.counters[0] == 0
+    c.maps.pinned[4] = 44
+"""
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+        with pybpfc.load(obj, backend=be) as c:
+            assert dict(c.maps.pinned.items()) == {3: 33, 4: 44}
+    finally:
+        be.store.close()
+    assert not os.path.exists(path)
+
+
+def test_pinned_map_with_another_layout_is_refused():
+    spec_a = CollectionSpec()
+    spec_a.maps["shared"] = MapSpec("shared", U.BPF_MAP_TYPE_HASH, 4, 8, 16, pinning=1)
+    spec_b = CollectionSpec()
+    spec_b.maps["shared"] = MapSpec("shared", U.BPF_MAP_TYPE_HASH, 4, 4, 16, pinning=1)
+    be = UserspaceBackend(jit=False)
+    with pybpfc.load(spec_a, backend=be):
+        with pytest.raises(LoadError, match=r"map 'shared': pinned map in the store does not match"):
+            pybpfc.load(spec_b, backend=be)

@@ -342,6 +342,18 @@ class UserspaceBackend(AttachMixin, Backend):
     def create_map(self, spec) -> UserspaceMap:
         t, ks, vs, n, fl = normalize(spec, self.store.ncpus)
         L = lib()
+        if spec.pinning == 1:  # LIBBPF_PIN_BY_NAME: reuse the store's map of that name
+            attrs = ffi().new("uint32_t[5]")
+            mid = L.pbs_map_get_pinned(self.store.handle, spec.name.encode(), attrs)
+            if mid:
+                m = UserspaceMap(self.store, mid, spec)
+                have = tuple(attrs)
+                want = (t, ks, vs, n, fl)
+                if have != want:
+                    m.close()
+                    raise LoadError(f"map '{spec.name}': pinned map in the store does not match the definition "
+                                    f"(type, key, value, max_entries, flags: store {have}, object {want})")
+                return m
         mid = L.pbs_map_create(self.store.handle, spec.name.encode(), t, ks, vs, n, fl, spec.map_extra)
         if mid < 0:
             if mid == -_errno.ENOTSUP:
@@ -353,6 +365,8 @@ class UserspaceBackend(AttachMixin, Backend):
                 m.update(b"\0\0\0\0", bytes(spec.data).ljust(vs, b"\0"), 0)
                 if spec.readonly:
                     m.freeze()  # as libbpf/the kernel backend do with .rodata
+            if spec.pinning == 1:
+                L.pbs_map_pin(m._m)
         except BaseException:
             m.close()
             raise
