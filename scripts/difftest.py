@@ -2,6 +2,7 @@
 """Long differential runs: random BPF programs on the interpreter, the JIT and the kernel.
 
     sudo .venv/bin/python scripts/difftest.py --seed 1000 --count 20000 [--size 40] [--no-kernel]
+    .venv/bin/python scripts/difftest.py --helpers --count 5000   # + helper calls, no kernel
 
 Prints every mismatch (seed, per-engine r0 / memory / error, disassembly) and exits 1 if any.
 A mismatch reproduces with --seed SEED --count 1. See pybpfc/backends/userspace/jit_difftest.py.
@@ -20,9 +21,11 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=40, help="groups per main function")
     ap.add_argument("--batch", type=int, default=100, help="programs per JIT module")
     ap.add_argument("--no-kernel", action="store_true", help="interpreter vs JIT only")
+    ap.add_argument("--helpers", action="store_true",
+                    help="programs also call the conformance helpers (interpreter vs JIT only)")
     args = ap.parse_args(argv)
     kernel = None
-    if not args.no_kernel:
+    if not args.no_kernel and not args.helpers:
         why = D.kernel_available()
         if why:
             print(f"difftest: kernel not used: {why}", file=sys.stderr)
@@ -32,7 +35,8 @@ def main(argv=None) -> int:
     total, bad = 0, 0
     for start in range(args.seed, args.seed + args.count, args.batch):
         seeds = range(start, min(start + args.batch, args.seed + args.count))
-        n, mism = D.run_seeds(seeds, kernel, batch=args.batch, size=args.size)
+        n, mism = D.run_seeds(seeds, kernel, batch=args.batch, size=args.size,
+                              helpers=args.helpers)
         total += n
         bad += len(mism)
         for m in mism:

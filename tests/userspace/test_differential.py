@@ -22,8 +22,8 @@ def kernel():
     k.close()
 
 
-def _check(seeds, kernel, size=SIZE):
-    n, mism = D.run_seeds(seeds, kernel, size=size)
+def _check(seeds, kernel, size=SIZE, helpers=False):
+    n, mism = D.run_seeds(seeds, kernel, size=size, helpers=helpers)
     assert n == len(seeds)
     assert not mism, f"{len(mism)} mismatches; first:\n" + "\n\n".join(
         m.describe() for m in mism[:2])
@@ -58,6 +58,12 @@ def test_differential_interp_vs_jit_without_kernel():
         _check(range(5000, 5050), None)
     else:
         _check(SEEDS, None)
+
+
+def test_differential_with_helpers_interp_vs_jit():
+    """Helper calls (conformance helpers, callx, unwind from nested functions, memfrob on the
+    memory block): interpreter vs JIT only, the kernel has no such helpers."""
+    _check(range(9000, 9150), None, helpers=True)
 
 
 def test_differential_detects_a_difference(kernel):

@@ -55,10 +55,13 @@ class _Group:
 class Generator:
     """Deterministic random program generator (seeded)."""
 
-    def __init__(self, seed: int, size: int = 40, nfuncs: int | None = None):
+    def __init__(self, seed: int, size: int = 40, nfuncs: int | None = None,
+                 helpers: bool = False):
         self.r = random.Random(seed)
         self.size = size
         self.nfuncs = nfuncs
+        # conformance-suite helpers (userspace only: the kernel has none of them)
+        self.helpers = helpers
 
     # -- values
 
@@ -189,6 +192,8 @@ class Generator:
         groups.append(_Group(pro))
         makers = [(self.alu, 30), (self.endian, 4), (self.const, 3), (self.mem_access, 14),
                   (self.dyn_access, 6), (self.atomic, 5), (self.loop, 2)]
+        if self.helpers:
+            makers.append((self.helper_call, 5))
         total = sum(w for _, w in makers)
         for _ in range(size):
             if ncallees and r.random() < 0.06:
@@ -207,6 +212,33 @@ class Generator:
             if r.random() < 0.2:
                 branches[gi] = r.randrange(gi + 1, len(groups))
         return groups, branches
+
+    def helper_call(self):
+        """gather_bytes / no_op / sqrti on scalars, memfrob on the memory block, unwind (stops
+        the program with r0 = 0 when its argument is 0); r1..r5 re-initialised after."""
+        r = self.r
+        kind = r.choice(["gather", "noop", "sqrt", "frob", "unwind", "callx"])
+        code = []
+        if kind == "frob":
+            off = r.randrange(0, MEM)
+            code += [I(0xBF, 1, 9), I(0x07, 1, 0, 0, off),
+                     I(0xB7, 2, 0, 0, r.randint(0, MEM - off))]
+            hid = 1
+        elif kind == "unwind":
+            code.append(I(0xB7, 1, 0, 0, 0) if r.random() < 0.3 else I(0xBF, 1, self.sreg()))
+            hid = 5
+        else:
+            for reg in (1, 2, 3, 4, 5):
+                if r.random() < 0.5:
+                    code.append(I(0xBF, reg, self.sreg()) if reg != self.sreg() else
+                                I(0xB7, reg, 0, 0, self.imm32()))
+            hid = {"gather": 0, "noop": 2, "sqrt": 3, "callx": 0}[kind]
+        if kind == "callx":  # helper id in a register (dst)
+            code += [I(0xB7, 8, 0, 0, r.choice([0, 2, 3])), I(0x8D, 8)]
+            code.append(I(0xB7, 8, 0, 0, self.imm32()))
+        else:
+            code.append(I(0x85, 0, 0, 0, hid))
+        return code + [I(0xB7, reg, 0, 0, self.imm32()) for reg in (1, 2, 3, 4, 5)]
 
     def call_group(self, callee):
         g = _Group([I(0xBF, 1, 9), ("call", callee)])
@@ -287,18 +319,19 @@ class Outcome:
         return (self.r0, self.mem, self.error)
 
 
-def run_interp(body: bytes, mem: bytes) -> Outcome:
+def run_interp(body: bytes, mem: bytes, helpers: bool = False) -> Outcome:
     from . import vm
     from ...errors import Error
     buf = bytearray(mem)
     try:
-        r0 = vm.Vm(body, name="diff")(buf)
+        h = vm.conformance_helpers() if helpers else None
+        r0 = vm.Vm(body, name="diff", helpers=h)(buf)
     except Error as e:
         return Outcome(None, None, f"interp: {e}")
     return Outcome(r0, bytes(buf))
 
 
-def run_jit_batch(bodies: list[bytes], mems: list[bytes]) -> list[Outcome]:
+def run_jit_batch(bodies: list[bytes], mems: list[bytes], helpers: bool = False) -> list[Outcome]:
     from . import jit, vm
     from ...errors import Error
     codes = jit.jit_compile_many(bodies)
@@ -309,6 +342,8 @@ def run_jit_batch(bodies: list[bytes], mems: list[bytes]) -> list[Outcome]:
         fn = f.cast("pbr_jit_fn", int(f.cast("uintptr_t", prog._mem)) + code.entry)
         run = f.new("struct pbr_run *")
         run.budget = vm.PBR_DEFAULT_BUDGET
+        if helpers:
+            run.helpers = f.cast("pbr_helper_fn *", vm.conformance_helpers().address)
         buf = f.new("uint8_t[]", bytes(mem))
         addr = int(f.cast("uintptr_t", buf))
         run.regions[0].start, run.regions[0].end, run.regions[0].perm = addr, addr + MEM, 3
@@ -416,17 +451,21 @@ class Mismatch:
         return "\n".join(lines) + "\n" + text
 
 
-def run_seeds(seeds, kernel: Kernel | None = None, batch: int = 100, size: int = 40):
-    """Runs every seed on all engines; returns (count, mismatches)."""
+def run_seeds(seeds, kernel: Kernel | None = None, batch: int = 100, size: int = 40,
+              helpers: bool = False):
+    """Runs every seed on all engines; returns (count, mismatches). With `helpers`, programs
+    also call the conformance suite's helpers and run on the interpreter and the JIT only."""
+    if helpers:
+        kernel = None
     mismatches = []
     seeds = list(seeds)
     for i in range(0, len(seeds), batch):
         chunk = seeds[i:i + batch]
-        bodies = [Generator(s, size).program() for s in chunk]
+        bodies = [Generator(s, size, helpers=helpers).program() for s in chunk]
         mems = [memory(s) for s in chunk]
-        jits = run_jit_batch(bodies, mems)
+        jits = run_jit_batch(bodies, mems, helpers)
         for s, body, mem, j in zip(chunk, bodies, mems, jits):
-            res = {"interp": run_interp(body, mem), "jit": j}
+            res = {"interp": run_interp(body, mem, helpers), "jit": j}
             if kernel is not None:
                 res["kernel"] = kernel.run(body, mem)
             keys = {o.key() for o in res.values()}
