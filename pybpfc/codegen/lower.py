@@ -1338,10 +1338,18 @@ class FunctionLowering:
             if acc.kind == "lit" and b.kind == "lit":
                 acc = V("lit", val=min(acc.val, b.val) if is_min else max(acc.val, b.val))
                 continue
-            t = b.ty if acc.kind == "lit" else acc.ty if b.kind == "lit" else common(acc.ty, b.ty)
+            if acc.kind == b.kind == "int" and compare_type(acc.ty, b.ty) is None:
+                # signed with unsigned: pick by value (as `<` does) into a type that holds the answer
+                w = max(bits(acc.ty), bits(b.ty))
+                t = {8: i16, 16: i32, 32: i64}.get(w, i64 if is_min else u64)
+                c = self.mixed_compare(ast.Lt() if is_min else ast.Gt(), acc, b)
+            else:
+                t = binop_type("arith", acc.ty if acc.kind == "int" else acc.val, b.ty if b.kind == "int" else b.val)
+                c = None
             x, y = self.as_int(acc, t, node), self.as_int(b, t, node)
-            pred = ("slt" if is_min else "sgt") if signed(t) else ("ult" if is_min else "ugt")
-            c = self.emit(f"icmp {pred} {lt(t)} {x}, {y}")
+            if c is None:
+                pred = ("slt" if is_min else "sgt") if signed(t) else ("ult" if is_min else "ugt")
+                c = self.emit(f"icmp {pred} {lt(t)} {x}, {y}")
             acc = V("int", t, self.emit(f"select i1 {c}, {lt(t)} {x}, {lt(t)} {y}"))
         return acc
 

@@ -21,6 +21,7 @@ CASES = [
     ("x: i32 = -16\nreturn (x >> 2) + 100", 96),                   # arithmetic shift
     ("x: u64 = 1\nreturn 1 if ~x == 0xFFFFFFFFFFFFFFFE else 0", 1),
     ("return min(7, 3, 9) * 10 + max(1, 4)", 34),
+    ("a: u8 = 200\nb: i8 = -1\nc: u64 = 5\nd: i64 = -3\nreturn (min(a, b) + 10) * 100 + max(c, d) + min(c, d)", 902),
     ("a: i32 = -5\nreturn abs(a)", 5),
     ("a = 3\nb = 4\na, b = b, a\nreturn a * 10 + b", 43),
     ("x = 5\nreturn 1 if 3 < x <= 5 else 0", 1),
