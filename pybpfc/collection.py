@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Optional
 
 from . import uapi as U
 from .backends.base import Backend, Link, NoopLink, RawMap, RawProgram, TestRunResult
-from .errors import Error, LoadError, NotSupportedError
+from .errors import AttachError, Error, LoadError, NotSupportedError
 from .lang.types import Array, IntType, Str, Struct, bool_
 
 PERCPU_TYPES = {U.BPF_MAP_TYPE_PERCPU_HASH, U.BPF_MAP_TYPE_PERCPU_ARRAY,
@@ -461,7 +461,7 @@ class Program:
         return self._attach("attach_xdp", "xdp", ifname, ifname, flags)
 
     def attach_tc(self, ifname: str, direction: Optional[str] = None) -> Link:
-        direction = direction or (self.spec.attach_to if self.spec.attach_to in ("ingress", "egress") else "ingress")
+        direction = direction or self._tc_direction()
         return self._attach("attach_tc", "tc", f"{ifname}/{direction}", ifname, direction)
 
     def attach_socket_filter(self, sock) -> Link:
@@ -476,17 +476,31 @@ class Program:
     def attach_fentry(self) -> Link:
         return self._attach("attach_fentry", self.spec.kind, self.spec.attach_to)
 
+    def _tc_direction(self) -> str:
+        # "tc/egress" and "tcx/egress" parse to an empty target: the attach type says it.
+        if self.spec.attach_to in ("ingress", "egress"):
+            return self.spec.attach_to
+        return "egress" if self.spec.expected_attach_type == U.BPF_TCX_EGRESS else "ingress"
+
+    # Options attach()/attach_all() understand, by the kind that uses them.
+    ATTACH_OPTIONS = {"ifname": "xdp, tc", "flags": "xdp", "cgroup": "cgroup", "sock": "socket_filter",
+                      "pid": "uprobe, uretprobe"}
+
     def attach(self, **opts) -> Link:
         """Attach by the program's section (what attach_all does for each program). Kinds
-        that need a target the section cannot carry (xdp ifname, socket, cgroup path) take
-        it from `opts`."""
+        that need a target the section cannot carry take it from `opts`: `ifname` (xdp, tc),
+        `flags` (xdp), `cgroup` (cgroup programs), `sock` (socket filters), `pid` (uprobes)."""
+        unknown = set(opts) - set(self.ATTACH_OPTIONS)
+        if unknown:
+            raise Error(f"prog '{self.name}': unknown attach option(s) {', '.join(sorted(unknown))} "
+                        f"(known: {', '.join(self.ATTACH_OPTIONS)})")
         k = self.spec.kind
         if k == "tracepoint":
             return self.attach_tracepoint()
         if k == "raw_tracepoint":
             return self.attach_raw_tracepoint()
         if k in ("uprobe", "uretprobe"):
-            return self.attach_uprobe(**opts)
+            return self.attach_uprobe(pid=opts.get("pid", -1))
         if k in ("kprobe", "kretprobe"):
             return self.attach_kprobe()
         if k in ("fentry", "fexit", "fmod_ret", "tp_btf", "lsm"):
@@ -499,8 +513,12 @@ class Program:
             return self.attach_cgroup(opts["cgroup"])
         if k == "socket_filter" and "sock" in opts:
             return self.attach_socket_filter(opts["sock"])
-        raise NotSupportedError(f"prog '{self.name}': section '{self.spec.section}' does not say where to attach; "
-                                f"call the attach method of its kind ({k}) with a target")
+        need = {"xdp": "ifname=", "tc": "ifname=", "tcx": "ifname=", "cgroup": "cgroup=", "socket_filter": "sock="}
+        if k in need:
+            raise AttachError(f"prog '{self.name}': section '{self.spec.section}' does not say where to attach; "
+                              f"pass {need[k]} to attach()/attach_all() or call attach_{k if k != 'tcx' else 'tc'}()")
+        raise NotSupportedError(f"prog '{self.name}': section '{self.spec.section}' ({k}) has no automatic attach; "
+                                f"use the attach method of its kind")
 
     def pin(self, path: str):
         self.raw.pin(path)
