@@ -127,6 +127,7 @@ def import_user_module(path: str, diags: Diagnostics):
     if added:
         sys.path.insert(0, d)
     sys.modules[name] = mod
+    before = set(sys.modules)
     try:
         spec.loader.exec_module(mod)
     except SyntaxError as e:
@@ -142,6 +143,12 @@ def import_user_module(path: str, diags: Diagnostics):
         if added:
             sys.path.remove(d)
         sys.modules.pop(name, None)
+        # project modules imported for this compile (events.py, ...) are read afresh next time
+        for new in set(sys.modules) - before:
+            f = getattr(sys.modules.get(new), "__file__", None) or ""
+            if f and not new.startswith("pybpfc") and "site-packages" not in f and \
+                    os.path.commonpath([d, os.path.abspath(f)]) == d:
+                sys.modules.pop(new, None)
     return mod
 
 

@@ -226,3 +226,12 @@ def prog(ctx) -> int:
     with pybpfc.load(path, backend="kernel") as obj:
         assert obj.programs.prog.test_run(bytes(64)).retval == 42
         assert obj.maps.m[0].b == 42
+
+
+def test_edited_project_module_is_read_again(tmp_path):
+    lib = tmp_path / "shared_consts.py"
+    lib.write_text("VALUE = 7\n")
+    path = write(tmp_path, "from shared_consts import VALUE\n@bpf.xdp\ndef prog(ctx) -> int:\n    return VALUE\n")
+    assert "ret i32 7" in pybpfc.compile(path, emit="ir").decode()
+    lib.write_text("VALUE = 9\n")
+    assert "ret i32 9" in pybpfc.compile(path, emit="ir").decode()
