@@ -95,6 +95,13 @@ _Static_assert(sizeof(struct ring) == PBS_RING_HDR, "ring header size");
 
 static inline uint8_t *ring_data(struct ring *r) { return (uint8_t *)(r + 1); }
 
+/* data size - 1 of a ring, from the map record (programs cannot write it; the ring header
+ * in the map's memory could be scribbled on by a program of a freed map reusing it) */
+static inline uint64_t ring_mask(struct pbs_map *m)
+{
+    return m->type == T_RINGBUF ? (uint64_t)m->max_entries - 1 : (uint64_t)PERF_RING_SIZE - 1;
+}
+
 static struct ring *ring_of(struct pbs_map *m, int cpu)
 {
     if (m->type == T_RINGBUF)
@@ -115,12 +122,12 @@ static void spin_unlock(uint32_t *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE);
 
 static void *ring_reserve(struct pbs_map *m, struct ring *r, uint64_t size)
 {
-    uint64_t rsize = r->mask + 1, total = r8(size + PBS_RB_HDR);
+    uint64_t mask = ring_mask(m), rsize = mask + 1, total = r8(size + PBS_RB_HDR);
     if (size == 0 || size >= PBS_RB_DISCARD || total > rsize)
         return NULL;
     spin_lock(&r->spin);
     uint64_t cons = __atomic_load_n(&r->consumer, __ATOMIC_ACQUIRE);
-    uint64_t prod = r->producer, off = prod & r->mask, pad = 0;
+    uint64_t prod = r->producer & ~7ull, off = prod & mask, pad = 0; /* 8-aligned, in range */
     if (off + total > rsize)
         pad = rsize - off; /* no double mapping: skip to the start with a discarded filler */
     if (prod + pad + total - cons > rsize) {
@@ -182,17 +189,18 @@ int pbs_ringbuf_output(struct pbs_map *m, int cpu, const void *data, uint64_t si
     return 0;
 }
 
-static int64_t ring_read(struct ring *r, uint8_t *out, uint64_t outlen)
+static int64_t ring_read(struct pbs_map *m, struct ring *r, uint8_t *out, uint64_t outlen)
 {
+    uint64_t mask = ring_mask(m);
     uint64_t cons = r->consumer, used = 0;
     uint64_t prod = __atomic_load_n(&r->producer, __ATOMIC_ACQUIRE);
     uint8_t *d = ring_data(r);
     while (cons < prod) {
-        uint32_t hdr = __atomic_load_n((uint32_t *)(d + (cons & r->mask)), __ATOMIC_ACQUIRE);
+        uint32_t hdr = __atomic_load_n((uint32_t *)(d + (cons & mask)), __ATOMIC_ACQUIRE);
         if (hdr & PBS_RB_BUSY)
             break;
         uint64_t len = hdr & ~(PBS_RB_BUSY | PBS_RB_DISCARD), total = r8(len + PBS_RB_HDR);
-        if ((cons & r->mask) + total > r->mask + 1) { /* corrupt: drop everything */
+        if ((cons & mask) + total > mask + 1) { /* corrupt: drop everything */
             cons = prod;
             break;
         }
@@ -204,7 +212,7 @@ static int64_t ring_read(struct ring *r, uint8_t *out, uint64_t outlen)
             }
             uint32_t h2[2] = {(uint32_t)len, 0};
             memcpy(out + used, h2, 8);
-            memcpy(out + used + 8, d + (cons & r->mask) + PBS_RB_HDR, len);
+            memcpy(out + used + 8, d + (cons & mask) + PBS_RB_HDR, len);
             used += 8 + r8(len);
         }
         cons += total;
@@ -216,16 +224,16 @@ static int64_t ring_read(struct ring *r, uint8_t *out, uint64_t outlen)
 int64_t pbs_ringbuf_read(struct pbs_map *m, int cpu, void *buf, uint64_t buflen)
 {
     if (m->type == T_RINGBUF)
-        return ring_read(ring_of(m, -1), buf, buflen);
+        return ring_read(m, ring_of(m, -1), buf, buflen);
     if (m->type != T_PERF)
         return -EINVAL;
     if (cpu >= 0) {
         struct ring *r = ring_of(m, cpu);
-        return r ? ring_read(r, buf, buflen) : -EINVAL;
+        return r ? ring_read(m, r, buf, buflen) : -EINVAL;
     }
     int64_t used = 0;
     for (uint32_t c = 0; c < m->ncpus; c++) {
-        int64_t n = ring_read(ring_of(m, (int)c), (uint8_t *)buf + used, buflen - used);
+        int64_t n = ring_read(m, ring_of(m, (int)c), (uint8_t *)buf + used, buflen - used);
         if (n < 0)
             return used ? used : n;
         used += n;
@@ -240,7 +248,7 @@ static int ring_has_data(struct pbs_map *m)
         struct ring *r = ring_of(m, m->type == T_PERF ? (int)c : -1);
         uint64_t cons = r->consumer, prod = __atomic_load_n(&r->producer, __ATOMIC_ACQUIRE);
         if (cons < prod) {
-            uint32_t hdr = __atomic_load_n((uint32_t *)(ring_data(r) + (cons & r->mask)), __ATOMIC_ACQUIRE);
+            uint32_t hdr = __atomic_load_n((uint32_t *)(ring_data(r) + (cons & ring_mask(m))), __ATOMIC_ACQUIRE);
             if (!(hdr & PBS_RB_BUSY))
                 return 1;
         }
@@ -324,7 +332,7 @@ uint64_t pbs_ringbuf_query(struct pbs_map *m, uint64_t flags)
     uint64_t prod = __atomic_load_n(&r->producer, __ATOMIC_ACQUIRE);
     switch (flags) {
     case 0: return prod - cons;    /* BPF_RB_AVAIL_DATA */
-    case 1: return r->mask + 1;    /* BPF_RB_RING_SIZE */
+    case 1: return ring_mask(m) + 1; /* BPF_RB_RING_SIZE */
     case 2: return cons;           /* BPF_RB_CONS_POS */
     case 3: return prod;           /* BPF_RB_PROD_POS */
     }

@@ -313,6 +313,7 @@ int pbs_prog_create(struct pbs_store *s, const char *name, const char *section, 
     }
     p->jit_off = p->jit_size = p->jit_len = p->jit_entry = 0;
     p->run_cnt = p->run_time_ns = 0;
+    p->serial = __atomic_add_fetch(&s->hdr->prog_serial, 1, __ATOMIC_ACQ_REL);
     p->refcnt = 1;
     __atomic_store_n(&p->state, PBS_LIVE, __ATOMIC_RELEASE);
     pbs_bump_generation(s, 0);
@@ -331,8 +332,9 @@ void pbs_prog_put(struct pbs_store *s, uint32_t id)
         s->jit_addr[id - 1] = NULL;
     }
     s->jit_fn[id - 1] = 0;
-    pbs_free(s, p->insns_off, (uint64_t)p->ninsns * 8);
-    pbs_free(s, p->jit_off, p->jit_size);
+    /* The bytecode and JIT code are not freed: a thread of some process may still be running
+     * them (there is no RCU across processes), and reused memory under running code would
+     * crash it. Programs are small; churn costs store space only. */
     for (uint32_t i = 0; i < p->nmaps; i++)
         pbs_map_put(s, p->map_ids[i]);
     p->nmaps = 0;
@@ -357,7 +359,7 @@ int pbs_prog_set_jit(struct pbs_store *s, uint32_t id, const void *code, uint64_
     p->jit_entry = entry;
     p->jit_size = size;
     __atomic_store_n(&p->jit_off, off, __ATOMIC_RELEASE);
-    pbs_free(s, old, old_size);
+    (void)old, (void)old_size; /* may be running somewhere: kept, see pbs_prog_put */
     pbs_bump_generation(s, 0);
     return 0;
 }
@@ -375,14 +377,18 @@ int pbs_prog_map_jit(struct pbs_store *s, uint32_t id)
     if (s->jit_addr[id - 1])
         munmap(s->jit_addr[id - 1], p->jit_size);
     s->jit_addr[id - 1] = x;
+    s->jit_serial[id - 1] = p->serial;
     s->jit_fn[id - 1] = (uint64_t)x + p->jit_entry;
     return 0;
 }
 
 void pbs_prog_set_entry(struct pbs_store *s, uint32_t id, uint64_t entry)
 {
-    if (id >= 1 && id <= PBS_MAX_PROGS)
+    struct pbs_prog *p = pbs_prog(s, id);
+    if (p) {
+        s->jit_serial[id - 1] = p->serial;
         s->jit_fn[id - 1] = entry;
+    }
 }
 
 /* -- links ----------------------------------------------------------------------------------- */
@@ -469,7 +475,9 @@ uint64_t pbs_exec_in(struct pbs_exec *ex, struct pbr_run *run, uint64_t ctx, uin
     struct pbs_store *s = ex->store;
     struct pbs_prog *p = ex->prog;
     uint64_t fn = s->jit_fn[p->id - 1];
-    if (fn)
+    /* only code made for this very program: an id reused since is interpreted until this
+     * process maps the new program's code */
+    if (fn && s->jit_serial[p->id - 1] == p->serial)
         return ((pbs_jit_entry)fn)(run, ctx, ctx_len);
     if (!pbr_vm_exec) {
         run->status = PBR_EINSN;

@@ -120,7 +120,9 @@ struct pbs_prog {
     uint32_t _pad;
     uint64_t run_cnt;        /* statistics (atomic) */
     uint64_t run_time_ns;
-    uint64_t _reserved[6];
+    uint64_t serial;         /* unique per program ever created in this store: a process's JIT
+                                mapping is used only for the program it was made for */
+    uint64_t _reserved[5];
 };
 
 struct pbs_link {
@@ -154,7 +156,8 @@ struct pbs_header {
     uint64_t progs_off;          /* struct pbs_prog[PBS_MAX_PROGS] */
     uint64_t links_off;          /* struct pbs_link[PBS_MAX_LINKS] */
     uint64_t trace_map_off;      /* struct pbs_map of the trace_printk ring (a ring buffer) */
-    uint64_t _reserved[16];
+    uint64_t prog_serial;        /* last pbs_prog.serial handed out */
+    uint64_t _reserved[15];
     pthread_mutex_t lock;        /* tables and allocator; process-shared, robust */
 };
 
@@ -170,6 +173,7 @@ struct pbs_store {
                                        code (NULL: interpreter) */
     uint64_t jit_fn[PBS_MAX_PROGS]; /* entry address, or 0 */
     uint64_t budget;             /* instruction budget per run (0: PBR_DEFAULT_BUDGET) */
+    uint64_t jit_serial[PBS_MAX_PROGS]; /* serial of the program jit_fn belongs to */
 };
 
 /* Result of one run. */

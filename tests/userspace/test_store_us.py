@@ -97,3 +97,27 @@ def test_allocator_reuses_freed_maps():
             mid = L.pbs_map_create(st.handle, b"big", 2, 4, 1024, 1024, 0, 0)
             assert mid > 0, i
             L.pbs_map_put(st.handle, mid)
+
+
+def test_stale_jit_mapping_is_not_used_for_a_reused_program_id():
+    """Another process mapped program A's JIT code; A is unloaded and B takes its id: that
+    process must run B (interpreted until it maps B's code), never A's code."""
+    try:
+        from pybpfc.backends.userspace.jit import jit_compile
+        code_a = jit_compile(bytes.fromhex("b700000001000000" "9500000000000000"))
+    except Exception as e:  # noqa: BLE001 - no JIT here
+        pytest.skip(f"JIT unavailable: {e}")
+    L, F = lib(), ffi()
+    res = F.new("struct pbs_run_result *")
+    with Store.create() as st, Store.open(st.path) as other:
+        a = L.pbs_prog_create(st.handle, b"a", b"xdp", 6, 0, bytes.fromhex("b700000001000000" "9500000000000000"),
+                              2, F.NULL, 0)
+        assert L.pbs_prog_set_jit(st.handle, a, code_a.code, len(code_a.code), code_a.entry) == 0
+        assert L.pbs_prog_map_jit(other.handle, a) == 0
+        assert L.pbs_prog_run(other.handle, a, 0, 0, F.NULL, 0, 0, res) == 1
+        L.pbs_prog_put(st.handle, a)
+        b = L.pbs_prog_create(st.handle, b"b", b"xdp", 6, 0, bytes.fromhex("b700000002000000" "9500000000000000"),
+                              2, F.NULL, 0)
+        assert b == a  # the id is reused
+        assert L.pbs_prog_run(other.handle, b, 0, 0, F.NULL, 0, 0, res) == 2
+        assert res.status == 0
