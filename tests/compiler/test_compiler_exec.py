@@ -413,3 +413,24 @@ if not c:
 return r
 """
     assert run_xdp(tmp_path, body, prelude=prelude)[0] == 170
+
+
+def test_lpm_trie_longest_prefix(tmp_path):
+    prelude = """
+class Key(Struct):
+    prefixlen: u32
+    addr: u32          # network order, as read from a packet
+
+routes = LpmTrie(Key, u32, max_entries=16)
+"""
+    body = """
+k = Key(prefixlen=32, addr=0x0302000A)     # 10.0.2.3
+return routes.get(k, 0)
+"""
+    _, obj = run_xdp(tmp_path, body, prelude=prelude)
+    obj.maps.routes[{"prefixlen": 8, "addr": 0x0000000A}] = 1      # 10.0.0.0/8
+    obj.maps.routes[{"prefixlen": 16, "addr": 0x0000000A}] = 2     # 10.0.0.0/16
+    obj.maps.routes[{"prefixlen": 24, "addr": 0x0002000A}] = 3     # 10.0.2.0/24
+    assert obj.programs.prog.test_run(bytes(64)).retval == 3
+    del obj.maps.routes[{"prefixlen": 24, "addr": 0x0002000A}]
+    assert obj.programs.prog.test_run(bytes(64)).retval == 2
