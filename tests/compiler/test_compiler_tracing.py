@@ -181,3 +181,28 @@ def p(ctx) -> int:
         os.getppid()
         assert obj.maps.out[0] == 0x1122334455667788
         assert obj.maps.msgs[0].text == b"hello"
+
+
+def test_stack_ids_and_per_cpu_hash(tmp_path):
+    obj = load(tmp_path, """
+stacks = StackTraceMap(max_entries=64)
+ids = HashMap(u32, i64, max_entries=4)
+calls = PerCpuHashMap(u32, u64, max_entries=4)
+
+@bpf.tracepoint("syscalls/sys_enter_getppid")
+def p(ctx) -> int:
+    if bpf.pid() != TARGET:
+        return 0
+    ids[0] = stacks.get_stackid(ctx, 1 << 8)     # BPF_F_USER_STACK
+    calls[7] += 1
+    return 0
+""".replace("TARGET", str(os.getpid())))
+    with obj:
+        obj.attach_all()
+        for _ in range(3):
+            os.getppid()
+        sid = obj.maps.ids[0]
+        assert sid >= 0
+        frames = obj.maps.stacks.raw.lookup(sid.to_bytes(4, "little"))
+        assert int.from_bytes(frames[:8], "little") != 0       # a user-space return address
+        assert obj.maps.calls.sum(7) == 3
