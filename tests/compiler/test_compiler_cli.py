@@ -80,6 +80,9 @@ def test_example_programs_run(tmp_path):
         assert obj.programs.tc_count.test_run(bytes(60)).retval == pybpfc.TC_ACT_OK
         assert obj.programs.tc_count.test_run(bytes(200)).retval == pybpfc.TC_ACT_OK
         assert obj.globals.seen == 2 and obj.globals.long_packets == 1
+        # cgroup_skb sees the packet from the network header (test_run strips the Ethernet header)
+        assert obj.programs.allow_all.test_run(bytes(14) + b"\x45" + bytes(40)).retval == 1
+        assert obj.programs.allow_all.test_run(bytes(14) + b"\xff" + bytes(40)).retval == 0
 
 
 def test_mypy_accepts_programs_with_the_plugin(tmp_path):
