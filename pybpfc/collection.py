@@ -402,6 +402,20 @@ class RingBuffer:
         self.close()
 
 
+class NotLoaded(RawProgram):
+    """Stands for a program the backend cannot load, kept with unsupported="ignore"."""
+
+    def __init__(self, spec, reason: str):
+        self.spec, self.name, self.reason = spec, spec.name, reason
+
+    def test_run(self, data: bytes = b"", ctx: Optional[bytes] = None, repeat: int = 1,
+                 data_size_out: Optional[int] = None) -> TestRunResult:
+        raise NotSupportedError(self.reason)
+
+    def close(self) -> None:
+        pass
+
+
 class Program:
     def __init__(self, raw: RawProgram, spec, collection: "Collection"):
         self.raw, self.spec, self._coll = raw, spec, collection
@@ -414,6 +428,8 @@ class Program:
     def _attach(self, method: str, kind: str, target: str, *args, **kw) -> Link:
         b = self._coll.backend
         try:
+            if isinstance(self.raw, NotLoaded):
+                raise NotSupportedError(self.raw.reason)
             link = getattr(b, method)(self.raw, *args, **kw)
         except NotSupportedError as e:
             if self._coll.unsupported == "ignore":
@@ -606,7 +622,13 @@ class Collection:
                 self._maps[name] = Map(raw, ms, backend)
             raw_maps = {n: m.raw for n, m in self._maps.items()}
             for name, ps in spec.programs.items():
-                self._progs[name] = Program(backend.load_program(ps, raw_maps, spec.btf), ps, self)
+                try:
+                    raw = backend.load_program(ps, raw_maps, spec.btf)
+                except NotSupportedError as e:
+                    if unsupported != "ignore":
+                        raise
+                    raw = NotLoaded(ps, str(e))  # attaches as a NoopLink, test_run says why
+                self._progs[name] = Program(raw, ps, self)
             self._init_prog_arrays()
         except BaseException:
             self.close()

@@ -89,3 +89,22 @@ def test_collection_close_releases_everything():
                          backend="kernel") as c:
             c.maps.m[b"\0\0\0\0"] = 1
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_unsupported_ignore_keeps_programs_the_kernel_cannot_load():
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        pytest.skip("no kernel BTF")
+    fe = prog("fe", "mov %r0, 0\nexit", type=U.BPF_PROG_TYPE_TRACING, section="fentry/bpf_fentry_test1",
+              kind="fentry", attach_to="bpf_fentry_test1", expected_attach_type=U.BPF_TRACE_FENTRY)
+    ok = prog("ok", "mov %r0, 2\nexit")
+    try:
+        pybpfc.load(collection([], [fe]), backend="kernel").close()
+        pytest.skip("this kernel loads fentry programs: nothing to ignore")
+    except pybpfc.NotSupportedError:
+        pass
+    with pybpfc.load(collection([], [fe, ok]), backend="kernel", unsupported="ignore") as c:
+        assert c.programs.ok.test_run(bytes(64)).retval == 2
+        links = [c.programs.fe.attach()]
+        assert isinstance(links[0], NoopLink) and "refused to load fentry" in links[0].reason
+        with pytest.raises(pybpfc.NotSupportedError, match="prog 'fe': this kernel refused"):
+            c.programs.fe.test_run()
