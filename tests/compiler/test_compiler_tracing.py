@@ -206,3 +206,28 @@ def p(ctx) -> int:
         frames = obj.maps.stacks.raw.lookup(sid.to_bytes(4, "little"))
         assert int.from_bytes(frames[:8], "little") != 0       # a user-space return address
         assert obj.maps.calls.sum(7) == 3
+
+
+def test_perf_event_samples_this_process(tmp_path):
+    obj = load(tmp_path, """
+samples = ArrayMap(u32, u64, max_entries=2)
+
+@bpf.perf_event
+def on_sample(ctx) -> int:
+    if bpf.pid() == TARGET:
+        samples[0] += 1
+        if ctx.sample_period > 0 and ctx.ip != 0:
+            samples[1] += 1
+    return 0
+""".replace("TARGET", str(os.getpid())))
+    with obj:
+        # PERF_TYPE_SOFTWARE / PERF_COUNT_SW_TASK_CLOCK, sampled in this process only
+        obj.programs.on_sample.attach_perf_event(type=1, config=1, sample_period=100_000, pid=os.getpid())
+        deadline = time.monotonic() + 10
+        x = 0
+        while obj.maps.samples[0] < 3 and time.monotonic() < deadline:
+            for i in range(100_000):
+                x += i
+        assert obj.maps.samples[0] >= 3
+        with_ip = obj.maps.samples[1]       # read first: sampling goes on while we look
+        assert 1 <= with_ip <= obj.maps.samples[0]
