@@ -910,11 +910,13 @@ _FN_ATTRS = ('attributes #90 = { nounwind "no-jump-tables"="true" "no-builtins" 
 def _add_attrs(ir_text: str) -> str:
     out = []
     for line in ir_text.splitlines():
-        if line.startswith("define "):
-            line = line.replace(")\n", ")").rstrip()
+        if line.startswith("define "):  # llvmlite puts the opening brace on the next line
+            group = "#91" if '@"slow_check"' in line else "#90"
+            line = line.rstrip()
             if line.endswith("{"):
-                group = "#91" if "slow_check" in line else "#90"
                 line = line[:-1].rstrip() + f" {group} {{"
+            else:
+                line += f" {group}"
         out.append(line)
     out.append(_FN_ATTRS)
     return "\n".join(out) + "\n"
