@@ -989,8 +989,10 @@ def jit_compile_many(progs: list[bytes], opt: int = 3) -> list[JitCode]:
         prefix = f"p{k}_" if len(progs) > 1 else ""
         try:
             _Gen(decoded, m, prefix).build()
-        except (KeyError, IndexError) as e:  # malformed fields the verifier refuses
-            raise JitError(f"cannot translate program: {e!r}") from None
+        except JitError:
+            raise
+        except Exception as e:  # noqa: BLE001 - malformed fields the verifier refuses
+            raise JitError(f"cannot translate program: {type(e).__name__}: {e}") from None
         names.append(f"{prefix}pbr_jit_entry")
     text = _add_attrs(str(m.mod))
     with _llvm_lock:
@@ -1058,7 +1060,7 @@ def try_jit(insns: bytes, name: str = "") -> JitProgram | None:
     """JIT-compiles, or warns and returns None so the caller uses the interpreter."""
     try:
         return JitProgram(jit_compile(insns))
-    except (JitError, ImportError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - any JIT failure leaves the interpreter
         warnings.warn(f"prog '{name}': JIT unavailable, using the interpreter: {e}",
                       RuntimeWarning, stacklevel=2)
         return None
