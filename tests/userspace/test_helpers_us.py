@@ -117,7 +117,7 @@ def test_trace_printk_lines_readable_from_python(engine):
     with obj:
         # the format is "!!hi %d" + NUL in little-endian order
         p.test_run(ctx=bytes(8))
-        lines = list(obj.backend.trace_pipe_lines())
+        lines = list(obj.backend.trace_pipe_lines(0))
         assert len(lines) == 1
         task, msg = parse_trace_line(lines[0])
         assert msg == "!!hi 42"

@@ -489,9 +489,9 @@ class UserspaceBackend(AttachMixin, Backend):
 
     # -- trace_printk
     def trace_pipe_lines(self, timeout: Optional[float] = None) -> Iterator[str]:
-        """bpf_trace_printk output of programs run through this store, line by line, in the
-        kernel's trace_pipe format. With `timeout`, stops after that many seconds without a
-        new line (None: when nothing is pending)."""
+        """bpf_trace_printk output of programs run through this store (by any process), line by
+        line, in the kernel's trace_pipe format. Like the kernel backend: with `timeout`, stops
+        after that many seconds without a new line (0: what is pending); None waits forever."""
         last = time.monotonic()
         while True:
             chunk = self.store.trace_read()
@@ -502,7 +502,7 @@ class UserspaceBackend(AttachMixin, Backend):
                     yield line.decode(errors="replace")
                 last = time.monotonic()
                 continue
-            if timeout is None or time.monotonic() - last >= timeout:
+            if timeout is not None and time.monotonic() - last >= timeout:
                 return
             time.sleep(0.01)
 
