@@ -1,8 +1,6 @@
 """Differential testing: random valid programs must give identical r0 and final memory on
 the interpreter, the JIT and (when root with kernel eBPF) the kernel. Long runs:
 scripts/difftest.py --seed S --count N."""
-import os
-
 import pytest
 
 from pybpfc.backends.userspace import jit_difftest as D

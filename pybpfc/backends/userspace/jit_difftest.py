@@ -357,11 +357,8 @@ def run_jit_batch(bodies: list[bytes], mems: list[bytes], helpers: bool = False)
             out.append(Outcome(None, None, f"jit: status {run.status} at insn {run.fault_pc}"))
             continue
         out.append(Outcome(r0, bytes(f.buffer(buf, MEM))))
-    out_prog_keep.append(prog)
+    prog.close()  # every entry of the blob has run
     return out
-
-
-out_prog_keep: list = []
 
 
 class Kernel:
