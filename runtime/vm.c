@@ -29,6 +29,22 @@ struct frame {
 static uint64_t vm_invoke(struct pbr_run *run, uint64_t func, uint64_t a1, uint64_t a2,
                           uint64_t a3, uint64_t a4, uint64_t a5);
 
+/* pbr_check_access, inlined here and returning the region for the caches */
+static inline const struct pbr_region *find_region(const struct pbr_run *run, uint64_t addr,
+                                                   uint64_t size, uint32_t perm)
+{
+    uint64_t end = addr + size;
+    if (end < addr)
+        return NULL;
+    uint32_t n = run->nregions < PBR_MAX_REGIONS ? run->nregions : PBR_MAX_REGIONS;
+    for (uint32_t i = 0; i < n; i++) {
+        const struct pbr_region *r = &run->regions[i];
+        if (addr >= r->start && end <= r->end && (r->perm & perm) == perm)
+            return r;
+    }
+    return NULL;
+}
+
 static inline uint16_t bswap16(uint16_t x) { return __builtin_bswap16(x); }
 static inline uint32_t bswap32(uint32_t x) { return __builtin_bswap32(x); }
 static inline uint64_t bswap64(uint64_t x) { return __builtin_bswap64(x); }
@@ -90,6 +106,7 @@ static uint64_t interp(struct vm *vm, uint32_t pc, uint64_t *args, int depth)
     uint8_t *const stack_end = vm->stack_end;
     /* accessible stack: the current frame and every caller frame above it */
     uint64_t stack_lo;
+    uint64_t rc_lo, rc_end, wc_lo, wc_end; /* region caches for loads and stores */
 
     r[0] = 0;
     for (int i = 1; i <= 5; i++)
@@ -127,16 +144,33 @@ static uint64_t interp(struct vm *vm, uint32_t pc, uint64_t *args, int depth)
         DISPATCH();                                                                            \
     } while (0)
 /* stack fast path first; everything else must be inside a region with the permission */
+/* Stack fast path first, then a one-entry cache per direction (the last region a load or a
+ * store matched), then a scan of run->regions. The caches are emptied after every helper
+ * call because helpers add and drop regions. */
 #define CHECK(addr, size, perm)                                                                \
     do {                                                                                       \
         uint64_t a_ = (addr);                                                                  \
-        if (!(a_ >= stack_lo && a_ <= (uint64_t)stack_end - (size)) &&                         \
-            unlikely(!pbr_check_access(run, a_, (size), (perm)))) {                            \
+        if (likely(a_ >= stack_lo && a_ <= (uint64_t)stack_end - (size)))                      \
+            break;                                                                             \
+        if ((perm) == PBR_PERM_R && a_ >= rc_lo && a_ <= rc_end - (size))                      \
+            break;                                                                             \
+        if ((perm) == PBR_PERM_W && a_ >= wc_lo && a_ <= wc_end - (size))                      \
+            break;                                                                             \
+        const struct pbr_region *g_ = find_region(run, a_, (size), (perm));                    \
+        if (unlikely(!g_)) {                                                                   \
             fault_addr = a_;                                                                   \
             goto out_fault;                                                                    \
         }                                                                                      \
+        if (g_->end - g_->start >= 8) { /* so end - size cannot wrap */                        \
+            if ((perm) == PBR_PERM_R)                                                          \
+                rc_lo = g_->start, rc_end = g_->end;                                           \
+            else if ((perm) == PBR_PERM_W)                                                     \
+                wc_lo = g_->start, wc_end = g_->end;                                           \
+        }                                                                                      \
     } while (0)
+#define EMPTY_CACHES() (rc_lo = wc_lo = UINT64_MAX, rc_end = wc_end = 8)
 
+    EMPTY_CACHES();
     DISPATCH();
 
     /* ---- ALU64 ---- */
@@ -434,6 +468,7 @@ do_helper_id:
         r[0] = run->helpers[id](r[1], r[2], r[3], r[4], r[5], run);
         sr->start = saved;
     }
+    EMPTY_CACHES();
     budget = run->budget;
     if (unlikely(run->status != PBR_OK)) {
         if (run->status == PBR_EXIT)

@@ -207,3 +207,31 @@ def test_nested_exec_from_a_helper_restores_the_outer_engine():
     """
     assert run_program(assemble(src), helpers={1: run_inner, 2: loop}) == 42
     del ffi
+
+
+def test_region_dropped_by_a_helper_is_not_used_from_a_cache():
+    """The interpreter caches the last matched region; a helper that drops it (as ring buffer
+    submit does) must make the next access fault."""
+    def drop(_1, _2, _3, _4, _5, run):
+        run.regions[0].end = run.regions[0].start
+        return 0
+
+    src = "ldxw %r6, [%r1+0]\nstw [%r1+4], 1\ncall 1\nldxw %r0, [%r1+0]\nexit"
+    with pytest.raises(RuntimeFault) as e:
+        run_program(assemble(src), bytes(8), helpers={1: drop}, verify_first=False)
+    assert e.value.status == V.PBR_EFAULT and e.value.pc == 3
+    src = "ldxw %r6, [%r1+0]\nstw [%r1+4], 1\ncall 1\nstw [%r1+0], 2\nexit"
+    with pytest.raises(RuntimeFault) as e:
+        run_program(assemble(src), bytes(8), helpers={1: drop}, verify_first=False)
+    assert e.value.pc == 3
+
+
+def test_accesses_at_region_edges():
+    mem = bytes(range(16))
+    assert run_program(assemble("ldxdw %r0, [%r1+8]\nexit"), mem) == int.from_bytes(mem[8:], "little")
+    assert run_program(assemble("ldxb %r0, [%r1+15]\nexit"), mem) == 15
+    for off, size in ((9, "dw"), (15, "h"), (16, "b"), (-1, "b")):
+        with pytest.raises(RuntimeFault):
+            run_program(assemble(f"ldx{size} %r0, [%r1{off:+d}]\nexit"), mem)
+        with pytest.raises(RuntimeFault):
+            run_program(assemble(f"ldxb %r0, [%r1+0]\nstx{size} [%r1{off:+d}], %r0\nexit"), mem)
