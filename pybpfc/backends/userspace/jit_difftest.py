@@ -333,7 +333,6 @@ def run_interp(body: bytes, mem: bytes, helpers: bool = False) -> Outcome:
 
 def run_jit_batch(bodies: list[bytes], mems: list[bytes], helpers: bool = False) -> list[Outcome]:
     from . import jit, vm
-    from ...errors import Error
     codes = jit.jit_compile_many(bodies)
     prog = jit.JitProgram(codes[0])  # one blob, several entries
     f = jit.ffi()
@@ -348,11 +347,7 @@ def run_jit_batch(bodies: list[bytes], mems: list[bytes], helpers: bool = False)
         addr = int(f.cast("uintptr_t", buf))
         run.regions[0].start, run.regions[0].end, run.regions[0].perm = addr, addr + MEM, 3
         run.nregions = 1
-        try:
-            r0 = fn(run, addr, MEM)
-        except Error as e:  # pragma: no cover
-            out.append(Outcome(None, None, f"jit: {e}"))
-            continue
+        r0 = fn(run, addr, MEM)
         if run.status not in (0, 1):
             out.append(Outcome(None, None, f"jit: status {run.status} at insn {run.fault_pc}"))
             continue
