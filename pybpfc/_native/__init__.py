@@ -1,7 +1,9 @@
-"""Locates the native libraries (runtime, agent), building them first in a source checkout."""
+"""Locates the native libraries (runtime, agent) and the optional fast-path extensions,
+building them first in a source checkout when their sources changed."""
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import os
 
 from . import build as _build
@@ -15,10 +17,31 @@ def library(name: str) -> str:
         if os.path.exists(path):
             return path
         raise FileNotFoundError(f"{path}: native library missing and no sources to build it from")
-    if _build.is_stale(name):
-        lock = os.path.join(_build.OUT, ".build.lock")
-        with open(lock, "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # several test processes may start at once
-            if _build.is_stale(name):
-                _build.build(name)
+    if _build.is_stale(name):  # several test processes may start at once: build under a lock
+        _locked(lambda: _build.is_stale(name) and _build.build(name))
     return path
+
+
+def _locked(fn):
+    lock = os.path.join(_build.OUT, ".build.lock")
+    with open(lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        return fn()
+
+
+def extension(name: str):
+    """(module, None) for an optional CPython extension ("_pybpfc_kfast", ...), or
+    (None, reason) when it is disabled (PYBPFC_NO_FAST=1) or cannot be built or imported;
+    callers then take their pure-Python paths."""
+    if os.environ.get("PYBPFC_NO_FAST"):
+        return None, "disabled by PYBPFC_NO_FAST"
+    try:
+        if _build.ext_is_stale(name):
+            _locked(lambda: _build.ext_is_stale(name) and _build.build_ext(name))
+        path = _build.ext_path(name)
+        spec = importlib.util.spec_from_file_location(f"{__name__}.{name}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod, None
+    except (OSError, ImportError, RuntimeError) as e:
+        return None, f"{type(e).__name__}: {e}"

@@ -1,15 +1,18 @@
-"""Builds the native runtime and agent shared objects with the system C compiler.
+"""Builds the native runtime and agent shared objects, and the optional CPython fast-path
+extensions, with the system C compiler.
 
 Used by setup.py at install time and, in a source checkout, on first use when a C source is
-newer than its library (so editing runtime/*.c needs no reinstall). Standard library only:
+newer than its output (so editing runtime/*.c needs no reinstall). Standard library only:
 setup.py loads this file before pybpfc's dependencies exist.
 """
 from __future__ import annotations
 
 import glob
+import importlib.machinery
 import os
 import subprocess
 import sys
+import sysconfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.dirname(os.path.abspath(__file__))
@@ -73,8 +76,50 @@ def build(name: str, out_dir: str = OUT, root: str = ROOT, cc: str | None = None
     return path
 
 
+# Optional CPython extensions that speed up hot Python paths (map calls, event decoding).
+# name -> source, relative to the package root; imported as pybpfc._native.<name>.
+EXTENSIONS = {
+    "_pybpfc_kfast": os.path.join("pybpfc", "backends", "kernel", "_kfast.c"),
+    "_pybpfc_usfast": os.path.join("pybpfc", "backends", "userspace", "_usfast.c"),
+}
+
+
+def ext_path(name: str, out_dir: str = OUT) -> str:
+    return os.path.join(out_dir, name + importlib.machinery.EXTENSION_SUFFIXES[0])
+
+
+def ext_is_stale(name: str, out_dir: str = OUT, root: str = ROOT) -> bool:
+    src = os.path.join(root, EXTENSIONS[name])
+    path = ext_path(name, out_dir)
+    if not os.path.exists(src):
+        return False
+    return not os.path.exists(path) or max(os.path.getmtime(src), os.path.getmtime(__file__)) > os.path.getmtime(path)
+
+
+def build_ext(name: str, out_dir: str = OUT, root: str = ROOT, cc: str | None = None) -> str:
+    inc = sysconfig.get_paths().get("include")
+    if not inc or not os.path.exists(os.path.join(inc, "Python.h")):
+        raise RuntimeError("no Python headers (Python.h)")
+    cc = cc or os.environ.get("CC", "gcc")
+    os.makedirs(out_dir, exist_ok=True)
+    path = ext_path(name, out_dir)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    cmd = [cc, "-O2", "-shared", "-fPIC", f"-I{inc}", os.path.join(root, EXTENSIONS[name]), "-o", tmp]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"building {name} failed:\n{' '.join(cmd)}\n{r.stderr}")
+    os.replace(tmp, path)
+    return path
+
+
 def build_all(out_dir: str = OUT, root: str = ROOT) -> list[str]:
-    return [build(n, out_dir, root) for n in targets(root)]
+    out = [build(n, out_dir, root) for n in targets(root)]
+    for name in EXTENSIONS:
+        try:
+            out.append(build_ext(name, out_dir, root))
+        except (RuntimeError, OSError) as e:  # optional: the Python paths work without them
+            print(f"pybpfc: optional extension {name} not built: {e}", file=sys.stderr)
+    return out
 
 
 if __name__ == "__main__":
