@@ -53,6 +53,7 @@ static __thread long my_tid __attribute__((tls_model("initial-exec")));
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t seen_gen = ~0ull;
 static int have_pending;
+static int scan_wanted, scanned, keep_sud;
 
 struct alink {
     int active;
@@ -322,6 +323,8 @@ static int activate(uint32_t id, struct alink *l, struct pbs_link *rec)
         if (h < 0)
             goto refused;
         l->h[l->nh++] = h;
+        if (pba_sys_mode_id() == 2 && !keep_sud)
+            scan_wanted = 1;
         pba_log("link %u: %s%s (%s)", id, rec->kind == PBS_LINK_RAW_TRACEPOINT ? "raw_tracepoint " : "",
                 tp, pba_sys_mode());
         return 0;
@@ -406,6 +409,15 @@ static void *poller(void *arg)
             seen_gen = g;
             rescan(0);
         }
+        if (scan_wanted && !scanned) {
+            /* off the target's threads: they keep SUD (slower, complete) until this is done */
+            scanned = 1;
+            int n = pba_scan_objects(0);
+            if (n >= 0) {
+                pba_sys_release();
+                pba_log("rewrote %d syscall instructions ahead; threads turn Syscall User Dispatch off", n);
+            }
+        }
         sleep_ms(poll_ms);
     }
     return NULL;
@@ -482,6 +494,12 @@ void *dlopen(const char *file, int mode)
     if (!real)
         real = dlsym(RTLD_NEXT, "dlopen");
     void *h = real(file, mode);
+    if (h && scanned) {
+        int saved = pba_in_agent;
+        pba_in_agent = 1;
+        pba_scan_objects(1); /* its syscalls, before the caller can run them without SUD */
+        pba_in_agent = saved;
+    }
     if (h && have_pending)
         rescan(1); /* probes on a library loaded now */
     return h;
@@ -556,6 +574,8 @@ __attribute__((constructor)) static void pba_init(void)
     my_pid = pba_raw_syscall(SYS_getpid, 0, 0, 0, 0, 0, 0);
     const char *f = getenv("PYBPFC_AGENT_FOLLOW");
     follow = !(f && !strcmp(f, "0"));
+    const char *ks = getenv("PYBPFC_AGENT_KEEP_SUD");
+    keep_sud = ks && !strcmp(ks, "1");
     const char *pm = getenv("PYBPFC_AGENT_POLL_MS");
     if (pm && atoi(pm) > 0)
         poll_ms = atoi(pm);

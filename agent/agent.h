@@ -74,6 +74,10 @@ void pba_self_text(uint64_t *start, uint64_t *len);
 int pba_sys_init(int want_zpoline); /* SIGSYS handler, SUD here, page 0 if wanted */
 void pba_sys_thread_start(void); /* enables SUD in the calling thread */
 void pba_sys_after_fork(void);
+int pba_sys_mode_id(void);          /* 0 off, 1 sud, 2 zpoline */
+void pba_sys_release(void);         /* threads may turn SUD off (after pba_scan_objects) */
+/* scan.c: rewrites the syscall instructions of loaded objects not scanned before; count or -1 */
+int pba_scan_objects(int only_new);
 
 /* uprobe.c: per-thread shadow stack fix-up before unwinding (exceptions, cancellation) */
 void pba_uret_unwind_fixup(void);

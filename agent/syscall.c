@@ -66,6 +66,10 @@ static struct {
 } handles[MAX_SYS_HOOKS];
 
 char pba_sud_selector = SUD_ALLOW;
+/* Set once scan.c rewrote the loaded objects: each thread then turns its SUD off on its next
+ * syscall (SUD's check costs every syscall ~40 ns). */
+__attribute__((visibility("hidden"))) int pba_sud_release;
+__thread char pba_sud_on __attribute__((tls_model("initial-exec")));
 /* 1 = this number takes the C path in pba_zp_entry (hooks, or SIGSYS filtering, or vfork) */
 __attribute__((visibility("hidden"))) uint8_t pba_sys_slow[NSYS];
 
@@ -133,8 +137,15 @@ __asm__(".text\n"
         "  lea pba_sys_slow(%rip), %rcx\n"
         "  cmpb $0, (%rcx,%rax)\n"
         "  jne 0f\n"
+        "  cmpl $0, pba_sud_release(%rip)\n"
+        "  jne 4f\n"
+        "5:\n"
         "  syscall\n"
         "  ret\n"
+        "4:\n"                   /* released: still on in this thread? the C path turns it off */
+        "  mov pba_sud_on@gottpoff(%rip), %rcx\n"
+        "  cmpb $0, %fs:(%rcx)\n"
+        "  je 5b\n"
         "0:\n"
         /* keep the red zone: only [sp-8] was overwritten by the call. Arithmetic flags are
          * not preserved (popfq is slow; compilers treat every asm statement as clobbering
@@ -196,6 +207,10 @@ static void run_list(struct hooklist *l, int kind, struct pba_regs *r)
 __attribute__((used)) long pba_sys_run(struct pba_regs *r)
 {
     long nr = (long)r->ax;
+    if (pba_sud_release && pba_sud_on) {
+        pba_raw_syscall(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, 0 /* OFF */, 0, 0, 0, 0);
+        pba_sud_on = 0;
+    }
     if (nr == SYS_vfork)
         nr = SYS_fork; /* the vfork child would run on (and clobber) this frame */
     r->orig_ax = nr;
@@ -287,7 +302,7 @@ done:
 }
 
 /* -- rewriting ------------------------------------------------------------------------------ */
-static int rewrite(uint64_t site)
+int pba_zp_rewrite(uint64_t site)
 {
     if ((site & 63) == 63)
         return -1; /* the 2-byte store would straddle a cache line: not atomic */
@@ -325,7 +340,7 @@ static void on_sigsys(int sig, siginfo_t *si, void *ucv)
     uint64_t site = g[REG_RIP] - 2;
     long nr = g[REG_RAX];
     __atomic_fetch_add(&stat_sigsys, 1, __ATOMIC_RELAXED);
-    if (mode == 2 && nr >= 0 && nr < NSYS && rewrite(site) == 0) {
+    if (mode == 2 && nr >= 0 && nr < NSYS && pba_zp_rewrite(site) == 0) {
         g[REG_RIP] = site; /* run it again, now through zpoline */
         return;
     }
@@ -409,11 +424,13 @@ int pba_sys_init(int want_zpoline)
         return -1;
     if (pba_raw_syscall(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, SUD_ON, start, len,
                         (long)&pba_sud_selector, 0) < 0) {
+        pba_sud_on = 0;
         mode = 0;
         pba_log("syscall hooks unavailable: no Syscall User Dispatch in this kernel");
         return -1;
     }
     mode = 1;
+    pba_sud_on = 1;
     const char *m = getenv("PYBPFC_AGENT_SYSCALL");
     if (m && !strcmp(m, "zpoline"))
         want_zpoline = 1;
@@ -436,13 +453,19 @@ void pba_sys_thread_start(void)
         return;
     uint64_t start, len;
     pba_self_text(&start, &len);
-    pba_raw_syscall(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, SUD_ON, start, len,
-                    (long)&pba_sud_selector, 0);
+    /* a thread started after the release also begins with SUD: it catches whatever the scan
+     * could not see until the thread's first syscall through a rewritten instruction */
+    pba_sud_on = pba_raw_syscall(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, SUD_ON, start, len,
+                                 (long)&pba_sud_selector, 0) == 0;
 }
 
 void pba_sys_after_fork(void) { pba_sys_thread_start(); }
 
 const char *pba_sys_mode(void) { return mode == 2 ? "zpoline" : mode == 1 ? "sud" : "off"; }
+
+int pba_sys_mode_id(void) { return mode; }
+
+void pba_sys_release(void) { __atomic_store_n(&pba_sud_release, 1, __ATOMIC_RELEASE); }
 
 uint64_t pba_sys_stat(int which)
 {

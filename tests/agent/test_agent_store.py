@@ -106,7 +106,8 @@ def _open_names(coll, pid_filter, prefix):
     return names
 
 
-@pytest.mark.parametrize("tool,lang", [("target", "c"), ("cat", "c"), ("python", "c"), ("cat", "py")])
+@pytest.mark.parametrize("tool,lang", [("target", "c"), ("cat", "c"), ("python", "c"), ("cat", "py"),
+                                       ("python-late", "c")])
 def test_opens_match_kernel(bpf_objs, target, kernel_ok, tool, lang):
     tmp_path = Path(tempfile.mkdtemp(prefix="pa"))  # short: the event keeps 64 bytes of name
     files = []
@@ -116,13 +117,18 @@ def test_opens_match_kernel(bpf_objs, target, kernel_ok, tool, lang):
         files.append(str(f))
     argv = {"target": [target, "3", *files],
             "cat": ["cat", *files],
-            "python": [sys.executable, "-c", f"import sys\nfor f in {files!r}: open(f).close()"]}[tool]
+            "python": [sys.executable, "-c", f"import sys\nfor f in {files!r}: open(f).close()"],
+            # after the agent's scan released Syscall User Dispatch: rewritten sites only
+            "python-late": [sys.executable, "-c",
+                            f"import time\ntime.sleep(0.4)\nfor f in {files!r}: open(f).close()"]}[tool]
 
     def attach(c):
         return [c.programs.on_openat.attach()]
 
     obj = example(bpf_objs, "opens", lang)
     be, coll, links, p, out, _ = run_us(obj, attach, argv)
+    if tool == "python-late":
+        assert "threads turn Syscall User Dispatch off" in be.agent_log.text()
     us = _open_names(coll, {p.pid}, str(tmp_path))
     kc, _, kp = run_kernel(obj, attach, argv)
     k = _open_names(kc, {kp.pid}, str(tmp_path))
