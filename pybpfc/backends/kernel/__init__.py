@@ -5,6 +5,7 @@ See docs/kernel-backend.md.
 """
 from __future__ import annotations
 
+import copy
 import errno as _errno
 import os
 import warnings
@@ -96,13 +97,19 @@ class KernelBackend(AttachMixin, Backend):
 
     # -- maps and programs
     def create_map(self, spec, btf=None) -> KernelMap:
+        if spec.tags.get("kconfig") or spec.name == ".kconfig":
+            # __kconfig externs: the running kernel's values (a copy: the spec stays reusable)
+            from ...btf.kernel import fill_kconfig
+
+            spec = copy.copy(spec)
+            fill_kconfig(spec)
         return create_map(spec, self.num_possible_cpus(), self.btf_fd(btf) if btf is not None else -1,
                           self.pin_root, self)
 
     def load_program(self, spec, maps: dict, btf=None) -> KernelProgram:
         from .vmlinux import attach_btf_id
 
-        return load_program(spec, maps, self.btf_fd(btf), attach_btf_id=attach_btf_id(spec))
+        return load_program(spec, maps, self.btf_fd(btf), attach_btf_id=attach_btf_id(spec), btf=btf)
 
     def open_ringbuf(self, m):
         from .ringbuf import KernelRingBuffer

@@ -2,6 +2,7 @@
 log captured on rejection and annotated with source lines; test_run."""
 from __future__ import annotations
 
+import copy
 import ctypes
 import errno as _errno
 import os
@@ -10,7 +11,7 @@ import struct
 from typing import Optional
 
 from ... import uapi as U
-from ...errors import LoadError, NotSupportedError, VerifierError
+from ...errors import BTFError, LoadError, NotSupportedError, VerifierError
 from ..base import RawProgram, TestRunResult
 from . import syscall as sc
 
@@ -31,15 +32,30 @@ NO_REPEAT_TYPES = {U.BPF_PROG_TYPE_RAW_TRACEPOINT, U.BPF_PROG_TYPE_TRACING, U.BP
 ETH_HLEN = 14
 
 
-def apply_relocations(spec, maps: dict) -> bytes:
-    """The program's instructions with map fds / global data addresses filled in."""
+EXTERN_KINDS = ("kfunc", "ksym", "ksym_addr")
+
+
+def apply_relocations(spec, maps: dict, insns: Optional[bytes] = None) -> bytes:
+    """The program's instructions (`insns`, default the spec's) with map fds / global data
+    addresses filled in and kernel externs resolved against the running kernel."""
     subject = f"prog '{spec.name}'"
-    insns = bytearray(spec.insns)
+    insns = bytearray(spec.insns if insns is None else insns)
     n = len(insns) // 8
+    if any(r.kind in EXTERN_KINDS for r in spec.relocations):
+        from ...btf.kernel import patch_externs
+
+        for r in spec.relocations:
+            if r.kind in EXTERN_KINDS and not 0 <= r.insn < n:
+                raise LoadError(f"{subject}: {r.kind} relocation for '{r.target}' at insn {r.insn} "
+                                f"is outside the program ({n} instructions)")
+        try:
+            patch_externs(insns, spec)
+        except BTFError as e:  # no /sys/kernel/btf/vmlinux
+            raise LoadError(f"{subject}: kernel externs need the kernel's BTF: {e}") from None
     for r in spec.relocations:
-        if r.kind == "func":
-            continue  # already linked by the ELF reader
-        if r.kind not in ("map", "map_value"):
+        if r.kind == "func" or r.kind in EXTERN_KINDS:
+            continue  # linked by the ELF reader / patched above
+        if r.kind not in ("map", "map_value", "kconfig"):
             raise LoadError(f"{subject}: relocation of unknown kind {r.kind!r} at insn {r.insn}")
         if not 0 <= r.insn < n - 1 or insns[r.insn * 8] != 0x18:
             raise LoadError(f"{subject}: relocation for '{r.target}' at insn {r.insn} is not on a "
@@ -48,11 +64,121 @@ def apply_relocations(spec, maps: dict) -> bytes:
         if m is None:
             raise LoadError(f"{subject}: references map '{r.target}' which the object does not define")
         off = r.insn * 8
+        # a __kconfig read is a load from the ".kconfig" map the backend filled at create
         src = U.BPF_PSEUDO_MAP_FD if r.kind == "map" else U.BPF_PSEUDO_MAP_VALUE
         insns[off + 1] = (insns[off + 1] & 0x0F) | (src << 4)
         struct.pack_into("<i", insns, off + 4, m.fd)
-        struct.pack_into("<i", insns, off + 12, r.addend if r.kind == "map_value" else 0)
+        struct.pack_into("<i", insns, off + 12, 0 if r.kind == "map" else r.addend)
     return bytes(insns)
+
+
+def _local_btf(btf):
+    from ...btf import BTF
+
+    if btf is None or isinstance(btf, BTF):
+        return btf
+    if isinstance(btf, (bytes, bytearray, memoryview)):
+        return BTF(bytes(btf))
+    raw = getattr(btf, "raw", None)
+    return BTF(bytes(raw() if callable(raw) else raw)) if raw is not None else None
+
+
+def _core_target(spec, r, local) -> tuple[str, str]:
+    """(what a CO-RE relocation asks for, why the kernel's BTF cannot give it), for messages."""
+    from ...btf import core, vmlinux
+
+    kind = core.KIND_NAMES[r.kind] if 0 <= r.kind < len(core.KIND_NAMES) else str(r.kind)
+    try:
+        tname = local.type_name(r.type_id)
+        lt = local.resolve(r.type_id)
+    except Exception:
+        return f"{kind} of type [{r.type_id}]", "the object's BTF has no such type"
+    target = vmlinux()
+    cands = core._candidates(local, lt, target)
+    acc = [int(x) for x in r.access.split(":") if x.isdigit()]
+    if r.kind in range(core.FIELD_BYTE_OFFSET, core.FIELD_RSHIFT_U64 + 1):
+        try:
+            _, _, _, names = core._field(local, r.type_id, acc, None)
+        except core._NoMatch:
+            names = []
+        path = tname
+        for nm, i in zip(names, acc[1:]):
+            path += f".{nm}" if nm is not None else f"[{i}]"
+        what = f"{kind} of {path}"
+        if not cands:
+            return what, f"the kernel has no type {tname}"
+        reasons = []
+        for c in cands:
+            try:
+                core._field(target, c.id, acc, names)
+            except core._NoMatch as e:
+                reasons.append(str(e))
+        return what, "in the kernel's BTF: " + "; ".join(dict.fromkeys(reasons) or ["no match"])
+    if r.kind in (core.ENUMVAL_EXISTS, core.ENUMVAL_VALUE):
+        name = lt.members[acc[0]].name if acc and acc[0] < len(getattr(lt, "members", []) or []) else "?"
+        if not cands:
+            return f"{kind} of {tname}::{name}", f"the kernel has no type {tname}"
+        return f"{kind} of {tname}::{name}", f"the kernel's {tname} has no value {name}"
+    return f"{kind} of {tname}", f"the kernel has no type {tname}"
+
+
+def apply_core(spec, btf, insns: bytes) -> tuple[bytes, dict]:
+    """CO-RE relocations applied in Python against the kernel's BTF (vmlinux).
+
+    Returns (instructions, {insn index: message} of the relocations the kernel cannot satisfy).
+    Those are poisoned as libbpf does (a call the verifier rejects) because code guarded by
+    bpf_core_field_exists() may never reach them; if the verifier does, the load error names
+    the relocation instead of an unknown helper."""
+    from ...btf import core, vmlinux
+
+    subject = f"prog '{spec.name}'"
+    relos = spec.core_relos
+    if not relos:
+        return insns, {}
+    local = _local_btf(btf)
+    if local is None:
+        raise LoadError(f"{subject}: has {len(relos)} CO-RE relocations but the object has no BTF")
+    try:
+        vmlinux()
+    except BTFError as e:
+        raise LoadError(f"{subject}: has {len(relos)} CO-RE relocations but the kernel's BTF is "
+                        f"not readable ({e})") from None
+    n = len(insns) // 8
+    for r in relos:
+        if not 0 <= r.insn < n:
+            raise LoadError(f"{subject}: CO-RE relocation at insn {r.insn} is outside the program "
+                            f"({n} instructions)")
+    view = copy.copy(spec)
+    view.insns = bytes(insns)
+    try:
+        out = bytearray(core.apply(view, local, vmlinux()))
+    except LoadError as e:
+        msg = str(e)
+        if not msg.startswith(subject):
+            msg = f"{subject}: {msg}"
+        raise LoadError(msg) from None
+    poisoned = {}
+    poison = struct.pack("<BBhi", 0x85, 0, 0, core.POISON)
+    for r in relos:
+        at = r.insn * 8
+        if out[at:at + 8] != poison or insns[at:at + 8] == poison:
+            continue
+        if insns[at] == 0x18 and at + 16 <= len(out):
+            out[at + 8:at + 16] = struct.pack("<BBhi", 0x05, 0, 0, 0)  # lone lddw half: ja +0
+        what, why = _core_target(spec, r, local)
+        poisoned[r.insn] = (what, why)
+    return bytes(out), poisoned
+
+
+def _core_error(spec, insn: int, what: str, why: str, log: str) -> LoadError:
+    li = source_of_insn(spec, insn)
+    where = f" at {li.file}:{li.line}:{li.col} (insn {insn})" if li else f" at insn {insn}"
+    src = f"\n    {li.source.strip()}" if li is not None and li.source else ""
+    e = LoadError(f"prog '{spec.name}': CO-RE relocation cannot be satisfied{where}: {what}: "
+                  f"{why} (guard the access with bpf_core_field_exists() / "
+                  f"bpf_core_type_exists())" + src)
+    e.insn, e.line_info, e.raw_log = insn, li, log
+    return e
 
 
 _INSN_RE = re.compile(r"^(\d+): \(")
@@ -192,12 +318,15 @@ class KernelProgram(RawProgram):
 
 
 def load_program(spec, maps: dict, btf_fd: int = -1, attach_btf_id: int = 0,
-                 attach_btf_obj_fd: int = 0) -> KernelProgram:
+                 attach_btf_obj_fd: int = 0, btf=None) -> KernelProgram:
+    """`btf`: the object's BTF (pybpfc.btf.BTF or raw bytes), needed for CO-RE relocations."""
     subject = f"prog '{spec.name}'"
     if not spec.insns or len(spec.insns) % 8:
         raise LoadError(f"{subject}: instructions must be a non-empty multiple of 8 bytes "
                         f"(got {len(spec.insns)})")
-    insns = apply_relocations(spec, maps)
+    # CO-RE first: it patches the program's own offsets/immediates; map fds come after
+    core_insns, poisoned = apply_core(spec, btf, spec.insns)
+    insns = apply_relocations(spec, maps, core_insns)
     flags = spec.flags | (sc.BPF_F_SLEEPABLE if spec.sleepable else 0)
     kw = dict(license=spec.license or "GPL", name=spec.name, kern_version=spec.kern_version,
               flags=flags, expected_attach_type=spec.expected_attach_type,
@@ -265,6 +394,16 @@ def load_program(spec, maps: dict, btf_fd: int = -1, attach_btf_id: int = 0,
         e.errno = err
         raise e
     reason, last = _summary(log)
+    if last is not None and last in poisoned:
+        raise _core_error(spec, last, *poisoned[last], log)
+    m = re.search(r"failed to find the address for kernel symbol '([^']+)'", log)
+    if m:
+        # resolve_pseudo_ldimm64 looks typed ksyms up in kallsyms, which lists data symbols
+        # only with CONFIG_KALLSYMS_ALL; nothing in the program can change that
+        e = NotSupportedError(f"{subject}: typed __ksym '{m.group(1)}' has BTF but no kallsyms "
+                              f"address on this kernel (data symbols need CONFIG_KALLSYMS_ALL)")
+        e.raw_log, e.errno = log, err
+        raise e
     where, src, li = "", "", None
     if last is not None:
         li = source_of_insn(spec, last)
