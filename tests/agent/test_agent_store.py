@@ -91,19 +91,25 @@ def test_malloc_latency_uretprobe(bpf_objs, target, kernel_ok):
     coll.close()
 
 
-def _open_names(coll, pid_filter, prefix):
+def _decode_open(ev):
+    if isinstance(ev, (bytes, bytearray)):
+        raw = bytes(ev)
+        return int.from_bytes(raw[:4], "little"), raw[8:72].split(b"\0")[0].decode()
+    name = ev.name if isinstance(ev.name, str) else bytes(ev.name).split(b"\0")[0].decode()
+    return ev.pid, name
+
+
+def _run_collecting_opens(coll, start, prefix):
+    """Runs the command while draining the ring buffer (the kernel's tracepoint sees every
+    process on this shared machine: a full ring would drop the target's events)."""
     rb = coll.ringbuf("events")
-    names = []
-    for ev in rb.poll(0.2):
-        raw = bytes(ev) if isinstance(ev, (bytes, bytearray)) else ev
-        if isinstance(raw, bytes):
-            pid = int.from_bytes(raw[:4], "little")
-            name = raw[8:72].split(b"\0")[0].decode()
-        else:
-            pid, name = ev.pid, bytes(ev.name).split(b"\0")[0].decode() if not isinstance(ev.name, str) else ev.name
-        if pid in pid_filter and name.startswith(prefix):
-            names.append(name)
-    return names
+    p = start()
+    evs = []
+    while p.poll() is None:
+        evs += rb.poll(0.02)
+    evs += rb.poll(0.2)
+    assert p.returncode == 0
+    return p, [n for pid, n in map(_decode_open, evs) if pid == p.pid and n.startswith(prefix)]
 
 
 @pytest.mark.parametrize("tool,lang", [("target", "c"), ("cat", "c"), ("python", "c"), ("cat", "py"),
@@ -122,16 +128,16 @@ def test_opens_match_kernel(bpf_objs, target, kernel_ok, tool, lang):
             "python-late": [sys.executable, "-c",
                             f"import time\ntime.sleep(0.4)\nfor f in {files!r}: open(f).close()"]}[tool]
 
-    def attach(c):
-        return [c.programs.on_openat.attach()]
-
     obj = example(bpf_objs, "opens", lang)
-    be, coll, links, p, out, _ = run_us(obj, attach, argv)
+    be = UserspaceBackend()
+    coll = pybpfc.load(obj, backend=be)
+    coll.programs.on_openat.attach()
+    p, us = _run_collecting_opens(coll, lambda: be.spawn(argv, stdout=subprocess.DEVNULL), str(tmp_path))
     if tool == "python-late":
         assert "threads turn Syscall User Dispatch off" in be.agent_log.text()
-    us = _open_names(coll, {p.pid}, str(tmp_path))
-    kc, _, kp = run_kernel(obj, attach, argv)
-    k = _open_names(kc, {kp.pid}, str(tmp_path))
+    kc = pybpfc.load(obj, backend="kernel")
+    kc.programs.on_openat.attach()
+    _, k = _run_collecting_opens(kc, lambda: subprocess.Popen(argv, stdout=subprocess.DEVNULL), str(tmp_path))
     assert us == k == files
     kc.close()
     coll.close()
@@ -284,3 +290,42 @@ def test_pid_filter(bpf_objs, target):
     finally:
         p.kill()
     coll.close()
+
+
+def test_unpatchable_function_is_refused_and_target_runs(bpf_objs, target):
+    be = UserspaceBackend()
+    coll = pybpfc.load(bpf_objs["malloc_count"], backend=be)
+    link = coll.programs.count_malloc.attach_uprobe(target, "tiny")
+    p = be.spawn([target, "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0 and out == b"" and err == b""
+    assert link.hits == 0
+    log = be.agent_log.text()
+    assert f"link {link.id}: refused: function too short to patch ('ret' at +0)" in log
+    coll.close()
+
+
+def test_attach_errors_name_the_problem(bpf_objs):
+    from pybpfc.errors import Error, NotSupportedError
+
+    be = UserspaceBackend()
+    c = pybpfc.load(bpf_objs["malloc_count"], backend=be)
+    o = pybpfc.load(bpf_objs["opens"], backend=be)
+    cases = [
+        (lambda: c.programs.count_malloc.attach_uprobe("libc", "no_such_fn"), Error,
+         "prog 'count_malloc': uprobe: symbol 'no_such_fn' not found in "),
+        (lambda: o.programs.on_openat.attach_tracepoint("syscalls/sys_enter_nosuch"), Error,
+         "prog 'on_openat': tracepoint syscalls/sys_enter_nosuch: no syscall named 'nosuch'"),
+        (lambda: o.programs.on_openat.attach_tracepoint("sched/sched_switch"), NotSupportedError,
+         "prog 'on_openat': tracepoint sched/sched_switch: the userspace backend has only "),
+        (lambda: c.programs.count_malloc.attach_tracepoint("syscalls/sys_enter_openat"), Error,
+         "prog 'count_malloc': a kprobe program cannot attach to a tracepoint"),
+        (lambda: be.spawn([]), Error, "spawn: empty command"),
+        (lambda: be.spawn(["/nonexistent/x"]), Error, "cannot run '/nonexistent/x': No such file"),
+    ]
+    for fn, exc, msg in cases:
+        with pytest.raises(exc) as ei:
+            fn()
+        assert str(ei.value).startswith(msg), str(ei.value)
+    c.close()
+    o.close()

@@ -18,6 +18,10 @@ __attribute__((noinline, used)) long work(long i)
     return i * 3 + 1;
 }
 
+/* too short to patch (a lone ret): the agent refuses it and the target runs on */
+__asm__(".text\n.globl tiny\n.type tiny,@function\ntiny:\n  ret\n.size tiny,.-tiny\n");
+void tiny(void);
+
 static void mallocs(long n)
 {
     for (long i = 0; i < n; i++) {
@@ -25,6 +29,7 @@ static void mallocs(long n)
         __asm__ volatile("" ::"r"(p) : "memory"); /* keeps the pair from being optimized out */
         free(p);
         work(i);
+        tiny();
     }
 }
 
