@@ -412,10 +412,14 @@ static void *poller(void *arg)
         if (scan_wanted && !scanned) {
             /* off the target's threads: they keep SUD (slower, complete) until this is done */
             scanned = 1;
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
             int n = pba_scan_objects(0);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
             if (n >= 0) {
                 pba_sys_release();
-                pba_log("rewrote %d syscall instructions ahead; threads turn Syscall User Dispatch off", n);
+                pba_log("rewrote %d syscall instructions ahead (%.1f ms); threads turn Syscall User "
+                        "Dispatch off", n, (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
             }
         }
         sleep_ms(poll_ms);
