@@ -98,18 +98,47 @@ struct scan_ctx {
 static uint64_t seen_objs[MAX_SEEN];
 static int nseen;
 
-static int is_syscall_at(struct scan_ctx *c, uint64_t fstart, uint64_t fend, uint64_t site)
+/* Syscall instructions of one function, decoded once for all its candidates. */
+struct fn_cache {
+    uint64_t start, end;
+    uint64_t *sites;
+    size_t n, cap;
+};
+
+static int decode_fn(struct scan_ctx *c, struct fn_cache *f, uint64_t fstart, uint64_t fend)
 {
+    f->start = fstart;
+    f->end = fend;
+    f->n = 0;
     const uint8_t *code = (const uint8_t *)fstart;
     size_t size = fend - fstart;
     uint64_t pc = fstart;
-    while (pc < site && size) {
-        if (!cs_disasm_iter(c->cs, &code, &size, &pc, c->insn))
-            return 0;
+    while (size && cs_disasm_iter(c->cs, &code, &size, &pc, c->insn)) {
+        if (c->insn->id != X86_INS_SYSCALL)
+            continue;
+        if (f->n == f->cap) {
+            size_t cap = f->cap ? 2 * f->cap : 16;
+            uint64_t *n2 = realloc(f->sites, cap * sizeof *n2);
+            if (!n2)
+                return -1;
+            f->sites = n2;
+            f->cap = cap;
+        }
+        f->sites[f->n++] = c->insn->address;
     }
-    if (pc != site)
-        return 0;
-    return cs_disasm_iter(c->cs, &code, &size, &pc, c->insn) && c->insn->id == X86_INS_SYSCALL;
+    return 0;
+}
+
+static int is_syscall_at(struct scan_ctx *c, struct fn_cache *f, uint64_t fstart, uint64_t fend,
+                         uint64_t site)
+{
+    if (f->start != fstart || f->end != fend)
+        if (decode_fn(c, f, fstart, fend))
+            return 0;
+    for (size_t i = 0; i < f->n; i++)
+        if (f->sites[i] == site)
+            return 1;
+    return 0;
 }
 
 static int obj_cb(struct dl_phdr_info *info, size_t sz, void *arg)
@@ -141,11 +170,12 @@ static int obj_cb(struct dl_phdr_info *info, size_t sz, void *arg)
         /* verify first, then patch the whole segment under one protection change */
         uint64_t *sites = NULL;
         size_t ns = 0, cap = 0;
+        struct fn_cache fc = {0, 0, NULL, 0, 0};
         const uint8_t *p = (const uint8_t *)a;
         while ((uint64_t)p + 1 < e && (p = memmem(p, e - (uint64_t)p, "\x0f\x05", 2)) != NULL) {
             uint64_t site = (uint64_t)p, fs, fe;
             p += 1;
-            if ((site & 63) == 63 || !func_of(&t, site, &fs, &fe) || !is_syscall_at(c, fs, fe, site))
+            if ((site & 63) == 63 || !func_of(&t, site, &fs, &fe) || !is_syscall_at(c, &fc, fs, fe, site))
                 continue;
             if (ns == cap) {
                 cap = cap ? 2 * cap : 256;
@@ -167,6 +197,7 @@ static int obj_cb(struct dl_phdr_info *info, size_t sz, void *arg)
             pba_protect_restore(sites[0], sites[ns - 1] + 2 - sites[0], ww);
         }
         free(sites);
+        free(fc.sites);
     }
     return 0;
 }
