@@ -64,6 +64,21 @@ def test_differential_with_helpers_interp_vs_jit():
     _check(range(9000, 9150), None, helpers=True)
 
 
+def test_differential_full_stack_with_bpf_loop():
+    """wrapper + body loaded with pybpfc.load on the userspace backend (interpreter and JIT)
+    and, when available, the kernel backend: array maps, test_run, bpf_loop calling a
+    generated callback through run->invoke. Programs the kernel refuses with its own
+    "verifier bug" are still compared between interpreter and JIT."""
+    stacks = D.Stacks(kernel=D.kernel_available() is None)
+    try:
+        n, mism, kernel_bug = D.run_stack_seeds(range(60), stacks)
+    finally:
+        stacks.close()
+    assert n == 60 and len(kernel_bug) < n // 2
+    assert not mism, f"{len(mism)} mismatches; first:\n" + "\n\n".join(
+        m.describe() for m in mism[:2])
+
+
 def test_differential_detects_a_difference(kernel):
     """The comparison can fail: a wrong memory image or r0 counts as a mismatch."""
     body = D.Generator(7, SIZE).program()

@@ -21,6 +21,7 @@ import random
 import struct
 from dataclasses import dataclass, field
 
+BPF_FUNC_LOOP = 181  # linux/bpf.h
 MEM = 64          # memory block size
 SLOTS = 8         # 8-byte stack slots used per frame
 SCALARS = [0, 1, 2, 3, 4, 5, 7]
@@ -49,19 +50,24 @@ class _Group:
     code: list = field(default_factory=list)  # bytes chunks, or ("call", callee_index)
 
     def n(self):
-        return sum(1 if isinstance(c, tuple) else len(c) // 8 for c in self.code)
+        return sum((1 if c[0] == "call" else 2) if isinstance(c, tuple) else len(c) // 8
+                   for c in self.code)
 
 
 class Generator:
     """Deterministic random program generator (seeded)."""
 
     def __init__(self, seed: int, size: int = 40, nfuncs: int | None = None,
-                 helpers: bool = False):
+                 helpers: bool = False, callbacks: bool = False):
         self.r = random.Random(seed)
         self.size = size
         self.nfuncs = nfuncs
         # conformance-suite helpers (userspace only: the kernel has none of them)
         self.helpers = helpers
+        # bpf_loop with a generated callback (run through the backends, see Stacks)
+        self.callbacks = callbacks
+        # bytes behind r9 in the function being generated (8: a callback's context slot)
+        self.mem = MEM
 
     # -- values
 
@@ -128,7 +134,8 @@ class Generator:
         if stack:
             base, off = 10, -size * r.randint(1, SLOTS * 8 // size)  # kernel: aligned
         else:
-            base, off = 9, r.randrange(0, MEM - size + 1)
+            # a callback's context is stack memory: aligned accesses only
+            base, off = 9, r.randrange(0, self.mem - size + 1, 1 if self.mem == MEM else size)
         kind = r.random()
         if kind < 0.4:
             mode = 0x80 if (size < 8 and r.random() < 0.4) else 0x60
@@ -141,7 +148,7 @@ class Generator:
         """Access through r6 = base + (scalar & mask): checked at run time by the VMs."""
         r = self.r
         size, sz = r.choice([(1, 0x10), (2, 0x08), (4, 0x00), (8, 0x18)])
-        stack = r.random() < 0.3
+        stack = r.random() < 0.3 or self.mem < MEM
         mask = {1: 0x3F, 2: 0x3E, 4: 0x3C, 8: 0x38}[size]
         code = [I(0xBF, 6, self.sreg()), I(0x57, 6, 0, 0, mask),
                 I(0x0F, 6, 10 if stack else 9)]
@@ -164,7 +171,7 @@ class Generator:
     def atomic(self):
         r = self.r
         size = r.choice([4, 8])
-        off = r.randrange(0, MEM - size + 1, size)
+        off = r.randrange(0, self.mem - size + 1, size)
         return [self.atomic_insn(9, off, size)]
 
     def loop(self):
@@ -179,11 +186,16 @@ class Generator:
 
     # -- functions
 
-    def function(self, idx: int, ncallees: int, size: int):
-        """Groups of function idx; may call functions idx+1 .. idx+ncallees."""
+    def function(self, idx: int, ncallees: int, size: int, arg_reg: int = 1,
+                 ret01: bool = False, cb_index: int | None = None):
+        """Groups of function idx; may call functions idx+1 .. idx+ncallees. The memory
+        pointer arrives in r1; a bpf_loop callback (arg_reg 2, returns 0 or 1) works on the
+        caller's 8-byte stack slot its context r2 points to instead."""
         r = self.r
         groups = []
-        pro = [I(0xBF, 9, 1)]
+        # a bpf_loop callback's "memory" is its context: 8 bytes of the caller's stack
+        self.mem = MEM if arg_reg == 1 else 8
+        pro = [I(0xBF, 9, arg_reg)]
         for reg in SCALARS + [6, 8]:
             pro.append(lddw(reg, self.imm64()) if r.random() < 0.3 else
                        I(0xB7, reg, 0, 0, self.imm32()))
@@ -194,6 +206,8 @@ class Generator:
                   (self.dyn_access, 6), (self.atomic, 5), (self.loop, 2)]
         if self.helpers:
             makers.append((self.helper_call, 5))
+        if self.mem < MEM:  # no atomics on the caller's stack slot
+            makers = [(mk, w) for mk, w in makers if mk != self.atomic]
         total = sum(w for _, w in makers)
         for _ in range(size):
             if ncallees and r.random() < 0.06:
@@ -205,10 +219,13 @@ class Generator:
                 if x <= 0:
                     break
             groups.append(_Group(mk()))
-        groups.append(_Group([I(0x95)]))
+        groups.append(_Group(([I(0xB7, 0, 0, 0, r.randint(0, 1))] if ret01 else []) +
+                             [I(0x95)]))
+        if cb_index is not None:  # right after the prologue: no branch skips it
+            groups.insert(1, _Group(self.loop_call(cb_index)))
         # branches: a conditional or unconditional forward jump before some groups
         branches = {}
-        for gi in range(1, len(groups) - 1):
+        for gi in range(2 if cb_index is not None else 1, len(groups) - 1):
             if r.random() < 0.2:
                 branches[gi] = r.randrange(gi + 1, len(groups))
         return groups, branches
@@ -240,6 +257,14 @@ class Generator:
             code.append(I(0x85, 0, 0, 0, hid))
         return code + [I(0xB7, reg, 0, 0, self.imm32()) for reg in (1, 2, 3, 4, 5)]
 
+    def loop_call(self, cb):
+        """bpf_loop(n, callback, &stack slot, 0): the callback works on the slot, which is
+        read back into r7; r0 = iterations run."""
+        return ([I(0x7B, 10, self.sreg(), -8), I(0xB7, 1, 0, 0, self.r.randint(0, 4)),
+                 ("func", cb), I(0xBF, 3, 10), I(0x07, 3, 0, 0, -8), I(0xB7, 4, 0, 0, 0),
+                 I(0x85, 0, 0, 0, BPF_FUNC_LOOP), I(0x79, 7, 10, -8)] +
+                [I(0xB7, reg, 0, 0, self.imm32()) for reg in (1, 2, 3, 4, 5)])
+
     def call_group(self, callee):
         g = _Group([I(0xBF, 1, 9), ("call", callee)])
         g.code += [I(0xB7, reg, 0, 0, self.imm32()) for reg in (1, 2, 3, 4, 5)]
@@ -265,9 +290,13 @@ class Generator:
         r = self.r
         nf = self.nfuncs if self.nfuncs is not None else r.choice([1, 1, 2, 3])
         funcs = []
+        cb = nf if self.callbacks else None
         for fi in range(nf):
             size = self.size if fi == 0 else max(6, self.size // 3)
-            funcs.append(self.function(fi, nf - 1 - fi if fi < 2 else 0, size))
+            funcs.append(self.function(fi, nf - 1 - fi if fi < 2 else 0, size,
+                                       cb_index=cb if fi == 0 else None))
+        if cb is not None:
+            funcs.append(self.function(cb, 0, max(6, self.size // 3), arg_reg=2, ret01=True))
         called = {c[1] for groups, _ in funcs for g in groups for c in g.code
                   if isinstance(c, tuple)}
         for fi in range(1, nf):
@@ -294,9 +323,14 @@ class Generator:
                     out.append(self.jump(tgt_pos - here - 1))
                 at = gpos[gi]
                 for c in g.code:
-                    if isinstance(c, tuple):
+                    if isinstance(c, tuple) and c[0] == "call":
                         out.append(I(0x85, 0, 1, 0, starts[c[1]] - at - 1))
                         at += 1
+                    elif isinstance(c, tuple):  # ("func", f): lddw r2, function value
+                        rel = starts[c[1]] - at - 1
+                        out.append(struct.pack("<BBhi", 0x18, (4 << 4) | 2, 0, rel) +
+                                   struct.pack("<BBhi", 0, 0, 0, 0))
+                        at += 2
                     else:
                         out.append(c)
                         at += len(c) // 8
@@ -371,22 +405,7 @@ class Kernel:
         os.close(self.res_fd)
 
     def wrapper(self) -> list[bytes]:
-        """XDP main: r1 = &mem_map[0]; r0 = body(r1, 64); res_map[0] = r0; return XDP_PASS."""
-        def lookup(fd):  # 6 slots; r0 = value pointer or NULL
-            return [I(0x62, 10, 0, -4, 0), I(0xBF, 2, 10), I(0x07, 2, 0, 0, -4),
-                    lddw(1, fd, src=1), I(0x85, 0, 0, 0, 1)]
-        OUT, BODY = 20, 22
-        w = lookup(self.mem_fd)                                  # 0..5
-        w.append(I(0x15, 0, 0, OUT - 6 - 1, 0))                  # 6: if r0 == 0 goto out
-        w += [I(0xBF, 1, 0), I(0xB7, 2, 0, 0, MEM)]              # 7, 8
-        w.append(I(0x85, 0, 1, 0, BODY - 9 - 1))                 # 9: call body
-        w.append(I(0xBF, 6, 0))                                  # 10
-        w += lookup(self.res_fd)                                 # 11..16
-        w.append(I(0x15, 0, 0, OUT - 17 - 1, 0))                 # 17
-        w += [I(0x7B, 0, 6, 0), I(0x05, 0, 0, 0)]                # 18, 19
-        w += [I(0xB7, 0, 0, 0, 2), I(0x95)]                      # 20 (out), 21
-        assert sum(len(c) // 8 for c in w) == BODY
-        return w
+        return wrapper(self.mem_fd, self.res_fd)
 
     def run(self, body: bytes, mem: bytes) -> Outcome:
         import ctypes
@@ -409,6 +428,133 @@ class Kernel:
             return Outcome(r0, sc.map_lookup_elem(self.mem_fd, key, MEM))
         finally:
             os.close(fd)
+
+
+def wrapper(mem_ref: int, res_ref: int) -> list[bytes]:
+    """XDP main: r1 = &mem_map[0]; r0 = body(r1, 64); res_map[0] = r0; return XDP_PASS.
+    The map lddws are slots 3 and 14 (imm = mem_ref / res_ref); the body starts at slot 22."""
+    def lookup(ref):  # 6 slots; r0 = value pointer or NULL
+        return [I(0x62, 10, 0, -4, 0), I(0xBF, 2, 10), I(0x07, 2, 0, 0, -4),
+                lddw(1, ref, src=1), I(0x85, 0, 0, 0, 1)]
+    OUT, BODY = 20, 22
+    w = lookup(mem_ref)                                      # 0..5
+    w.append(I(0x15, 0, 0, OUT - 6 - 1, 0))                  # 6: if r0 == 0 goto out
+    w += [I(0xBF, 1, 0), I(0xB7, 2, 0, 0, MEM)]              # 7, 8
+    w.append(I(0x85, 0, 1, 0, BODY - 9 - 1))                 # 9: call body
+    w.append(I(0xBF, 6, 0))                                  # 10
+    w += lookup(res_ref)                                     # 11..16
+    w.append(I(0x15, 0, 0, OUT - 17 - 1, 0))                 # 17
+    w += [I(0x7B, 0, 6, 0), I(0x05, 0, 0, 0)]                # 18, 19
+    w += [I(0xB7, 0, 0, 0, 2), I(0x95)]                      # 20 (out), 21
+    assert sum(len(c) // 8 for c in w) == BODY
+    return w
+
+
+class Stacks:
+    """The whole stack: wrapper + body loaded as an XDP program with two array maps through
+    pybpfc.load on the userspace backend (interpreter and JIT) and the kernel backend, run
+    with test_run. Programs may call bpf_loop with a generated callback (runtime helper,
+    run->invoke into the JIT or the interpreter, kernel)."""
+
+    def __init__(self, kernel: bool = True):
+        import pybpfc
+        from . import UserspaceBackend
+        self.pybpfc = pybpfc
+        self.backends = {"interp": UserspaceBackend(jit=False), "jit": UserspaceBackend(jit=True)}
+        if kernel:
+            self.backends["kernel"] = pybpfc.get_backend("kernel")
+
+    def close(self):
+        for be in self.backends.values():
+            close = getattr(be, "close", None)
+            if close:
+                close()
+
+    @staticmethod
+    def spec(body: bytes):
+        from ...elf.spec import CollectionSpec, MapSpec, ProgramSpec, Relocation
+        from ... import uapi
+        prog = ProgramSpec(name="diff", section="xdp", type=uapi.BPF_PROG_TYPE_XDP, kind="xdp",
+                           insns=b"".join(wrapper(0, 0)) + body,
+                           relocations=[Relocation(3, "map", "mem"), Relocation(14, "map", "res")])
+        maps = {"mem": MapSpec("mem", uapi.BPF_MAP_TYPE_ARRAY, 4, MEM, 1),
+                "res": MapSpec("res", uapi.BPF_MAP_TYPE_ARRAY, 4, 8, 1)}
+        btf, prog.func_info_raw = _func_btf(prog.insns)
+        return CollectionSpec(programs={"diff": prog}, maps=maps, btf=btf)
+
+    def run(self, body: bytes, mem: bytes) -> dict:
+        import warnings
+        out = {}
+        spec = self.spec(body)
+        key = bytes(4)
+        for name, be in self.backends.items():
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")  # a JIT fallback must not pass unnoticed
+                    coll = self.pybpfc.load(spec.copy(), backend=be)
+            except Exception as e:  # noqa: BLE001 - reported as this engine's outcome
+                out[name] = Outcome(None, None, f"{name}: load: {str(e)[-300:]}")
+                continue
+            try:
+                coll.maps.mem.raw.update(key, bytes(mem), 0)
+                res = coll.programs.diff.test_run(bytes(64))
+                if res.retval != 2:
+                    out[name] = Outcome(None, None, f"{name}: wrapper returned {res.retval}")
+                    continue
+                r0 = struct.unpack("<Q", coll.maps.res.raw.lookup(key))[0]
+                out[name] = Outcome(r0, bytes(coll.maps.mem.raw.lookup(key)))
+            except Exception as e:  # noqa: BLE001 - a fault is this engine's outcome
+                out[name] = Outcome(None, None, f"{name}: {e}")
+            finally:
+                coll.close()
+        return out
+
+
+def _func_btf(insns: bytes):
+    """Minimal BTF and func_info for a program's functions (the kernel wants them as soon as
+    a callback is passed to a helper): one FUNC per function start, all `long f(void)`."""
+    from ...btf.btf import BTF, BTF_MAGIC, HDR, BTFType, KIND_FUNC, KIND_FUNC_PROTO, KIND_INT
+    starts, pc, n = {0}, 0, len(insns) // 8
+    while pc < n:
+        op, regs, _, imm = struct.unpack_from("<BBhi", insns, pc * 8)
+        if (op == 0x85 and regs >> 4 == 1) or (op == 0x18 and regs >> 4 == 4):
+            starts.add(pc + 1 + imm)
+        pc += 2 if op == 0x18 else 1
+    btf = BTF(HDR.pack(BTF_MAGIC, 1, 0, HDR.size, 0, 0, 0, 1) + b"\0", "difftest BTF")
+    t_long = BTFType(kind=KIND_INT, name="long", size=8)
+    t_long.encoding, t_long.nr_bits = 1, 64
+    long_id = btf.add_type(t_long)
+    proto = btf.add_type(BTFType(kind=KIND_FUNC_PROTO, type=long_id))
+    recs = []
+    for k, start in enumerate(sorted(starts)):
+        # FUNC's vlen is its linkage: the entry global, the others static
+        fid = btf.add_type(BTFType(kind=KIND_FUNC, name=f"f{k}", type=proto,
+                                   vlen=1 if start == 0 else 0))
+        recs.append(struct.pack("<II", start, fid))
+    return btf, b"".join(recs)
+
+
+KERNEL_VERIFIER_BUG = "verifier bug: No program to jit"
+
+
+def run_stack_seeds(seeds, stacks: Stacks, size: int = 12):
+    """Programs with bpf_loop callbacks through the full stack. Returns (count, mismatches,
+    kernel_bug_seeds): the seeds Linux 6.18 refuses with "verifier bug: No program to jit"
+    (a kernel bug on some programs with callbacks; still compared between interpreter and
+    JIT) are listed apart instead of counting as mismatches."""
+    mismatches, kernel_bug = [], []
+    seeds = list(seeds)
+    for s in seeds:
+        body = Generator(s, size, callbacks=True).program()
+        mem = memory(s)
+        res = stacks.run(body, mem)
+        k = res.get("kernel")
+        if k is not None and k.error and KERNEL_VERIFIER_BUG in k.error:
+            kernel_bug.append(s)
+            res = {n: o for n, o in res.items() if n != "kernel"}
+        if len({o.key() for o in res.values()}) != 1 or any(o.error for o in res.values()):
+            mismatches.append(Mismatch(s, body, mem, res))
+    return len(seeds), mismatches, kernel_bug
 
 
 def kernel_available() -> str | None:
