@@ -229,3 +229,41 @@ def test_unresolvable_externs_are_clear_errors(tmp_path, decl, use, err):
     o, _ = _build(tmp_path, "extern_bad", EXTERN_BAD % (decl, use))
     with pytest.raises(LoadError, match="^" + re.escape(err)):
         pybpfc.load(o, backend="kernel")
+
+
+ENUM_SRC = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+enum pybpfc_missing_enum { PYBPFC_A = 5 };
+
+__u64 got = 7;
+
+SEC("syscall")
+int enum_value(void *ctx)
+{
+#ifdef GUARDED
+	if (bpf_core_enum_value_exists(enum pybpfc_missing_enum, PYBPFC_A))
+#endif
+		got = bpf_core_enum_value(enum pybpfc_missing_enum, PYBPFC_A);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+@needs_clang
+def test_missing_enum_value_on_a_64_bit_load(tmp_path):
+    """enum values relocate a 64-bit immediate load (two instruction slots): unresolved, it is
+    still a clear error, and a guarded one leaves a program the kernel accepts."""
+    o, _ = _build(tmp_path, "enum_bad", ENUM_SRC)
+    with pytest.raises(LoadError, match=r"^prog 'enum_value': CO-RE relocation cannot be satisfied at .*"
+                                        r"enumval_value of enum pybpfc_missing_enum::PYBPFC_A: the kernel "
+                                        r"has no type enum pybpfc_missing_enum"):
+        pybpfc.load(o, backend="kernel")
+    o, _ = _build(tmp_path, "enum_guarded", "#define GUARDED\n" + ENUM_SRC)
+    with pybpfc.load(o, backend="kernel") as obj:
+        obj.programs.enum_value.test_run()
+        assert obj.globals.got == 7
