@@ -11,11 +11,21 @@ from ..errors import CompileError, Error
 COMMANDS = ["build", "check", "dump", "run", "exec", "doctor", "asm"]
 
 
+def _subcommands(argv: list[str]) -> list[str]:
+    """The subcommand modules to import. Only the named one when argv starts with a command: the
+    others pull in what they need at import (doctor: ctypes/socket, run: the backends), which
+    `pybpfc build` should not pay for at every start. Help and bad input still see them all."""
+    if argv and argv[0] in COMMANDS:
+        return [argv[0]]
+    return COMMANDS
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="pybpfc", description="Write eBPF in restricted Python.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers = {}
-    for name in COMMANDS:
+    for name in _subcommands(argv):
         try:
             mod = importlib.import_module(f"{__name__}.{name}")
         except ModuleNotFoundError as e:
