@@ -25,6 +25,16 @@ def _kernel():
         pytest.skip("kernel has no BTF (/sys/kernel/btf/vmlinux)")
 
 
+@pytest.fixture(params=["kernel", "python"])
+def core(request):
+    """A kernel backend whose CO-RE relocations the kernel applies, or Python."""
+    from pybpfc.backends.kernel import KernelBackend
+
+    b = KernelBackend(core=request.param)
+    yield b
+    b.close()
+
+
 def _build(tmp_path, name, src):
     c, o = tmp_path / f"{name}.bpf.c", tmp_path / f"{name}.bpf.o"
     c.write_text(src)
@@ -48,16 +58,16 @@ def _offset(t, name):
     return None
 
 
-def test_core_read_gives_the_kernels_tgid():
+def test_core_read_gives_the_kernels_tgid(core):
     """The local task_struct says tgid is at offset 4; the kernel's is elsewhere."""
-    with pybpfc.load(os.path.join(OBJ, "core.bpf.o"), backend="kernel") as obj:
+    with pybpfc.load(os.path.join(OBJ, "core.bpf.o"), backend=core) as obj:
         r = obj.programs.read_tgid.test_run()
         assert r.retval == os.getpid()
         g = obj.globals
         assert (g.seen_tgid, g.has_bogus, g.tgid_size) == (os.getpid(), 0, 4)
 
 
-def test_core_kinds_match_the_kernel_btf():
+def test_core_kinds_match_the_kernel_btf(core):
     from pybpfc.btf import vmlinux
 
     b = vmlinux()
@@ -66,7 +76,7 @@ def test_core_kinds_match_the_kernel_btf():
     bf = _offset(ts, "sched_reset_on_fork")
     daddr, family = _offset(sk, "skc_daddr") // 8, _offset(sk, "skc_family") // 8
     load_off = (bf // 8) // 4 * 4  # the unsigned int holding the bit
-    with pybpfc.load(os.path.join(OBJ, "core.bpf.o"), backend="kernel") as obj:
+    with pybpfc.load(os.path.join(OBJ, "core.bpf.o"), backend=core) as obj:
         obj.programs.core_kinds.test_run()
         vals = list(obj.globals.vals)
     assert vals == [tgid, comm + 3, 16, daddr, family, 64 - (bf - load_off * 8 + 1), 63, 1, 1, sk.size, 1,
@@ -106,10 +116,10 @@ char LICENSE[] SEC("license") = "GPL";
 
 
 @needs_clang
-def test_core_in_a_real_tracepoint(tmp_path):
+def test_core_in_a_real_tracepoint(core, tmp_path):
     """A chain of CO-RE reads (task->real_parent->tgid) from a tracepoint on getppid()."""
     o, _ = _build(tmp_path, "core_trace", TRACE_SRC)
-    with pybpfc.load(o, backend="kernel", consts={"target_pid": os.getpid()}) as obj:
+    with pybpfc.load(o, backend=core, consts={"target_pid": os.getpid()}) as obj:
         obj.programs.on_getppid.attach()
         for _ in range(3):
             os.getppid()
@@ -147,10 +157,10 @@ char LICENSE[] SEC("license") = "GPL";
 
 
 @needs_clang
-def test_unsatisfiable_relocation_is_a_clear_error(tmp_path):
+def test_unsatisfiable_relocation_is_a_clear_error(core, tmp_path):
     o, c = _build(tmp_path, "core_bad", GUARD_SRC)
     with pytest.raises(LoadError) as ei:
-        pybpfc.load(o, backend="kernel")
+        pybpfc.load(o, backend=core)
     msg = str(ei.value)
     # clang attributes the relocated offset to the line that computes `t` (insn 1)
     line = GUARD_SRC.splitlines().index("\tstruct task_struct *t = (struct task_struct *)bpf_get_current_task();") + 1
@@ -161,10 +171,10 @@ def test_unsatisfiable_relocation_is_a_clear_error(tmp_path):
 
 
 @needs_clang
-def test_guarded_missing_field_loads(tmp_path):
+def test_guarded_missing_field_loads(core, tmp_path):
     """The same read behind bpf_core_field_exists(): dead code, the program loads and skips it."""
     o, _ = _build(tmp_path, "core_guarded", "#define GUARDED\n" + GUARD_SRC)
-    with pybpfc.load(o, backend="kernel") as obj:
+    with pybpfc.load(o, backend=core) as obj:
         obj.programs.maybe.test_run()
         assert obj.globals.got == 7
 
@@ -255,15 +265,15 @@ char LICENSE[] SEC("license") = "GPL";
 
 
 @needs_clang
-def test_missing_enum_value_on_a_64_bit_load(tmp_path):
+def test_missing_enum_value_on_a_64_bit_load(core, tmp_path):
     """enum values relocate a 64-bit immediate load (two instruction slots): unresolved, it is
     still a clear error, and a guarded one leaves a program the kernel accepts."""
     o, _ = _build(tmp_path, "enum_bad", ENUM_SRC)
     with pytest.raises(LoadError, match=r"^prog 'enum_value': CO-RE relocation cannot be satisfied at .*"
                                         r"enumval_value of enum pybpfc_missing_enum::PYBPFC_A: the kernel "
                                         r"has no type enum pybpfc_missing_enum"):
-        pybpfc.load(o, backend="kernel")
+        pybpfc.load(o, backend=core)
     o, _ = _build(tmp_path, "enum_guarded", "#define GUARDED\n" + ENUM_SRC)
-    with pybpfc.load(o, backend="kernel") as obj:
+    with pybpfc.load(o, backend=core) as obj:
         obj.programs.enum_value.test_run()
         assert obj.globals.got == 7

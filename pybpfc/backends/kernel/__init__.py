@@ -59,8 +59,12 @@ class KernelBackend(AttachMixin, Backend):
 
     name = "kernel"
 
-    def __init__(self, pin_root: str = DEFAULT_PIN_ROOT):
-        self.pin_root = pin_root
+    def __init__(self, pin_root: str = DEFAULT_PIN_ROOT, core: str = "kernel"):
+        """`core`: who applies CO-RE relocations, "kernel" (BPF_PROG_LOAD core_relos) or
+        "python" (pybpfc.btf.core against /sys/kernel/btf/vmlinux); see docs/kernel-backend.md."""
+        if core not in ("kernel", "python"):
+            raise ValueError(f"core must be 'kernel' or 'python', not {core!r}")
+        self.pin_root, self.core = pin_root, core
         self._btf_fds: dict[int, tuple[object, int]] = {}  # id(btf) -> (btf, fd or -1)
         self.warnings: list[str] = []
         self._ncpu = 0
@@ -109,7 +113,8 @@ class KernelBackend(AttachMixin, Backend):
     def load_program(self, spec, maps: dict, btf=None) -> KernelProgram:
         from .vmlinux import attach_btf_id
 
-        return load_program(spec, maps, self.btf_fd(btf), attach_btf_id=attach_btf_id(spec), btf=btf)
+        return load_program(spec, maps, self.btf_fd(btf), attach_btf_id=attach_btf_id(spec), btf=btf,
+                            core=self.core)
 
     def open_ringbuf(self, m):
         from .ringbuf import KernelRingBuffer

@@ -30,6 +30,7 @@ PACKET_TYPES = {U.BPF_PROG_TYPE_SOCKET_FILTER, U.BPF_PROG_TYPE_SCHED_CLS, U.BPF_
 # Runners that refuse repeat/data/ctx_out (net/bpf/test_run.c): raw_tp, tracing, syscall.
 NO_REPEAT_TYPES = {U.BPF_PROG_TYPE_RAW_TRACEPOINT, U.BPF_PROG_TYPE_TRACING, U.BPF_PROG_TYPE_SYSCALL}
 ETH_HLEN = 14
+POISON = 0xBAD2310  # libbpf's and the kernel's call imm for a CO-RE relocation that failed
 
 
 EXTERN_KINDS = ("kfunc", "ksym", "ksym_addr")
@@ -318,14 +319,23 @@ class KernelProgram(RawProgram):
 
 
 def load_program(spec, maps: dict, btf_fd: int = -1, attach_btf_id: int = 0,
-                 attach_btf_obj_fd: int = 0, btf=None) -> KernelProgram:
-    """`btf`: the object's BTF (pybpfc.btf.BTF or raw bytes), needed for CO-RE relocations."""
+                 attach_btf_obj_fd: int = 0, btf=None, core: str = "kernel") -> KernelProgram:
+    """`btf`: the object's BTF (pybpfc.btf.BTF or raw bytes), needed for CO-RE relocations.
+    `core`: "kernel" passes CO-RE relocations to BPF_PROG_LOAD (the kernel resolves them
+    against vmlinux and module BTF; Python only explains a failure), "python" applies them here
+    with pybpfc.btf.core. Without a kernel BTF fd for the object, Python applies them."""
     subject = f"prog '{spec.name}'"
     if not spec.insns or len(spec.insns) % 8:
         raise LoadError(f"{subject}: instructions must be a non-empty multiple of 8 bytes "
                         f"(got {len(spec.insns)})")
-    # CO-RE first: it patches the program's own offsets/immediates; map fds come after
-    core_insns, poisoned = apply_core(spec, btf, spec.insns)
+    if core not in ("kernel", "python"):
+        raise LoadError(f"{subject}: CO-RE mode must be 'kernel' or 'python', not {core!r}")
+    kernel_core = bool(spec.core_relos and spec.core_relos_raw and core == "kernel" and btf_fd >= 0)
+    if kernel_core:
+        core_insns, poisoned = spec.insns, None  # computed on failure only
+    else:
+        # CO-RE first: it patches the program's own offsets/immediates; map fds come after
+        core_insns, poisoned = apply_core(spec, btf, spec.insns)
     insns = apply_relocations(spec, maps, core_insns)
     flags = spec.flags | (sc.BPF_F_SLEEPABLE if spec.sleepable else 0)
     kw = dict(license=spec.license or "GPL", name=spec.name, kern_version=spec.kern_version,
@@ -337,6 +347,8 @@ def load_program(spec, maps: dict, btf_fd: int = -1, attach_btf_id: int = 0,
             kw.update(func_info=spec.func_info_raw, func_info_rec_size=8)
         if spec.line_info_raw:
             kw.update(line_info=spec.line_info_raw, line_info_rec_size=16)
+        if kernel_core:
+            kw.update(core_relos=spec.core_relos_raw, core_relo_rec_size=16)
     fd, _ = sc.prog_load(spec.type, insns, **kw)
     if fd >= 0:
         return KernelProgram(fd, spec, spec.name)
@@ -394,6 +406,18 @@ def load_program(spec, maps: dict, btf_fd: int = -1, attach_btf_id: int = 0,
         e.errno = err
         raise e
     reason, last = _summary(log)
+    if kernel_core:
+        # The kernel poisons what it cannot relocate exactly like libbpf; say which relocation
+        # in terms of the object's types (the same matching, done in Python).
+        try:
+            _, poisoned = apply_core(spec, btf, spec.insns)
+        except LoadError as ce:
+            if last is None:  # the kernel refused the relocation records themselves
+                ce.raw_log, ce.errno = log, err
+                raise ce from None
+            poisoned = {}
+        if f"unknown#{POISON}" not in log:
+            poisoned = {}
     if last is not None and last in poisoned:
         raise _core_error(spec, last, *poisoned[last], log)
     m = re.search(r"failed to find the address for kernel symbol '([^']+)'", log)

@@ -417,8 +417,10 @@ def prog_load(prog_type: int, insns: bytes, license: str = "GPL", name: str = ""
               expected_attach_type: int = 0, btf_fd: int = 0, func_info: bytes = b"",
               func_info_rec_size: int = 8, line_info: bytes = b"", line_info_rec_size: int = 16,
               attach_btf_id: int = 0, attach_prog_fd: int = 0, ifindex: int = 0,
-              fd_array=None) -> tuple[int, ProgLoadAttr]:
-    """BPF_PROG_LOAD: (fd or -errno, attr). Never raises: the caller reads the log and decides."""
+              fd_array=None, core_relos: bytes = b"",
+              core_relo_rec_size: int = 16) -> tuple[int, ProgLoadAttr]:
+    """BPF_PROG_LOAD: (fd or -errno, attr). Never raises: the caller reads the log and decides.
+    `core_relos`: struct bpf_core_relo records the kernel applies against its BTF (needs btf_fd)."""
     ib = ctypes.create_string_buffer(bytes(insns), len(insns) or 1)
     lic = ctypes.create_string_buffer(license.encode())
     fib = _buf(func_info) if func_info else None
@@ -438,6 +440,10 @@ def prog_load(prog_type: int, insns: bytes, license: str = "GPL", name: str = ""
         a.log_level, a.log_size, a.log_buf = log_level, len(log_buf), addressof(log_buf)
     if fd_array is not None:
         a.fd_array = addressof(fd_array)
+    crb = _buf(core_relos) if core_relos else None
+    if crb is not None:
+        a.core_relos, a.core_relo_rec_size = addressof(crb), core_relo_rec_size
+        a.core_relo_cnt = len(core_relos) // core_relo_rec_size
     r = sys_bpf(uapi.BPF_PROG_LOAD, a)
     return r, a
 
