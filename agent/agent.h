@@ -50,7 +50,7 @@ int pba_sys_add(int nr, int kind, pba_fn fn, void *data, char *err, size_t errle
 int pba_sys_del(int handle);
 /* "zpoline", "sud" or "off" (no SUD in this kernel): the mechanism in use. */
 const char *pba_sys_mode(void);
-/* Counters for tests: syscall sites rewritten, syscalls handled in the SIGSYS handler. */
+/* Counters for tests: 0 = syscall sites rewritten in SIGSYS, 1 = SIGSYS taken. */
 uint64_t pba_sys_stat(int which);
 
 /* -- internal -------------------------------------------------------------------------- */

@@ -88,7 +88,7 @@ static void update_slow(void)
                          __ATOMIC_RELEASE);
 }
 static int mode; /* 0 off, 1 sud, 2 zpoline */
-static uint64_t stat_rewritten, stat_sigsys, stat_dispatched;
+static uint64_t stat_rewritten, stat_sigsys;
 
 extern char pba_zp_entry[], pba_sud_sigreturn[], pba_sud_clone[], pba_sud_restorer[];
 
@@ -296,8 +296,6 @@ done:
         pba_in_agent = 0;
         r->ax = ret;
     }
-    if (run)
-        __atomic_fetch_add(&stat_dispatched, 1, __ATOMIC_RELAXED);
     return ret;
 }
 
@@ -469,7 +467,7 @@ void pba_sys_release(void) { __atomic_store_n(&pba_sud_release, 1, __ATOMIC_RELE
 
 uint64_t pba_sys_stat(int which)
 {
-    return which == 0 ? stat_rewritten : which == 1 ? stat_sigsys : stat_dispatched;
+    return which == 0 ? stat_rewritten : which == 1 ? stat_sigsys : 0;
 }
 
 /* -- hook registry ---------------------------------------------------------------------------- */
