@@ -380,6 +380,12 @@ static int try_open_store(void)
         pba_log("cannot map the store %s (errno %d); retrying", store_path, errno);
         return 0;
     }
+    /* keep the target's descriptor numbers as they would be without the agent */
+    long hi = pba_raw_syscall(SYS_fcntl, S->fd, F_DUPFD_CLOEXEC, 600, 0, 0, 0);
+    if (hi >= 0) {
+        pba_raw_syscall(SYS_close, S->fd, 0, 0, 0, 0, 0);
+        S->fd = (int)hi;
+    }
     pba_log("store %s mapped", store_path);
     return 1;
 }

@@ -52,6 +52,7 @@ def bpf_objs(tmp_path_factory):
     srcs = [os.path.join(ROOT, "examples", "userspace", f) for f in
             ("malloc_count.bpf.c", "malloc_latency.bpf.c", "opens.bpf.c")]
     srcs.append(os.path.join(HERE, "progs", "fault.bpf.c"))
+    srcs.append(os.path.join(HERE, "progs", "sysraw.bpf.c"))
     for src in srcs:
         name = os.path.basename(src)[:-len(".bpf.c")]
         o = str(d / f"{name}.bpf.o")
