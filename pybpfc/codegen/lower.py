@@ -16,6 +16,8 @@ from typing import Any
 from .. import uapi as U
 from ..frontend import helpers as H
 from ..frontend.module import GlobalVar
+from ..frontend.typer import (ARG_REGS, BUILTIN_OK, PERF_EVENT, PT_REGS, SK_BUFF, XDP_MD,  # noqa: F401
+                              TypedFunction)
 from ..frontend.typing import binop_type, bits, common, compare_type, fits, is_int, literal_type, signed
 from ..lang.bpf import ProgDecl, _Bpf
 from ..lang.maps import Map
@@ -60,20 +62,6 @@ class Loop:
     cont: str
 
 
-# struct pt_regs on x86-64 (arch/x86/include/uapi/asm/ptrace.h), byte offsets
-PT_REGS = {"r15": 0, "r14": 8, "r13": 16, "r12": 24, "bp": 32, "bx": 40, "r11": 48, "r10": 56, "r9": 64,
-           "r8": 72, "ax": 80, "cx": 88, "dx": 96, "si": 104, "di": 112, "orig_ax": 120, "ip": 128, "cs": 136,
-           "flags": 144, "sp": 152, "ss": 160}
-ARG_REGS = ["di", "si", "dx", "cx", "r8", "r9"]
-XDP_MD = {"data": 0, "data_end": 4, "data_meta": 8, "ingress_ifindex": 12, "rx_queue_index": 16,
-          "egress_ifindex": 20}
-SK_BUFF = {n: 4 * i for i, n in enumerate(
-    "len pkt_type mark queue_mapping protocol vlan_present vlan_tci vlan_proto priority ingress_ifindex "
-    "ifindex tc_index cb0 cb1 cb2 cb3 cb4 hash tc_classid data data_end napi_id family remote_ip4 "
-    "local_ip4".split())}
-SK_BUFF.update({"remote_port": 140, "local_port": 144, "data_meta": 148})
-PERF_EVENT = {"sample_period": 168, "addr": 176}
-BUILTIN_OK = {"range", "min", "max", "abs", "len", "print", "int", "bool", "ord"}
 BPF_F_CURRENT_CPU = 0xFFFFFFFF
 
 
@@ -145,6 +133,8 @@ class FunctionLowering:
         self.scope = ""
         self.cur_loc = ""
         self.block_count = 0
+        tm = getattr(mod, "typed_module", None)
+        self.tf: TypedFunction | None = tm.function(node) if tm is not None else None
         for n in ast.walk(node):
             if isinstance(n, ast.Global):
                 self.declared_global.update(n.names)
@@ -723,7 +713,7 @@ class FunctionLowering:
             slot = self.t()
             self.allocas.append(f"  {slot} = alloca ptr, align 8")
             self.allocas.append(f"  store ptr null, ptr {slot}, align 8")
-            var = self.locals[name] = Local(name, slot, "ref", v.ty)
+            var = self.locals[name] = Local(name, slot, "ref", self.declared(name, "ref", v.ty))
             var.shared, var.volatile, var.align = v.shared, v.volatile, v.align
         elif var.ty is not v.ty:
             self.err(node, f"'{name}' holds a {tname(var.ty)}; cannot assign a {tname(v.ty)} to it")
@@ -740,6 +730,7 @@ class FunctionLowering:
     def local_slot(self, name, kind, ty, node) -> Local:
         var = self.locals.get(name)
         if var is None:
+            ty = self.declared(name, kind, ty)
             slot = self.alloca(ty._size, ty._align)
             # zeroed at entry: a variable set only on some paths never reads uninitialised stack
             self.allocas.append(f"  store {lt(ty) if ty is not bool_ else 'i8'} 0, ptr {slot}, align {ty._align}")
@@ -801,7 +792,31 @@ class FunctionLowering:
         if meth is None:
             self.err(node, f"{EXPR_NAMES.get(type(node).__name__, type(node).__name__)} is not supported "
                            f"in BPF programs", hint=EXPR_HINTS.get(type(node).__name__))
-        return meth(node, want)
+        v = meth(node, want)
+        self.check_typed(node, v)
+        return v
+
+    def trusted(self) -> bool:
+        """The typed program is exact while no error was reported (after one, codegen only looks for
+        more errors and the typer may have typed differently what it skipped)."""
+        return self.tf is not None and not self.diags.items
+
+    def check_typed(self, node, v: V):
+        t = self.tf.exprs.get(node) if self.trusted() else None
+        if t is None:
+            return
+        assert t.kind == v.kind and (t.ty is v.ty if v.kind in ("int", "mem") else True) \
+            and (t.val == v.val if v.kind == "lit" else True) and (t.nullable == v.nullable if v.kind == "mem" else True), \
+            f"typer/codegen disagree at {self.file}:{node.lineno}:{node.col_offset + 1}: {t} vs {v.kind} {tname(v.ty)}"
+
+    def declared(self, name, kind, ty):
+        """The type the typing pass gave local `name` (codegen's own choice until errors are known)."""
+        lv = self.tf.locals.get(name) if self.trusted() else None
+        if lv is None:
+            return ty
+        assert lv.kind == kind and lv.ty is ty, \
+            f"typer/codegen disagree on '{name}' in {self.llname}: {lv.show()} vs {kind} {tname(ty)}"
+        return lv.ty
 
     def e_Constant(self, node, want):
         v = node.value

@@ -4,13 +4,13 @@ from __future__ import annotations
 import ast
 import os
 
-from ..frontend import tracepoint as TP
 from ..frontend.module import GlobalVar, ModuleInfo, collect_globals, function_ast
+from ..frontend.typer import type_module
 from ..frontend.typing import is_int
 from ..lang.maps import Map
 from ..lang.types import i64
 from .ir import ModuleIR, esc
-from .lower import (ARG_REGS, PERF_EVENT, PT_REGS, SK_BUFF, XDP_MD, Abort, FunctionLowering, ProgramCtx,
+from .lower import (ARG_REGS, PT_REGS, Abort, FunctionLowering, ProgramCtx,
                     Subprogram, lt, tname)
 
 
@@ -29,7 +29,9 @@ class ModuleLowering:
         self.names: set[str] = set()
         self.calls: dict[str, set] = {}
         self.current = ""
-        self.typed: list[dict] = []    # per function: kind, section, locals and their types
+        self.llnames: dict = {}        # FunctionDef node -> the function's symbol, for functions lowered
+        # the typing pass runs first; lowering reads locals' types and context layouts from it
+        self.typed_module = type_module(info, tracepoint_formats)
         for name, m in info.maps.items():
             self.map_ref(m, name, None, info.path, line=info.map_lines.get(name, 1))
 
@@ -245,31 +247,18 @@ class ModuleLowering:
                 fl.terminate("ret void")
             else:
                 fl.terminate(f"ret {lt(fl.ret_type)} 0")
-        self.typed.append(self._signature(fl))
+        self.llnames[fl.node] = fl.llname
         lines = [fl.lines[0]] + fl.allocas + fl.lines[1:]
         ir.functions.append(f"{header} !dbg {sp} {{\n" + "\n".join(lines) + "\n}\n")
-
-    @staticmethod
-    def _signature(fl: FunctionLowering) -> dict:
-        def show(t, kind):
-            return ("ref " if kind == "ref" else "") + tname(t)
-        return {"name": fl.llname, "file": fl.file, "line": fl.node.lineno,
-                "kind": fl.prog.kind if fl.prog else "subprogram",
-                "section": fl.prog.decl.section if fl.prog else ".text",
-                "returns": tname(fl.ret_type) if fl.ret_type is not None else "None",
-                "locals": {n: show(v.ty, v.kind) for n, v in fl.locals.items()},
-                "ctx": sorted(fl.prog.fields) if fl.prog else []}
 
     def describe(self) -> str:
         """The typed program: each function with its locals' types (`pybpfc dump --types`)."""
         out = []
-        for f in self.typed:
-            out.append(f"{f['name']} ({f['kind']}, section {f['section']}) -> {f['returns']}"
-                       f"    # {os.path.basename(f['file'])}:{f['line']}")
-            for n, t in f["locals"].items():
-                out.append(f"    {n}: {t}")
+        for f in self.typed_module.functions:
+            if f.node in self.llnames:
+                out += self.typed_module.describe_function(f, self.llnames[f.node])
         for name, m, line, _ in self.maps.values():
-            ev = self.events.get(id(m)) or m.event
+            ev = self.typed_module.events.get(id(m)) or m.event
             parts = []
             if m.key is not None or m.value is not None:
                 parts.append(f"{tname(m.key)} -> {tname(m.value)}")
@@ -288,24 +277,12 @@ class ModuleLowering:
         kind = decl.kind
         node = p.node
         fl = FunctionLowering(self, p.fn, node, p.file, pc, p.name)
-        if kind == "xdp":
-            pc.fields = {k: (v, U_u32(), False) for k, v in XDP_MD.items() if k not in ("data", "data_end", "data_meta")}
-            pc.packet = (0, 4)
-        elif kind in ("socket_filter", "tc", "cgroup_skb"):
-            pc.fields = {k: (v, U_u32(), False) for k, v in SK_BUFF.items() if k not in ("data", "data_end", "data_meta")}
-            if kind != "socket_filter":
-                pc.packet = (76, 80)
-        elif kind == "tracepoint":
-            try:
-                pc.fields = TP.load(decl.target, self.tp_dir)
-            except TP.TracepointNotFound as e:
-                deco = node.decorator_list[0] if node.decorator_list else node
-                self.diags.at(p.file, deco, str(e), hint="check the name under /sys/kernel/tracing/events, "
-                              "or compile with tracepoint_formats=<dir of saved formats>")
-        elif kind == "perf_event":   # struct bpf_perf_event_data: the registers, then these
-            pc.fields = {k: (v, U_u64(), False) for k, v in {**PT_REGS, **PERF_EVENT}.items()}
-        elif kind in ("uprobe", "uretprobe", "kprobe", "kretprobe"):
-            pc.fields = {k: (v, U_u64(), False) for k, v in PT_REGS.items()}   # ctx.ip, ctx.sp, ...
+        tf = self.typed_module.function(node)
+        pc.fields, pc.packet = tf.ctx_fields, tf.packet
+        if tf.ctx_error is not None:
+            deco = node.decorator_list[0] if node.decorator_list else node
+            self.diags.at(p.file, deco, tf.ctx_error, hint="check the name under /sys/kernel/tracing/events, "
+                          "or compile with tracepoint_formats=<dir of saved formats>")
         a = node.args
         params = list(a.args)
         if a.vararg or a.kwarg or a.kwonlyargs or a.defaults:
@@ -406,11 +383,6 @@ class ModuleLowering:
             self.ir.meta('!DIBasicType(name: "char", size: 8, encoding: DW_ATE_signed_char)'), len(lic), 8), 1)
         self.ir.globals.append(f'@LICENSE = dso_local global [{len(lic)} x i8] c"{esc(lic)}", section "license", '
                                f"align 1, !dbg {gve}")
-
-
-def U_u32():
-    from ..lang.types import u32
-    return u32
 
 
 def U_u64():

@@ -1,0 +1,146 @@
+"""The typing pass on its own: the typed program (locals, expression types, None-ness, callees,
+event types) that codegen consumes, checked without lowering anything."""
+from __future__ import annotations
+
+import ast
+import os
+
+from compiler_helpers import write
+
+from pybpfc.frontend.module import Diagnostics, load_module
+from pybpfc.frontend.typer import T, type_module
+from pybpfc.lang.types import Str, bool_, i32, i64, u8, u16, u32, u64
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def typed(path):
+    diags = Diagnostics()
+    info = load_module(path, diags)
+    assert info is not None and not diags.items, diags.items
+    return info, type_module(info)
+
+
+def locals_of(tf):
+    return {n: (v.kind, v.ty) for n, v in tf.locals.items()}
+
+
+def nodes(tf, src_text):
+    """The expression nodes of tf whose source text is src_text, in source order."""
+    found = [n for n in ast.walk(tf.node) if isinstance(n, ast.expr) and ast.unparse(n) == src_text]
+    assert found, src_text
+    return sorted(found, key=lambda n: (n.lineno, n.col_offset))
+
+
+def test_flows_program_is_typed_before_lowering():
+    info, tm = typed(os.path.join(HERE, "programs", "flows.py"))
+    assert [f.name for f in tm.functions] == ["track", "swap16", "fill_key"]
+    track, swap16, fill_key = tm.functions
+    assert track.kind == "xdp" and track.ret is i32 and track.ctx_name == "ctx" and track.packet == (0, 4)
+    m = info.module
+    assert locals_of(track) == {"eth": ("ref", m.EthHdr), "ip": ("ref", m.IpHdr), "size": ("int", u16),
+                                "ports": ("ref", m.Ports), "key": ("ref", m.FlowKey), "st": ("ref", m.FlowStats),
+                                "now": ("int", u64), "ev": ("ref", m.NewFlow)}
+    assert track.locals["st"].nullable and not track.locals["key"].nullable
+    assert swap16.params == [("x", u16)] and swap16.ret is u16 and locals_of(swap16) == {"x": ("int", u16)}
+    assert fill_key.ret is None and [t for _, t in fill_key.params] == [m.FlowKey, m.IpHdr, m.Ports]
+    assert ("function", "swap16") in track.callees and ("function", "fill_key") in track.callees
+    assert tm.events[id(m.new_flows)] is m.NewFlow
+    # the shift keeps the left operand's type; the literal mask does not widen u16
+    body = nodes(swap16, "(x & 255) << 8 | x >> 8")[0]
+    assert swap16.type_of(body) == T("int", u16)
+    # None-ness follows the checks: optional before `if st is not None`, a plain reference inside
+    st_uses = nodes(track, "st")
+    assert track.type_of(st_uses[1]) == T("mem", m.FlowStats, nullable=True)     # in `st is not None`
+    assert track.type_of(st_uses[2]) == T("mem", m.FlowStats)                     # st.packets += 1
+
+
+def test_integer_expression_types(tmp_path):
+    path = write(tmp_path, """
+        counts = HashMap(u32, u64, max_entries=4)
+
+        @bpf.xdp
+        def prog(ctx) -> int:
+            a = bpf.pid()
+            e: u8 = 200
+            wide = e * 256
+            k = 3 * 4
+            m = min(a, e)
+            both = a - 1 if a > 2 else 7
+            n = counts[a]
+            neg = -a
+            ok = a > 2 and e < 9
+            s = bpf.comm()
+            big = a << 40 >> 40
+            return XDP_PASS
+        """)
+    _, tm = typed(path)
+    (tf,) = tm.functions
+    assert locals_of(tf) == {"a": ("int", u32), "e": ("int", u8), "wide": ("int", u16), "k": ("int", i64),
+                             "m": ("int", u32), "both": ("int", u32), "n": ("int", u64), "neg": ("int", u32),
+                             "ok": ("int", bool_), "s": ("ref", Str[16]), "big": ("int", u32)}
+    assert tf.type_of(nodes(tf, "3 * 4")[0]) == T("lit", val=12)       # folded, typed at its use
+    assert tf.type_of(nodes(tf, "e * 256")[0]) == T("int", u16)
+    assert tf.type_of(nodes(tf, "counts")[0]).kind == "map"
+    assert tf.type_of(nodes(tf, "bpf.pid")[0]) == T("method", val=("bpf", "pid"))
+    assert ("helper", "trace_printk") not in tf.callees and ("bpf", "comm") in tf.callees
+
+
+def test_wrong_statements_stay_untyped_and_the_rest_is_typed(tmp_path):
+    path = write(tmp_path, """
+        @bpf.xdp
+        def prog(ctx) -> int:
+            x = nowhere + 1
+            y = bpf.pid()
+            z = y / 2
+            return x
+        """)
+    diags = Diagnostics()
+    info = load_module(path, diags)
+    tm = type_module(info)             # reports nothing: codegen reports the errors
+    (tf,) = tm.functions
+    assert locals_of(tf) == {"y": ("int", u32)}
+    assert tf.type_of(nodes(tf, "y / 2")[0]) is None and tf.type_of(nodes(tf, "x")[0]) is None
+
+
+def test_probe_arguments_and_nullable_lookups(tmp_path):
+    path = write(tmp_path, """
+        class Ev(Struct):
+            pid: u32
+            arg: u64
+
+        seen = HashMap(u32, Ev, max_entries=8)
+        out = RingBuf(max_entries=4096)
+
+        @bpf.uprobe("/bin/true:main")
+        def probe(ctx, argc: i32, argv: u64) -> int:
+            e = seen.lookup(bpf.pid())
+            if e is None:
+                return 0
+            e.arg = argv
+            out.output(e)
+            return 0
+        """)
+    info, tm = typed(path)
+    (tf,) = tm.functions
+    ev = info.module.Ev
+    assert tf.kind == "uprobe" and tf.ctx_fields["ip"] == (128, u64, False)
+    assert list(tf.locals) == ["argc", "argv", "e"] and tf.locals["e"].ty is ev and tf.locals["e"].nullable
+    assert tf.type_of(nodes(tf, "seen.lookup(bpf.pid())")[0]) == T("mem", ev, nullable=True)
+    assert tf.type_of(nodes(tf, "e.arg")[0]) == T("mem", u64)
+    assert tm.events[id(info.module.out)] is ev
+
+
+def test_dump_types_prints_the_typed_program(tmp_path):
+    from pybpfc.codegen import describe_types
+
+    path = write(tmp_path, """
+        @bpf.xdp
+        def prog(ctx) -> int:
+            a = bpf.ktime_ns()
+            b = u16(a)
+            return XDP_PASS
+        """)
+    out = describe_types(path)
+    assert "prog (xdp, section xdp) -> i32" in out and "    a: u64\n    b: u16\n" in out
+
