@@ -5,7 +5,7 @@ import pytest
 
 from pybpfc.backends.userspace import jit_difftest as D
 
-SEEDS = range(0, 300)  # scripts/difftest.py does the long runs
+SEEDS = range(0, 200)  # scripts/difftest.py does the long runs
 SIZE = 12
 
 
@@ -61,7 +61,7 @@ def test_differential_interp_vs_jit_without_kernel():
 def test_differential_with_helpers_interp_vs_jit():
     """Helper calls (conformance helpers, callx, unwind from nested functions, memfrob on the
     memory block): interpreter vs JIT only, the kernel has no such helpers."""
-    _check(range(9000, 9150), None, helpers=True)
+    _check(range(9000, 9100), None, helpers=True)
 
 
 def test_differential_full_stack_with_bpf_loop():
@@ -71,10 +71,10 @@ def test_differential_full_stack_with_bpf_loop():
     "verifier bug" are still compared between interpreter and JIT."""
     stacks = D.Stacks(kernel=D.kernel_available() is None)
     try:
-        n, mism, kernel_bug = D.run_stack_seeds(range(60), stacks)
+        n, mism, kernel_bug = D.run_stack_seeds(range(40), stacks)
     finally:
         stacks.close()
-    assert n == 60 and len(kernel_bug) < n // 2
+    assert n == 40 and len(kernel_bug) < n // 2
     assert not mism, f"{len(mism)} mismatches; first:\n" + "\n\n".join(
         m.describe() for m in mism[:2])
 
@@ -128,3 +128,42 @@ def test_cmpxchg32_zero_extends_r0_on_interpreter_and_jit():
     mem = bytes(D.MEM)
     assert D.run_interp(body, mem).r0 == 0xFFFFFFFF
     assert D.run_jit_batch([body], [mem])[0].r0 == 0xFFFFFFFF
+
+
+# Found by scripts/difftest.py (seed 301844 of --size 30, reduced by hand): a 2-byte load from a
+# spilled constant through a register that holds fp + 62 (a constant reached through `and`)
+# must give the slot's top bytes (0xffff). Interpreter and JIT do; Linux 6.18's verifier
+# tracks a wrong value for it, decides the jge statically and runs the wrong branch.
+KERNEL_STACK_FILL = """
+mov %r9, %r1
+mov %r1, -1475614283
+stxdw [%r10-8], %r1
+mov %r7, 255
+mov %r6, %r7
+and %r6, 62
+add %r6, %r10
+ldxh %r1, [%r6-64]
+lsh %r1, 27
+lddw %r4, 0x7746907f
+jge %r4, %r1, big
+mov %r0, 1
+exit
+big:
+mov %r0, 2
+exit
+"""
+
+
+def test_partial_fill_of_spilled_constant(kernel):
+    from pybpfc.asm import assemble
+    body = b"".join(i.encode() for i in assemble(KERNEL_STACK_FILL))
+    mem = bytes(D.MEM)
+    assert D.run_interp(body, mem).r0 == 1
+    assert D.run_jit_batch([body], [mem])[0].r0 == 1
+    if kernel is None:
+        pytest.skip("kernel leg: " + str(D.kernel_available()))
+    r0 = kernel.run(body, mem).r0
+    if r0 == 2:
+        pytest.xfail("Linux verifier mis-tracks a partial fill through fp+const register "
+                     "and takes the wrong branch (reported, not hidden)")
+    assert r0 == 1
