@@ -81,7 +81,6 @@ int pba_scan_objects(int only_new);
 
 /* uprobe.c: per-thread shadow stack fix-up before unwinding (exceptions, cancellation) */
 void pba_uret_unwind_fixup(void);
-void pba_uprobe_after_fork(void);
 
 #ifdef __cplusplus
 }

@@ -217,8 +217,6 @@ void pba_uret_unwind_fixup(void)
     __atomic_store_n(&shadow_n, 0, __ATOMIC_RELEASE);
 }
 
-void pba_uprobe_after_fork(void) {}
-
 /* -- trampoline memory near the target ------------------------------------------------------ */
 struct chunk {
     uint8_t *base;

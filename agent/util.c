@@ -56,8 +56,6 @@ void pba_log_open(const char *path)
     }
 }
 
-void pba_log_close_after_fork(void) { (void)log_fd; }
-
 void pba_log(const char *fmt, ...)
 {
     if (log_fd < 0)
