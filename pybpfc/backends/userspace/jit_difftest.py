@@ -411,9 +411,11 @@ class Kernel:
         import ctypes
         sc, uapi = self.sc, self.uapi
         code = b"".join(self.wrapper()) + body
-        log = ctypes.create_string_buffer(1 << 20)
-        fd, _ = sc.prog_load(uapi.BPF_PROG_TYPE_XDP, code, name="diff", log_level=1,
-                             log_buf=log)
+        fd, _ = sc.prog_load(uapi.BPF_PROG_TYPE_XDP, code, name="diff")
+        if fd < 0:  # again with the verifier log (slow), for the message
+            log = ctypes.create_string_buffer(1 << 20)
+            fd, _ = sc.prog_load(uapi.BPF_PROG_TYPE_XDP, code, name="diff", log_level=1,
+                                 log_buf=log)
         if fd < 0:
             tail = log.value.decode(errors="replace").strip().splitlines()[-3:]
             return Outcome(None, None, f"kernel refused ({os.strerror(-fd)}): {' | '.join(tail)}")
