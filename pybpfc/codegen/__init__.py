@@ -4,9 +4,10 @@
 """
 from __future__ import annotations
 
+import marshal
 import os
 import re
-import tempfile
+import sys
 import threading
 
 from ..errors import CompileError, Diagnostic, Error
@@ -59,13 +60,21 @@ def compile_file(path: str, opt_level: int = 2, mcpu: str = "v3", emit: str = "o
         raise Error(f"unknown --mcpu {mcpu!r} (choose from {', '.join(MCPUS[:4])})")
     if not 0 <= int(opt_level) <= 3:
         raise Error(f"optimisation level must be 0..3, not {opt_level}")
-    text = lower_module(path, tracepoint_formats)
+    child = _CodegenChild.start() if _prefork_ok() else None
+    try:
+        text = lower_module(path, tracepoint_formats)
+    except BaseException:
+        if child is not None:
+            child.cancel()
+        raise
+    if child is not None:
+        return child.finish(text, path, int(opt_level), mcpu, emit)
     llvm = _llvm()
     with _lock:   # one LLVM context for the process: one compilation at a time
         return _llvm_compile(llvm, text, path, opt_level, mcpu, emit)
 
 
-def _llvm_compile(llvm, text: str, path: str, opt_level: int, mcpu: str, emit: str) -> bytes:
+def _llvm_compile(llvm, text: str, path: str, opt_level: int, mcpu: str, emit: str, guarded: bool = True) -> bytes:
     try:
         mod = llvm.parse_assembly(text)
         mod.verify()
@@ -79,27 +88,143 @@ def _llvm_compile(llvm, text: str, path: str, opt_level: int, mcpu: str, emit: s
         pb.getModulePassManager().run(mod, pb)
     if emit == "ir":
         return str(mod).encode()
+    if not guarded:
+        return _emit(tm, mod, emit)
     return _emit_guarded(tm, mod, emit, path)
 
 
+def _emit(tm, mod, emit: str) -> bytes:
+    return tm.emit_assembly(mod).encode() if emit == "asm" else tm.emit_object(mod)
+
+
 _LLVM_DIAG = re.compile(r"error: (?:(\S+?):(\d+):(\d+): )?(?:in function \S+ [^:]*: )?(.*)")
+_first_compile = True
+
+
+def _prefork_ok() -> bool:
+    """Whether to run this compilation's LLVM half in a child forked before the frontend runs.
+
+    Loading LLVM (libllvmlite, ~180 MB) is the largest start-up cost of a one-shot build; a child
+    forked now loads it while this process parses and lowers the program, so on two or more cores
+    the two overlap. The child also keeps the fork safety (LLVM exits the process on some
+    errors). Only for the process's first compilation: a process that compiles again loads LLVM
+    itself once and keeps it. Not with other threads running: the child runs Python code (the
+    llvmlite import), which a lock held by another thread at fork time could deadlock."""
+    global _first_compile
+    first, _first_compile = _first_compile, False
+    return (first and hasattr(os, "fork") and "llvmlite.binding" not in sys.modules
+            and threading.active_count() == 1)
+
+
+def _scratch():
+    """An anonymous file a forked child writes its results to (memfd: no tempfile import)."""
+    if hasattr(os, "memfd_create"):
+        return open(os.memfd_create("pybpfc-codegen"), "w+b")
+    import tempfile
+
+    return tempfile.TemporaryFile()
+
+
+class _CodegenChild:
+    """A forked child that loads LLVM at once, then reads one (IR text, options) request from a
+    pipe and writes the object (exit 0), an llvmlite error message (exit 2) or nothing (LLVM
+    exited: its message is on the child's stderr) to files the parent reads after waiting."""
+
+    def __init__(self, pid: int, req: int, out, err):
+        self.pid, self.req, self.out, self.err = pid, req, out, err
+
+    @classmethod
+    def start(cls) -> "_CodegenChild":
+        out, err = _scratch(), _scratch()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(w)
+            cls._child(r, out, err)  # never returns
+        os.close(r)
+        return cls(pid, w, out, err)
+
+    @staticmethod
+    def _child(req: int, out, err) -> None:
+        code = 3
+        try:
+            os.dup2(err.fileno(), 2)
+            llvm = _llvm()
+            chunks = []
+            while chunk := os.read(req, 1 << 16):
+                chunks.append(chunk)
+            if not chunks:
+                code = 0  # the frontend failed: nothing to do
+            else:
+                text, path, opt_level, mcpu, emit = marshal.loads(b"".join(chunks))
+                try:
+                    data = _llvm_compile(llvm, text, path, opt_level, mcpu, emit, guarded=False)
+                    code = 0
+                except Error as e:
+                    data, code = str(e).encode(), 2
+                out.write(data)
+                out.flush()
+        except BaseException as e:  # noqa: BLE001 - reported through the exit code and stderr
+            try:
+                os.write(2, f"{type(e).__name__}: {e}".encode(errors="replace"))
+            except BaseException:  # noqa: BLE001
+                pass
+        os._exit(code)
+
+    def _reap(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    def cancel(self) -> None:
+        import signal
+
+        os.close(self.req)
+        try:
+            os.kill(self.pid, signal.SIGKILL)  # no need to finish loading LLVM
+        except ProcessLookupError:
+            pass
+        self._reap()
+        self.out.close()
+        self.err.close()
+
+    def finish(self, text: str, path: str, opt_level: int, mcpu: str, emit: str) -> bytes:
+        try:
+            request = memoryview(marshal.dumps((text, path, opt_level, mcpu, emit)))
+            try:
+                while request:
+                    request = request[os.write(self.req, request):]
+            except BrokenPipeError:
+                pass  # the child is gone: its exit status and stderr say why
+            os.close(self.req)
+            self.req = -1
+            code = self._reap()
+        except BaseException:
+            if self.req >= 0:
+                self.cancel()
+            raise
+        with self.out, self.err:
+            self.out.seek(0)
+            self.err.seek(0)
+            data, msg = self.out.read(), self.err.read().decode(errors="replace").strip()
+        if code == 0:
+            return data
+        if code == 2:
+            raise Error(data.decode(errors="replace"))
+        _codegen_failed(msg, path)
 
 
 def _emit_guarded(tm, mod, emit: str, path: str) -> bytes:
     """Run LLVM's BPF code generation in a forked child: some of its errors (e.g. "BPF stack limit
     is exceeded") print to stderr and exit the process, which must not take the caller down."""
-    def run() -> bytes:
-        return tm.emit_assembly(mod).encode() if emit == "asm" else tm.emit_object(mod)
-
     if not hasattr(os, "fork"):
-        return run()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        return _emit(tm, mod, emit)
+    with _scratch() as out, _scratch() as err:
         pid = os.fork()
         if pid == 0:  # child: only LLVM work, then _exit without Python cleanup
             code = 0
             try:
                 os.dup2(err.fileno(), 2)
-                out.write(run())
+                out.write(_emit(tm, mod, emit))
                 out.flush()
             except BaseException:  # noqa: BLE001 - reported through the exit code
                 code = 3
@@ -110,6 +235,11 @@ def _emit_guarded(tm, mod, emit: str, path: str) -> bytes:
         data, msg = out.read(), err.read().decode(errors="replace").strip()
     if os.waitstatus_to_exitcode(status) == 0:
         return data
+    _codegen_failed(msg, path)
+
+
+def _codegen_failed(msg: str, path: str):
+    """Raise the error for an LLVM code generation child that failed with stderr `msg`."""
     m = _LLVM_DIAG.search(msg)
     if m and m.group(2):
         text = m.group(4).split(". For non-kernel uses")[0]
