@@ -845,6 +845,17 @@ struct pbs_map *pbs_map(struct pbs_store *s, uint32_t id)
     return __atomic_load_n(&m->state, __ATOMIC_ACQUIRE) == PBS_LIVE ? m : NULL;
 }
 
+/* type, key_size, value_size, max_entries, flags: wrappers check that what they size their
+ * buffers by is what the map copies in and out */
+void pbs_map_attrs(const struct pbs_map *m, uint32_t attrs[5])
+{
+    attrs[0] = m->type;
+    attrs[1] = m->key_size;
+    attrs[2] = m->value_size;
+    attrs[3] = m->max_entries;
+    attrs[4] = m->flags;
+}
+
 struct pbs_map *pbs_map_by_name(struct pbs_store *s, const char *name)
 {
     for (uint32_t id = 1; id <= PBS_MAX_MAPS; id++) {

@@ -101,7 +101,10 @@ static uint64_t interp(struct vm *vm, uint32_t pc, uint64_t *args, int depth)
     uint64_t budget = run->budget;
     const int base_depth = depth;
     struct frame frames[PBR_MAX_CALL_DEPTH];
-    uint64_t r[11];
+    /* 16, not 11: the register fields are 4 bits and unverified programs (pbr_vm_exec without
+     * pbr_verify) may name r11..r15; they get scratch slots instead of reading and writing
+     * past the array into this frame (the verifier refuses them) */
+    uint64_t r[16] = {0};
     uint64_t ins, fault_addr = 0;
     uint8_t *const stack_end = vm->stack_end;
     /* accessible stack: the current frame and every caller frame above it */

@@ -10,7 +10,15 @@ from . import build as _build
 
 
 def library(name: str) -> str:
-    """Path of lib<name>.so ("pybpfc_runtime" or "pybpfc_agent"), rebuilt if its sources changed."""
+    """Path of lib<name>.so ("pybpfc_runtime" or "pybpfc_agent"), rebuilt if its sources changed.
+    PYBPFC_NATIVE_DIR=<dir> uses <dir>/lib<name>.so as is instead (a separately built copy, e.g.
+    under AddressSanitizer), failing if it is not there."""
+    override = os.environ.get("PYBPFC_NATIVE_DIR")
+    if override:
+        path = _build.lib_path(name, override)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: not found (PYBPFC_NATIVE_DIR={override})")
+        return path
     path = _build.lib_path(name)
     has_sources = name in _build.targets()
     if not has_sources:

@@ -163,6 +163,8 @@ class UserspaceProgram(RawProgram):
     """A program in a store. Other processes wrap a program another loader stored with
     `UserspaceProgram(Store.open(path), prog_id, spec_or_namespace)` (spec: name and type)."""
 
+    _close_rank = 1  # Store.close(): before the maps, after ring buffer readers
+
     def __init__(self, store: Store, prog_id: int, spec, insns: bytes = b"", engine: str = "interpreter",
                  owner: bool = False):
         self.id, self.spec, self.name = prog_id, spec, spec.name
@@ -176,11 +178,19 @@ class UserspaceProgram(RawProgram):
         self._res = ffi().new("struct pbs_run_result *")
         self._regions = ffi().new("struct pbr_region[4]")
         self._closed = False
-        self._lock = threading.Lock()  # the context buffer and result are per program
+        # the context buffer and result are per program; close() waits for a running test_run
+        # (another thread) instead of unmapping under it
+        self._lock = threading.RLock()
+        store.adopt(self)
+
+    def _check_open(self):
+        if self._closed:
+            raise Error(f"{self._subject}: program is closed")
 
     def use_jit(self) -> bool:
         """Runs the JIT code the loader put in the store (mapped executable here) from now on;
         False if the program has none."""
+        self._check_open()
         if lib().pbs_prog_map_jit(self.store.handle, self.id) < 0:
             return False
         self.engine = "jit"
@@ -214,8 +224,7 @@ class UserspaceProgram(RawProgram):
 
     def _test_run(self, data, ctx, repeat, data_size_out) -> TestRunResult:
         F, L = ffi(), lib()
-        if self._closed:
-            raise Error(f"{self._subject}: program is closed")
+        self._check_open()
         t = self.spec.type
         data = bytes(data or b"")
         ctx_in = bytes(ctx) if ctx is not None else None
@@ -295,6 +304,7 @@ class UserspaceProgram(RawProgram):
 
     def run(self, ctx: int = 0, ctx_len: int = 0, cookie: int = 0) -> int:
         """Runs once on a context already in memory (no regions besides map values and stack)."""
+        self._check_open()
         res = ffi().new("struct pbs_run_result *")
         r0 = lib().pbs_prog_run(self.store.handle, self.id, ctx, ctx_len, ffi().NULL, 0, cookie, res)
         if res.status != PBR_OK:
@@ -303,15 +313,25 @@ class UserspaceProgram(RawProgram):
         return int(r0)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        L = lib()
-        if self._low is not None:
-            L.pbs_low_free(self._low, self._low_size)
-            self._low = None
-        if self._owner and self.store._h is not None:
-            L.pbs_prog_put(self.store.handle, self.id)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            L = lib()
+            if self._low is not None:
+                L.pbs_low_free(self._low, self._low_size)
+                self._low = None
+            if self._owner and self.store._h is not None:
+                L.pbs_prog_put(self.store.handle, self.id)
+
+    def __del__(self):
+        # the test_run buffer is private memory below 2 GiB (a scarce range): never leak it
+        try:
+            if self._low is not None:
+                lib().pbs_low_free(self._low, self._low_size)
+                self._low = None
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
     def __repr__(self):
         return f"<UserspaceProgram {self.name!r} id={self.id} {self.engine}>"
@@ -346,14 +366,13 @@ class UserspaceBackend(AttachMixin, Backend):
             attrs = ffi().new("uint32_t[5]")
             mid = L.pbs_map_get_pinned(self.store.handle, spec.name.encode(), attrs)
             if mid:
-                m = UserspaceMap(self.store, mid, spec)
                 have = tuple(attrs)
                 want = (t, ks, vs, n, fl)
                 if have != want:
-                    m.close()
+                    L.pbs_map_put(self.store.handle, mid)
                     raise LoadError(f"map '{spec.name}': pinned map in the store does not match the definition "
                                     f"(type, key, value, max_entries, flags: store {have}, object {want})")
-                return m
+                return UserspaceMap(self.store, mid, spec)
         mid = L.pbs_map_create(self.store.handle, spec.name.encode(), t, ks, vs, n, fl, spec.map_extra)
         if mid < 0:
             if mid == -_errno.ENOTSUP:

@@ -58,11 +58,21 @@ def normalize(spec, ncpus: int):
 
 
 class UserspaceMap(RawMap):
+    _close_rank = 2  # Store.close(): after the programs and readers using the map
+
     def __init__(self, store, map_id: int, spec, *, owner: bool = True):
         F, L = ffi(), lib()
         self.store, self.id, self.spec, self.name = store, map_id, spec, spec.name
         self._mp = L.pbs_map(store.handle, map_id)
         t, ks, vs, n, _ = normalize(spec, store.ncpus)
+        # the C side copies the stored map's sizes in and out of buffers sized from `spec`
+        if self._mp == F.NULL:
+            raise LoadError(f"map '{spec.name}': no map with id {map_id} in the store")
+        have = F.new("uint32_t[5]")
+        L.pbs_map_attrs(self._mp, have)
+        if (have[0], have[1], have[2]) != (t, ks, vs):
+            raise LoadError(f"map '{spec.name}': map {map_id} in the store has type {have[0]}, key size "
+                            f"{have[1]}, value size {have[2]}; the definition has {t}, {ks}, {vs}")
         self.type, self.key_size, self.max_entries = t, ks, n
         self.elem_size = vs
         self.value_size = (vs + 7) // 8 * 8 * store.ncpus if t in PERCPU_TYPES else vs
@@ -75,8 +85,10 @@ class UserspaceMap(RawMap):
 
         self._fast = fast.mod
         self._addr = int(F.cast("uintptr_t", self._mp))
+        self._fm = None
         if self._fast is not None:
             self._bind_fast()
+        store.adopt(self)
 
     def _bind_fast(self):
         """The hot element operations as C methods of a per-map fast object: one C call each,
@@ -84,6 +96,7 @@ class UserspaceMap(RawMap):
         which raise the proper errors; instance attributes shadow them until close()."""
         fm = self._fast.Map(self._addr, self.key_size, self.value_size, self, self._fail)
         self.lookup, self.update, self.delete = fm.lookup, fm.update, fm.delete
+        self._fm = fm
 
     @property
     def _m(self):
@@ -244,7 +257,12 @@ class UserspaceMap(RawMap):
         self._fast = None
         if "lookup" in self.__dict__:  # the fast closures: back to the checked methods
             del self.lookup, self.update, self.delete
-        if self._owner:
+        if self._fm is not None:
+            # callers may still hold fm.lookup & co: no map address and sizes no key or value
+            # has, so every call takes the checked methods ("map is closed"), never the store
+            self._fm.__init__(0, -1, -1, self, self._fail)
+            self._fm = None
+        if self._owner and self.store._h is not None:
             lib().pbs_map_put(self.store.handle, self.id)
 
     def __repr__(self):
@@ -266,6 +284,8 @@ class UserspaceRingBuffer(RawRingBuffer):
     eventfd for select/epoll: a helper thread waits on the futex and signals the eventfd
     whenever records were committed; poll() clears it."""
 
+    _close_rank = 0  # Store.close(): the reader thread stops before anything is unmapped
+
     def __init__(self, m: UserspaceMap, perf: bool):
         self.map, self._cpu = m, (-2 if perf else -1)
         self._size = 1 << 20
@@ -273,6 +293,8 @@ class UserspaceRingBuffer(RawRingBuffer):
         self._efd = None
         self._thread = None
         self._closed = False
+        m._m  # a closed map raises here
+        m.store.adopt(self)
 
     def fileno(self) -> int:
         if self._efd is None:

@@ -28,6 +28,7 @@ int pbs_map_create(struct pbs_store *s, const char *name, uint32_t type, uint32_
 struct pbs_map *pbs_map(struct pbs_store *s, uint32_t id);
 struct pbs_map *pbs_map_by_name(struct pbs_store *s, const char *name);
 int pbs_map_get_pinned(struct pbs_store *s, const char *name, uint32_t attrs[5]);
+void pbs_map_attrs(struct pbs_map *m, uint32_t attrs[5]);
 void pbs_map_pin(struct pbs_map *m);
 int pbs_map_get(struct pbs_store *s, uint32_t id);
 void pbs_map_put(struct pbs_store *s, uint32_t id);

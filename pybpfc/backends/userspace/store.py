@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import threading
+import weakref
 from typing import Optional
 
 from ...errors import Error, LoadError
@@ -27,6 +29,19 @@ class Store:
         self._h = handle
         self._path = path
         self.ncpus = lib().pbs_store_ncpus(handle)
+        # Maps, programs and ring buffers of this handle: they hold raw pointers into the
+        # mapping (C fast paths, reader threads, JIT code), so close() closes them first and
+        # their later use raises "closed" instead of touching unmapped memory.
+        self._users: "weakref.WeakSet" = weakref.WeakSet()
+        self._users_lock = threading.Lock()
+
+    def adopt(self, user) -> None:
+        """Registers an object with a `close()` (and a `_close_rank`: lower closes first)
+        that must be closed before the store is unmapped."""
+        if self._h is None:
+            raise Error("store is closed")
+        with self._users_lock:
+            self._users.add(user)
 
     @classmethod
     def create(cls, path: Optional[str] = None, size: int = 0) -> "Store":
@@ -98,9 +113,18 @@ class Store:
         return b"".join(out)
 
     def close(self) -> None:
-        if self._h is not None:
-            lib().pbs_close(self._h)
-            self._h = None
+        if self._h is None:
+            return
+        with self._users_lock:
+            users = sorted(self._users, key=lambda u: getattr(u, "_close_rank", 9))
+            self._users = weakref.WeakSet()
+        for u in users:  # while the mapping is still there: they may drop references in it
+            try:
+                u.close()
+            except Exception:  # noqa: BLE001 - closing the store must not stop half way
+                pass
+        h, self._h = self._h, None
+        lib().pbs_close(h)
 
     def __del__(self):
         try:
