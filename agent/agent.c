@@ -178,10 +178,12 @@ static int prepare_run(struct alink *l, struct pbs_link *rec, char *err, size_t 
         snprintf(err, errlen, "program %u is not in the store", rec->prog_id);
         return -1;
     }
-    if (pbs_prog_map_jit && pbs_prog_map_jit(S, rec->prog_id) == 0)
-        l->jit = S->jit_fn[rec->prog_id - 1];
-    else
-        l->jit = 0; /* no JIT code: the interpreter runs it */
+    /* map the code once per program: mapping again would unmap what other links (and threads
+     * inside them) use */
+    uint32_t i = rec->prog_id - 1;
+    if (pbs_prog_map_jit && p->jit_off && (!S->jit_fn[i] || S->jit_serial[i] != p->serial))
+        pbs_prog_map_jit(S, rec->prog_id);
+    l->jit = p->jit_off && S->jit_serial[i] == p->serial ? S->jit_fn[i] : 0; /* 0: the interpreter */
     if (!l->jit && !pbr_vm_exec) {
         snprintf(err, errlen, "program %u has no JIT code and no interpreter is linked", rec->prog_id);
         return -1;

@@ -347,3 +347,18 @@ def test_raw_sys_enter_and_sys_exit(bpf_objs, target, tmp_path):
     # descriptors out of the way); nothing else after start-up
     assert seen == [3, 3, 3, 3]
     coll.close()
+
+
+def test_threads_exact_count(bpf_objs, target):
+    # 4 threads x 100 iterations x 100 calls of work(), uprobe + uretprobe installed before
+    # main(): every call is counted once, in the shared map too
+    be = UserspaceBackend()
+    coll = pybpfc.load(bpf_objs["malloc_count"], backend=be)
+    up = coll.programs.count_malloc.attach_uprobe(target, "work")
+    ret = coll.programs.count_malloc.attach_uretprobe(target, "work")
+    p = be.spawn([target, "spin", "100", "4"], stdout=subprocess.PIPE)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 0 and out == b"ok\n"
+    assert up.hits == ret.hits == 40000
+    assert dict(coll.maps.calls.items()) == {p.pid: 80000}
+    coll.close()
