@@ -362,3 +362,27 @@ def test_threads_exact_count(bpf_objs, target):
     assert up.hits == ret.hits == 40000
     assert dict(coll.maps.calls.items()) == {p.pid: 80000}
     coll.close()
+
+
+@pytest.mark.parametrize("tool", ["cat", "python"])
+def test_opens_sud_mode(bpf_objs, tool):
+    # the fallback that needs nothing (no page 0): every syscall through the SIGSYS handler
+    tmp_path = Path(tempfile.mkdtemp(prefix="pa"))
+    files = []
+    for i in range(3):
+        f = tmp_path / f"s{i}"
+        f.write_text("y")
+        files.append(str(f))
+    argv = ["cat", *files] if tool == "cat" else \
+        [sys.executable, "-c", f"import threading\nfor f in {files!r}: threading.Thread(target=lambda f=f: open(f).close()).start()"]
+    be = UserspaceBackend()
+    coll = pybpfc.load(bpf_objs["opens"], backend=be)
+    coll.programs.on_openat.attach()
+    env = dict(os.environ, PYBPFC_AGENT_SYSCALL="sud")
+    p, names = _run_collecting_opens(coll, lambda: be.spawn(argv, env=env, stdout=subprocess.PIPE), str(tmp_path))
+    assert sorted(names) == files
+    assert "syscall interception: sud" in be.agent_log.text()
+    if tool == "cat":
+        assert p.stdout.read() == b"yyy"
+    coll.close()
+    shutil.rmtree(tmp_path)
