@@ -10,6 +10,7 @@ import gc
 import inspect
 import struct as _struct
 import time
+import weakref
 from types import SimpleNamespace
 from typing import Callable, Iterator, Optional
 
@@ -25,25 +26,34 @@ ARRAY_TYPES = {U.BPF_MAP_TYPE_ARRAY, U.BPF_MAP_TYPE_PERCPU_ARRAY, U.BPF_MAP_TYPE
                U.BPF_MAP_TYPE_PERF_EVENT_ARRAY}
 
 
+_INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
 class _Codec:
-    """Encodes/decodes one side (key or value) of a map: a pybpfc type, or raw bytes."""
+    """Encodes/decodes one side (key or value) of a map: a pybpfc type, or raw bytes.
+
+    `int_width`/`int_signed` describe a plain integer side (0: not one) so a backend's C fast
+    path can pack and unpack it itself; `encode`/`decode` are chosen once, per kind."""
 
     def __init__(self, t, size: int, what: str):
         self.t, self.size, self.what = t, size, what
+        self.int_width, self.int_signed, self.code = 0, False, None
         if t is not None and isinstance(t, type) and issubclass(t, IntType) and not issubclass(t, bool_):
             # Integers are most keys and values: a precompiled struct skips the generic path.
+            self.int_width, self.int_signed, self.code = t._size, bool(t._signed), t._fmt[1:]
             s = _struct.Struct(t._fmt)
-            self._ipack, self._iunpack = s.pack, s.unpack_from
-            self.encode, self.decode = self._encode_int, self._decode_int
+            self._ipack, self.encode = s.pack, self._encode_int
+            self.decode = lambda b, _u=s.unpack_from: _u(b)[0]
+        elif t is None and size in _INT_CODES:
+            # untyped 1/2/4/8-byte sides read as unsigned ints and take ints or bytes
+            self.int_width, self.code = size, _INT_CODES[size]
+            self.decode = lambda b, _u=_struct.Struct("<" + self.code).unpack_from: _u(b)[0]
 
     def _encode_int(self, v) -> bytes:
         try:
             return self._ipack(v)
         except (_struct.error, TypeError):
             return self._encode_generic(v)
-
-    def _decode_int(self, b: bytes):
-        return self._iunpack(b)[0]
 
     def encode(self, v) -> bytes:
         return self._encode_generic(v)
@@ -66,10 +76,59 @@ class _Codec:
 
     def decode(self, b: bytes):
         if self.t is None:
-            if self.size in (1, 2, 4, 8):
-                return int.from_bytes(b[: self.size], "little")
             return bytes(b)
         return self.t._unpack(b)
+
+
+def _value_codecs(name: str, codec: _Codec, percpu: bool, ncpu: int, stride: int):
+    """(encode, decode) of a map's whole value: per-CPU maps take/give one entry per CPU,
+    maps and programs (prog arrays, maps of maps) store the backend's handle. Closures, not
+    Map methods, so a C fast path can hold them without a reference cycle to the Map."""
+    enc1, dec1, size = codec.encode, codec.decode, codec.size
+
+    def handle(v) -> bytes:
+        fd_bytes = getattr(v.raw, "fd_bytes", None)
+        if fd_bytes is None:
+            raise NotSupportedError(f"map '{name}': this backend cannot store '{v.name}' in a map")
+        return fd_bytes()
+
+    if not percpu:
+        def encode(v) -> bytes:
+            if isinstance(v, (Map, Program)):
+                return handle(v)
+            return enc1(v)
+
+        return encode, dec1
+
+    row = None
+    if codec.code is not None:
+        # all CPUs' values in one (un)pack: each is `size` bytes padded to the 8-byte stride
+        pad = f"{stride - size}x" if stride > size else ""
+        row = _struct.Struct("<" + (codec.code + pad) * ncpu)
+
+    def encode(v) -> bytes:
+        if isinstance(v, (Map, Program)):
+            return handle(v)
+        vals = list(v) if isinstance(v, (list, tuple)) else [v] * ncpu
+        if len(vals) != ncpu:
+            raise Error(f"map '{name}': per-CPU value needs {ncpu} entries, got {len(vals)}")
+        if row is not None:
+            try:
+                return row.pack(*vals)
+            except (_struct.error, TypeError):
+                pass  # not plain ints in range: the element codec wraps or reports them
+        return b"".join(enc1(x).ljust(stride, b"\0") for x in vals)
+
+    if row is not None:
+        unpack = row.unpack_from
+
+        def decode(b):
+            return list(unpack(b))
+    else:
+        def decode(b):
+            return [dec1(b[i * stride: i * stride + size]) for i in range(ncpu)]
+
+    return encode, decode
 
 
 class Map:
@@ -78,6 +137,11 @@ class Map:
     m[k], m[k] = v, del m[k], k in m, len(m), iter(m), m.items(), m.values(), m.clear(),
     m.get(k, default); per-CPU maps give a list (one value per CPU) for each key, and
     `m.sum(k)` adds them up. Queue/stack maps have push/pop/peek.
+
+    When the backend offers `container_ops` (its C fast path), m[k], m[k] = v, del m[k],
+    k in m and m.get are that object's C methods, installed on a per-map subclass: one C
+    call per operation, integers packed in C, other kinds through the codecs below; the
+    Python methods of this class remain the reference behaviour and the fallback.
     """
 
     def __init__(self, raw: RawMap, spec, backend: Backend):
@@ -88,27 +152,32 @@ class Map:
         self._stride = (spec.value_size + 7) // 8 * 8
         self.key = _Codec(spec.key_type, spec.key_size, f"map '{self.name}': key")
         self.value = _Codec(spec.value_type, spec.value_size, f"map '{self.name}': value")
+        self._enc_value, self._dec_value = _value_codecs(self.name, self.value, self.percpu,
+                                                         self._ncpu, self._stride)
+        self._bind_fast()
 
-    # -- encoding
-    def _enc_value(self, v) -> bytes:
-        if isinstance(v, (Map, Program)):
-            # prog arrays and maps of maps hold objects: store the backend's handle
-            fd_bytes = getattr(v.raw, "fd_bytes", None)
-            if fd_bytes is None:
-                raise NotSupportedError(f"map '{self.name}': this backend cannot store '{v.name}' in a map")
-            return fd_bytes()
-        if not self.percpu:
-            return self.value.encode(v)
-        vals = list(v) if isinstance(v, (list, tuple)) else [v] * self._ncpu
-        if len(vals) != self._ncpu:
-            raise Error(f"map '{self.name}': per-CPU value needs {self._ncpu} entries, got {len(vals)}")
-        return b"".join(self.value.encode(x).ljust(self._stride, b"\0") for x in vals)
+    def _bind_fast(self):
+        make = getattr(self.raw, "container_ops", None)
+        if make is None or self.spec.type in KEYLESS_TYPES:
+            return
+        me = weakref.ref(self)  # the ops live on our class: no strong cycle back to us
 
-    def _dec_value(self, b: bytes):
-        if not self.percpu:
-            return self.value.decode(b)
-        return [self.value.decode(b[i * self._stride : i * self._stride + self.spec.value_size])
-                for i in range(self._ncpu)]
+        def slow(fn):
+            return lambda *a: fn(me(), *a)
+
+        k, v = self.key, self.value
+        vint = 0 if self.percpu else v.int_width
+        ops = make(k.int_width, k.int_signed, vint, v.int_signed, k.encode, self._enc_value, self._dec_value,
+                   (slow(Map.__getitem__), slow(Map.get), slow(Map.__setitem__), slow(Map.__delitem__),
+                    slow(Map.__contains__)))
+        if ops is None:
+            return
+        # Special methods are looked up on the type, so a per-map subclass carries them; a
+        # builtin method is not a descriptor, so it is called with the key alone.
+        self.__class__ = type("Map", (Map,), {
+            "__module__": Map.__module__, "__qualname__": "Map", "_ops": ops,
+            "__getitem__": ops.getitem, "__setitem__": ops.setitem, "__delitem__": ops.delitem,
+            "__contains__": ops.contains, "get": ops.get})
 
     # -- container protocol
     def __getitem__(self, k):
@@ -157,8 +226,17 @@ class Map:
 
     def items(self) -> Iterator:
         self._keyed("items")
+        kd, vd = self.key.decode, self._dec_value
+        fast = getattr(self.raw, "items_decoded", None)
+        if fast is not None:
+            # the backend decodes every entry in one call (ints natively, the rest by our codecs)
+            k, v = self.key, self.value
+            got = fast(k.int_width, k.int_signed, 0 if self.percpu else v.int_width, v.int_signed, kd, vd)
+            if got is not None:
+                yield from got
+                return
         for k, v in self.raw.lookup_batch():
-            yield self.key.decode(k), self._dec_value(v)
+            yield kd(k), vd(v)
 
     def values(self) -> Iterator:
         for _, v in self.items():

@@ -7,6 +7,7 @@ import errno as _errno
 import mmap
 import os
 import threading
+import weakref
 from ctypes import addressof
 from typing import Iterator, Optional
 
@@ -93,6 +94,7 @@ class KernelMap(RawMap):
         self._batch_ok: Optional[bool] = None
         self.mmapable = False  # set by create_map when the map has BPF_F_MMAPABLE
         self._mem = self._mm = None
+        self._ops: list = []  # container_ops objects, invalidated by close()
 
     # -- helpers
     def _check_key(self, key: bytes) -> None:
@@ -108,6 +110,31 @@ class KernelMap(RawMap):
             return NotSupportedError(f"{self._subject}: {what} is not supported for "
                                      f"{MAP_TYPE_NAMES.get(self.type, self.type)} maps by this kernel")
         return sc.make_error(-r, cmd, self._subject, what=what)
+
+    def container_ops(self, kint, ksigned, vint, vsigned, kenc, venc, vdec, slow):
+        """The C container operations of pybpfc.collection.Map (see _kfast.c Ops), or None
+        without the fast path. Invalidated by close(): later calls take `slow`."""
+        if _fast is None or self.fd < 0 or not hasattr(_fast, "Ops"):
+            return None
+        # an integer side whose declared width is not the map's (e.g. a data section) goes
+        # through the codec callables
+        kint = kint if kint == self.key_size else 0
+        vint = vint if vint == self.value_size else 0
+        me, cmds = weakref.ref(self), {"lookup": U.BPF_MAP_LOOKUP_ELEM, "update": U.BPF_MAP_UPDATE_ELEM,
+                                       "delete": U.BPF_MAP_DELETE_ELEM}
+
+        subject = self._subject
+
+        def fail(r, what):
+            m = me()
+            if m is None:
+                return sc.make_error(-r, cmds[what], subject, what=what)
+            return m._err(r, cmds[what], what)
+
+        ops = _fast.Ops(self.fd, self.key_size, self.value_size, kint, ksigned, vint, vsigned,
+                        kenc, venc, vdec, fail, slow)
+        self._ops.append(ops)
+        return ops
 
     # -- RawMap
     def lookup(self, key: bytes, flags: int = 0) -> Optional[bytes]:
@@ -361,6 +388,9 @@ class KernelMap(RawMap):
             except (BufferError, ValueError):
                 pass  # a caller still holds a view: the mapping goes with the last reference
             self._mem = self._mm = None
+        for ops in self._ops:
+            ops.invalidate()
+        self._ops = []
         if self.fd >= 0:
             sc.close_fd(self.fd)
             self.fd = -1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import weakref
 from typing import Iterator, Optional
 
 from ... import uapi as U
@@ -26,6 +27,11 @@ SUPPORTED_TYPES = {
 MAP_TYPE_NAMES = {v: k[len("BPF_MAP_TYPE_"):].lower() for k, v in vars(U).items()
                   if k.startswith("BPF_MAP_TYPE_") and isinstance(v, int)}
 PAGE = 4096
+# types whose entries the store's batch lookup walks
+BATCH_TYPES = {U.BPF_MAP_TYPE_HASH, U.BPF_MAP_TYPE_PERCPU_HASH, U.BPF_MAP_TYPE_LRU_HASH,
+               U.BPF_MAP_TYPE_LRU_PERCPU_HASH, U.BPF_MAP_TYPE_ARRAY, U.BPF_MAP_TYPE_PERCPU_ARRAY,
+               U.BPF_MAP_TYPE_PROG_ARRAY, U.BPF_MAP_TYPE_LPM_TRIE,
+               U.BPF_MAP_TYPE_ARRAY_OF_MAPS, U.BPF_MAP_TYPE_HASH_OF_MAPS}
 
 
 def normalize(spec, ncpus: int):
@@ -81,6 +87,7 @@ class UserspaceMap(RawMap):
         self._kbuf = F.new("char[]", max(self.key_size, 1))
         self._owner = owner
         self._closed = False
+        self._ops: list = []  # container_ops objects, invalidated by close()
         from . import fast
 
         self._fast = fast.mod
@@ -97,6 +104,28 @@ class UserspaceMap(RawMap):
         fm = self._fast.Map(self._addr, self.key_size, self.value_size, self, self._fail)
         self.lookup, self.update, self.delete = fm.lookup, fm.update, fm.delete
         self._fm = fm
+
+    def container_ops(self, kint, ksigned, vint, vsigned, kenc, venc, vdec, slow):
+        """The C container operations of pybpfc.collection.Map (see _usfast.c Ops), or None
+        without the fast path. Invalidated by close(): later calls take `slow`."""
+        if self._fast is None or self._closed:
+            return None
+        # an integer side whose declared width is not the map's (e.g. a data section) goes
+        # through the codec callables
+        kint = kint if kint == self.key_size else 0
+        vint = vint if vint == self.value_size else 0
+        me = weakref.ref(self)
+
+        subject = self._subject
+
+        def fail(r, what):
+            m = me()
+            return m._fail(r, what) if m is not None else Error(f"{subject}: {what} failed ({r})")
+
+        ops = self._fast.Ops(self._addr, self.key_size, self.value_size, kint, ksigned, vint, vsigned,
+                             kenc, venc, vdec, fail, slow)
+        self._ops.append(ops)
+        return ops
 
     @property
     def _m(self):
@@ -172,11 +201,21 @@ class UserspaceMap(RawMap):
             raise self._fail(r, "next key")
         return F.buffer(self._kbuf, self.key_size)[:]
 
+    def items_decoded(self, kint, ksigned, vint, vsigned, kdec, vdec) -> Optional[list]:
+        """Every entry decoded in C (ints there, other kinds by kdec/vdec), or None when this
+        map type or a missing fast path leaves it to lookup_batch()."""
+        if self._fast is None or self.type not in BATCH_TYPES or not self._m:
+            return None
+        kint = kint if kint == self.key_size else 0
+        vint = vint if vint == self.value_size else 0
+        r = self._fast.items_decoded(self._addr, self.key_size, self.value_size, kint, ksigned, vint, vsigned,
+                                     kdec, vdec)
+        if type(r) is int:
+            raise self._fail(r, "lookup batch")
+        return r
+
     def lookup_batch(self, batch_size: int = 1024) -> Iterator[tuple[bytes, bytes]]:
-        if self.type not in (U.BPF_MAP_TYPE_HASH, U.BPF_MAP_TYPE_PERCPU_HASH, U.BPF_MAP_TYPE_LRU_HASH,
-                             U.BPF_MAP_TYPE_LRU_PERCPU_HASH, U.BPF_MAP_TYPE_ARRAY, U.BPF_MAP_TYPE_PERCPU_ARRAY,
-                             U.BPF_MAP_TYPE_PROG_ARRAY, U.BPF_MAP_TYPE_LPM_TRIE,
-                             U.BPF_MAP_TYPE_ARRAY_OF_MAPS, U.BPF_MAP_TYPE_HASH_OF_MAPS):
+        if self.type not in BATCH_TYPES:
             yield from super().lookup_batch(batch_size)
             return
         if self._fast is not None and self._m:
@@ -255,6 +294,9 @@ class UserspaceMap(RawMap):
             return
         self._closed = True
         self._fast = None
+        for ops in self._ops:
+            ops.invalidate()
+        self._ops = []
         if "lookup" in self.__dict__:  # the fast closures: back to the checked methods
             del self.lookup, self.update, self.delete
         if self._fm is not None:
