@@ -325,7 +325,13 @@ static int activate(uint32_t id, struct alink *l, struct pbs_link *rec)
         if (h < 0)
             goto refused;
         l->h[l->nh++] = h;
-        if (pba_sys_mode_id() == 2 && !keep_sud)
+        if (!pba_sys_sud_threads() && !scanned) {
+            /* no SUD in this process: rewrite now, before the link counts as installed */
+            scanned = 1;
+            int n = pba_scan_objects(0);
+            pba_sys_release();
+            pba_log("rewrote %d syscall instructions ahead", n);
+        } else if (pba_sys_mode_id() == 2 && !keep_sud)
             scan_wanted = 1;
         pba_log("link %u: %s%s (%s)", id, rec->kind == PBS_LINK_RAW_TRACEPOINT ? "raw_tracepoint " : "",
                 tp, pba_sys_mode());
@@ -390,6 +396,17 @@ static int try_open_store(void)
     }
     pba_log("store %s mapped", store_path);
     return 1;
+}
+
+static int store_has_syscall_links(void)
+{
+    for (uint32_t id = 1; id <= PBS_MAX_LINKS; id++) {
+        struct pbs_link *rec = pbs_link(S, id);
+        if (rec && rec->enabled && (rec->pid == -1 || rec->pid == my_pid) &&
+            (rec->kind == PBS_LINK_TRACEPOINT || rec->kind == PBS_LINK_RAW_TRACEPOINT))
+            return 1;
+    }
+    return 0;
 }
 
 static void sleep_ms(int ms)
@@ -595,12 +612,15 @@ __attribute__((constructor)) static void pba_init(void)
         snprintf(store_path, sizeof store_path, "%s", store);
     if (!follow)
         strip_env();
-    pba_sys_init(store_path[0] != 0);
+    int have_store = store_path[0] && pbs_open && try_open_store();
+    /* SUD in every thread from the start only when syscall hooks are already there (or asked
+     * for): it costs every syscall ~40 ns in the kernel's entry path */
+    pba_sys_init(store_path[0] != 0, keep_sud || (have_store && store_has_syscall_links()));
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
     if (store_path[0]) {
         if (!pbs_open)
             pba_log("this agent was built without the store: nothing to run");
-        else if (try_open_store()) {
+        else if (have_store) {
             seen_gen = __atomic_load_n(&S->hdr->links_generation, __ATOMIC_ACQUIRE);
             rescan(0); /* links that exist already are in place before main() */
         } else {

@@ -71,7 +71,10 @@ void pba_maps_unlock(void);
 void pba_self_text(uint64_t *start, uint64_t *len);
 
 /* syscall.c */
-int pba_sys_init(int want_zpoline); /* SIGSYS handler, SUD here, page 0 if wanted */
+/* SIGSYS handler; with sud_now, SUD in every thread (+ page 0 if wanted); else idle until a
+ * syscall hook, which then gets zpoline on the instructions scan.c rewrites */
+int pba_sys_init(int want_zpoline, int sud_now);
+int pba_sys_sud_threads(void);
 void pba_sys_thread_start(void); /* enables SUD in the calling thread */
 void pba_sys_after_fork(void);
 int pba_sys_mode_id(void);          /* 0 off, 1 sud, 2 zpoline */

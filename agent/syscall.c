@@ -412,7 +412,9 @@ struct ksigaction {
     uint64_t mask;
 };
 
-int pba_sys_init(int want_zpoline)
+static int sud_threads; /* threads run with SUD (else: only rewritten instructions are seen) */
+
+int pba_sys_init(int want_zpoline, int sud_now)
 {
     uint64_t start, len;
     pba_self_text(&start, &len);
@@ -429,12 +431,21 @@ int pba_sys_init(int want_zpoline)
     }
     mode = 1;
     pba_sud_on = 1;
+    update_slow();
     const char *m = getenv("PYBPFC_AGENT_SYSCALL");
     if (m && !strcmp(m, "zpoline"))
-        want_zpoline = 1;
+        want_zpoline = sud_now = 1;
     if (m && !strcmp(m, "sud"))
-        want_zpoline = 0;
-    update_slow();
+        want_zpoline = 0, sud_now = 1;
+    if (!sud_now) {
+        /* no syscall hook yet: syscalls cost nothing extra. A hook that arrives later gets
+         * zpoline with every verifiable instruction rewritten ahead (pba_sys_add + scan.c). */
+        pba_raw_syscall(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, 0 /* OFF */, 0, 0, 0, 0);
+        pba_sud_on = 0;
+        pba_log("syscall interception: idle until a syscall hook arrives");
+        return 0;
+    }
+    sud_threads = 1;
     if (want_zpoline && setup_zpoline() == 0) {
         /* every syscall instruction traps once, from the start, and is rewritten: so the ones
          * that would block SIGSYS are seen (and filtered) before they can */
@@ -445,9 +456,11 @@ int pba_sys_init(int want_zpoline)
     return 0;
 }
 
+int pba_sys_sud_threads(void) { return sud_threads; }
+
 void pba_sys_thread_start(void)
 {
-    if (!mode)
+    if (!mode || !sud_threads)
         return;
     uint64_t start, len;
     pba_self_text(&start, &len);
@@ -508,6 +521,16 @@ int pba_sys_add(int nr, int kind, pba_fn fn, void *data, char *err, size_t errle
         if (err)
             snprintf(err, errlen, "syscall interception unavailable (no Syscall User Dispatch)");
         return -1;
+    }
+    if (!sud_threads && mode != 2) {
+        if (setup_zpoline()) {
+            if (err)
+                snprintf(err, errlen, "a syscall hook attached after the target started needs page 0 "
+                         "(zpoline: vm.mmap_min_addr=0 or CAP_SYS_RAWIO); attach before starting it");
+            return -1;
+        }
+        mode = 2;
+        pba_log("syscall interception: zpoline (rewritten instructions only)");
     }
     int saved = pba_in_agent;
     pba_in_agent = 1;

@@ -386,3 +386,32 @@ def test_opens_sud_mode(bpf_objs, tool):
         assert p.stdout.read() == b"yyy"
     coll.close()
     shutil.rmtree(tmp_path)
+
+
+def test_syscall_hook_attached_after_start(bpf_objs, target):
+    # no syscall hook at start: the target runs without SUD; the late hook gets zpoline on
+    # every instruction the agent rewrites ahead (libc's openat included)
+    tmp_path = Path(tempfile.mkdtemp(prefix="pa"))
+    files = []
+    for i in range(3):
+        f = tmp_path / f"l{i}"
+        f.write_text("z")
+        files.append(str(f))
+    be = UserspaceBackend()
+    coll = pybpfc.load(bpf_objs["opens"], backend=be)
+    p = be.spawn([target, "wait", "0", *files], stdin=subprocess.PIPE)
+    try:
+        wait_log(be, "idle until a syscall hook arrives")
+        coll.programs.on_openat.attach()
+        wait_log(be, "syscall instructions ahead")
+        assert "zpoline (rewritten instructions only)" in be.agent_log.text()
+        p.stdin.write(b"go\n")
+        p.stdin.close()
+        assert p.wait(30) == 0
+        rb = coll.ringbuf("events")
+        names = [n for pid, n in map(_decode_open, rb.poll(0.2)) if pid == p.pid]
+        assert names == files
+    finally:
+        p.kill()
+        shutil.rmtree(tmp_path)
+    coll.close()
