@@ -16,8 +16,9 @@ from typing import Any
 from .. import uapi as U
 from ..frontend import helpers as H
 from ..frontend.module import GlobalVar
-from ..frontend.typer import (ARG_REGS, BUILTIN_OK, PERF_EVENT, PT_REGS, SK_BUFF, XDP_MD,  # noqa: F401
-                              TypedFunction)
+from ..frontend.typer import (_PYCMP, _PYOPS, ARG_REGS, BUILTIN_OK, EXPR_HINTS, EXPR_NAMES,  # noqa: F401
+                              MAP_METHODS, OP_SYMBOLS, PERF_EVENT, PT_REGS, SK_BUFF, STMT_HINTS, STMT_NAMES,
+                              XDP_MD, TypedFunction, describe)
 from ..frontend.typing import binop_type, bits, common, compare_type, fits, is_int, literal_type, signed
 from ..lang.bpf import ProgDecl, _Bpf
 from ..lang.maps import Map
@@ -83,23 +84,6 @@ def is_array(t) -> bool:
 
 def tname(t) -> str:
     return getattr(t, "__name__", str(t))
-
-
-def describe(v: V) -> str:
-    if v.kind == "py":
-        o = v.val
-        if isinstance(o, _Bpf):
-            return "the bpf namespace"
-        if isinstance(o, type):
-            return f"the type {tname(o)}"
-        if isinstance(o, pytypes.ModuleType):
-            return f"module '{o.__name__}'"
-        return f"function '{getattr(o, '__name__', o)}'"
-    if v.kind == "method" and isinstance(v.val, tuple):
-        return f"method '{v.val[1]}'"
-    return {"int": f"{tname(v.ty)} value", "lit": "integer literal", "mem": f"{tname(v.ty)}",
-            "none": "None", "map": "map", "ctx": "program context", "bytes": "bytes literal",
-            "str": "string", "void": "nothing (None)", "method": "method"}.get(v.kind, "Python object")
 
 
 class ProgramCtx:
@@ -1891,41 +1875,6 @@ class FunctionLowering:
 
 
 _MISSING = object()
-OP_SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**",
-              ast.LShift: "<<", ast.RShift: ">>", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^",
-              ast.Div: "/", ast.MatMult: "@"}
-_PYOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-          ast.FloorDiv: lambda a, b: a // b, ast.Mod: lambda a, b: a % b, ast.Pow: lambda a, b: a ** b,
-          ast.LShift: lambda a, b: a << b, ast.RShift: lambda a, b: a >> b, ast.BitAnd: lambda a, b: a & b,
-          ast.BitOr: lambda a, b: a | b, ast.BitXor: lambda a, b: a ^ b}
-_PYCMP = {ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b, ast.Lt: lambda a, b: a < b,
-          ast.LtE: lambda a, b: a <= b, ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b}
-EXPR_NAMES = {"List": "a list", "Dict": "a dict", "Set": "a set", "ListComp": "a list comprehension",
-              "DictComp": "a dict comprehension", "SetComp": "a set comprehension",
-              "GeneratorExp": "a generator expression", "Lambda": "lambda", "Await": "await",
-              "Yield": "yield", "YieldFrom": "yield from", "Starred": "*unpacking", "JoinedStr": "an f-string",
-              "Tuple": "a tuple", "NamedExpr": "':=' (assignment expression)", "Slice": "slicing"}
-EXPR_HINTS = {"List": "use Array[T, N] in a Struct or a map", "Dict": "use a HashMap declared at module level",
-              "Lambda": "define a function at module level", "JoinedStr": "f-strings work only inside print()",
-              "Tuple": "tuples are only allowed in tuple assignment (a, b = x, y)",
-              "ListComp": "use a for loop over range(...)"}
-STMT_NAMES = {"FunctionDef": "nested function definitions", "AsyncFunctionDef": "async functions",
-              "ClassDef": "class definitions inside functions", "Import": "imports inside functions",
-              "ImportFrom": "imports inside functions", "Try": "try/except statements", "TryStar": "try/except*",
-              "Raise": "raise statements", "With": "with statements", "Match": "match statements",
-              "AsyncFor": "async for loops", "AsyncWith": "async with statements"}
-STMT_HINTS = {"Try": "BPF has no exceptions; check values with if", "Raise": "return an error code instead",
-              "With": "with is not available in BPF programs", "FunctionDef": "define functions at module level",
-              "ClassDef": "define Structs at module level", "Import": "import at module level",
-              "ImportFrom": "import at module level", "Delete": None}
-MAP_METHODS = {"hash": "hash/array maps: get, lookup, update, delete, m[k], m[k] = v, m[k] += n, del m[k]",
-               "array": "array maps: get, lookup, update, m[k], m[k] = v, m[k] += n",
-               "ringbuf": "RingBuf: reserve, submit, discard, output",
-               "perf": "PerfEventArray: output", "progarray": "ProgArray: tail_call",
-               "stack_trace": "StackTraceMap: get_stackid", "queue": "Queue/Stack: push, pop, peek",
-               "bloom": "BloomFilter: push, contains"}
-
-
 def s_Delete(self, s):
     for t in s.targets:
         if not isinstance(t, ast.Subscript):

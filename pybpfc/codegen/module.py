@@ -31,7 +31,7 @@ class ModuleLowering:
         self.current = ""
         self.llnames: dict = {}        # FunctionDef node -> the function's symbol, for functions lowered
         # the typing pass runs first; lowering reads locals' types and context layouts from it
-        self.typed_module = type_module(info, tracepoint_formats)
+        self.typed_module = type_module(info, tracepoint_formats, diags)
         for name, m in info.maps.items():
             self.map_ref(m, name, None, info.path, line=info.map_lines.get(name, 1))
 
@@ -368,6 +368,8 @@ class ModuleLowering:
         self.lower_function(fl, params_di, ret_di, header, entry)
 
     def run(self):
+        if self.diags.items:
+            return   # the typing pass reported errors: there is no typed program to lower
         info = self.info
         for p in info.programs:
             self.names.add(p.name)

@@ -23,13 +23,14 @@ import types as pytypes
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import uapi as U
 from ..lang.bpf import _Bpf
 from ..lang.maps import Map
 from ..lang.types import Array, IntType, Str, Struct, bool_, i16, i32, i64, u8, u16, u32, u64
 from . import helpers as H
 from . import tracepoint as TP
 from .module import collect_globals, function_ast
-from .typing import binop_type, bits, common, compare_type, is_int, literal_type
+from .typing import binop_type, bits, common, compare_type, fits, is_int, literal_type
 
 # struct pt_regs on x86-64 (arch/x86/include/uapi/asm/ptrace.h), byte offsets
 PT_REGS = {"r15": 0, "r14": 8, "r13": 16, "r12": 24, "bp": 32, "bx": 40, "r11": 48, "r10": 56, "r9": 64,
@@ -47,10 +48,62 @@ PERF_EVENT = {"sample_period": 168, "addr": 176}
 BUILTIN_OK = {"range", "min", "max", "abs", "len", "print", "int", "bool", "ord"}
 PROBE_KINDS = ("uprobe", "kprobe", "uretprobe", "kretprobe", "raw_tracepoint", "fentry", "fexit")
 _MISSING = object()
+OP_SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**",
+              ast.LShift: "<<", ast.RShift: ">>", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^",
+              ast.Div: "/", ast.MatMult: "@"}
+_PYOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+          ast.FloorDiv: lambda a, b: a // b, ast.Mod: lambda a, b: a % b, ast.Pow: lambda a, b: a ** b,
+          ast.LShift: lambda a, b: a << b, ast.RShift: lambda a, b: a >> b, ast.BitAnd: lambda a, b: a & b,
+          ast.BitOr: lambda a, b: a | b, ast.BitXor: lambda a, b: a ^ b}
+_PYCMP = {ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b, ast.Lt: lambda a, b: a < b,
+          ast.LtE: lambda a, b: a <= b, ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b}
+EXPR_NAMES = {"List": "a list", "Dict": "a dict", "Set": "a set", "ListComp": "a list comprehension",
+              "DictComp": "a dict comprehension", "SetComp": "a set comprehension",
+              "GeneratorExp": "a generator expression", "Lambda": "lambda", "Await": "await",
+              "Yield": "yield", "YieldFrom": "yield from", "Starred": "*unpacking", "JoinedStr": "an f-string",
+              "Tuple": "a tuple", "NamedExpr": "':=' (assignment expression)", "Slice": "slicing"}
+EXPR_HINTS = {"List": "use Array[T, N] in a Struct or a map", "Dict": "use a HashMap declared at module level",
+              "Lambda": "define a function at module level", "JoinedStr": "f-strings work only inside print()",
+              "Tuple": "tuples are only allowed in tuple assignment (a, b = x, y)",
+              "ListComp": "use a for loop over range(...)"}
+STMT_NAMES = {"FunctionDef": "nested function definitions", "AsyncFunctionDef": "async functions",
+              "ClassDef": "class definitions inside functions", "Import": "imports inside functions",
+              "ImportFrom": "imports inside functions", "Try": "try/except statements", "TryStar": "try/except*",
+              "Raise": "raise statements", "With": "with statements", "Match": "match statements",
+              "AsyncFor": "async for loops", "AsyncWith": "async with statements"}
+STMT_HINTS = {"Try": "BPF has no exceptions; check values with if", "Raise": "return an error code instead",
+              "With": "with is not available in BPF programs", "FunctionDef": "define functions at module level",
+              "ClassDef": "define Structs at module level", "Import": "import at module level",
+              "ImportFrom": "import at module level", "Delete": None}
+MAP_METHODS = {"hash": "hash/array maps: get, lookup, update, delete, m[k], m[k] = v, m[k] += n, del m[k]",
+               "array": "array maps: get, lookup, update, m[k], m[k] = v, m[k] += n",
+               "ringbuf": "RingBuf: reserve, submit, discard, output",
+               "perf": "PerfEventArray: output", "progarray": "ProgArray: tail_call",
+               "stack_trace": "StackTraceMap: get_stackid", "queue": "Queue/Stack: push, pop, peek",
+               "bloom": "BloomFilter: push, contains"}
+
+
 
 
 def tname(t) -> str:
     return getattr(t, "__name__", str(t))
+
+
+def describe(v) -> str:
+    if v.kind == "py":
+        o = v.val
+        if isinstance(o, _Bpf):
+            return "the bpf namespace"
+        if isinstance(o, type):
+            return f"the type {tname(o)}"
+        if isinstance(o, pytypes.ModuleType):
+            return f"module '{o.__name__}'"
+        return f"function '{getattr(o, '__name__', o)}'"
+    if v.kind == "method" and isinstance(v.val, tuple):
+        return f"method '{v.val[1]}'"
+    return {"int": f"{tname(v.ty)} value", "lit": "integer literal", "mem": f"{tname(v.ty)}",
+            "none": "None", "map": "map", "ctx": "program context", "bytes": "bytes literal",
+            "str": "string", "void": "nothing (None)", "method": "method"}.get(v.kind, "Python object")
 
 
 def _sub(t, base) -> bool:
@@ -69,6 +122,9 @@ class T:
     ty: Any = None
     val: Any = None
     nullable: bool = False
+    var: str = field(default="", compare=False)        # the local it was read from (for messages)
+    shared: bool = field(default=False, compare=False)  # memory other CPUs may write (maps, globals)
+    const: Any = field(default=None, compare=False)     # a bool known at compile time
 
     def show(self) -> str:
         if self.kind == "int":
@@ -90,6 +146,7 @@ class LocalVar:
     kind: str            # "int" | "ref"
     ty: Any
     nullable: bool = False
+    shared: bool = False
 
     def show(self) -> str:
         return ("ref " if self.kind == "ref" else "") + tname(self.ty)
@@ -143,16 +200,24 @@ def _unknown():
     raise _Unknown()
 
 
-def type_module(info, tracepoint_formats: str | None = None) -> TypedModule:
-    return _ModuleTyper(info, tracepoint_formats).run()
+def type_module(info, tracepoint_formats: str | None = None, diags=None) -> TypedModule:
+    """The typed program. Errors found go to diags (a frontend.module.Diagnostics), if given."""
+    return _ModuleTyper(info, tracepoint_formats, diags).run()
 
 
 class _ModuleTyper:
-    def __init__(self, info, tp_dir):
-        self.info, self.tp_dir = info, tp_dir
+    def __init__(self, info, tp_dir, diags):
+        self.info, self.tp_dir, self.diags = info, tp_dir, diags
         self.tm = TypedModule(info.path)
         self.globals = dict(info.globals)
         self.queue: list = []
+        self.calls: dict = {}      # FunctionDef node -> nodes of the functions it calls
+        self.bad: set = set()      # functions whose signature is wrong
+        self.checked_globals: set = set()
+
+    def error(self, file, node, msg, hint=None):
+        if self.diags is not None:
+            self.diags.at(file, node, msg, hint)
 
     def run(self) -> TypedModule:
         for p in self.info.programs:
@@ -175,8 +240,8 @@ class _ModuleTyper:
         return self.globals.get(key)
 
     def program(self, p):
-        decl, node, kind = p.decl, p.node, p.decl.kind
-        tf = TypedFunction(p.name, p.fn, node, p.file, kind, decl.section, ret=i32)
+        decl, node, kind, file = p.decl, p.node, p.decl.kind, p.file
+        tf = TypedFunction(p.name, p.fn, node, file, kind, decl.section, ret=i32)
         if kind == "xdp":
             tf.ctx_fields = {k: (v, u32, False) for k, v in XDP_MD.items() if k not in ("data", "data_end", "data_meta")}
             tf.packet = (0, 4)
@@ -189,21 +254,49 @@ class _ModuleTyper:
                 tf.ctx_fields = TP.load(decl.target, self.tp_dir)
             except TP.TracepointNotFound as e:
                 tf.ctx_error = str(e)
+                self.error(file, node.decorator_list[0] if node.decorator_list else node, str(e),
+                           hint="check the name under /sys/kernel/tracing/events, "
+                                "or compile with tracepoint_formats=<dir of saved formats>")
         elif kind == "perf_event":   # struct bpf_perf_event_data: the registers, then these
             tf.ctx_fields = {k: (v, u64, False) for k, v in {**PT_REGS, **PERF_EVENT}.items()}
         elif kind in ("uprobe", "uretprobe", "kprobe", "kretprobe"):
             tf.ctx_fields = {k: (v, u64, False) for k, v in PT_REGS.items()}
-        params = list(node.args.args)
+        a = node.args
+        params = list(a.args)
+        if a.vararg or a.kwarg or a.kwonlyargs or a.defaults:
+            self.error(file, node, "BPF programs take only plain parameters")
         if params and params[0].annotation is None:
             tf.ctx_name = params[0].arg
             params = params[1:]
         ft = _FunctionTyper(self, tf)
+        typed = []
         for q in params:
-            t = ft.annotation(q.annotation) if q.annotation is not None else None
-            if is_int(t):
-                tf.params.append((q.arg, t))
-        if kind not in PROBE_KINDS:
-            tf.params = []
+            if q.annotation is None:
+                self.error(file, q, f"parameter '{q.arg}' needs a type annotation",
+                           hint="only the first parameter (the context) may be unannotated")
+                continue
+            t = ft.annotation(q.annotation)
+            if t is None:
+                continue
+            if not is_int(t):
+                self.error(file, q.annotation, f"parameter '{q.arg}': probe arguments are integers "
+                                               f"(pointers are u64 addresses)")
+                continue
+            typed.append((q, t))
+        if typed and kind not in PROBE_KINDS:
+            self.error(file, typed[0][0], f"{kind} programs take only the context parameter")
+            typed = []
+        if kind in ("uretprobe", "kretprobe") and len(typed) > 1:
+            self.error(file, typed[1][0], f"a {kind} has one parameter: the return value")
+        if kind in ("uprobe", "kprobe") and len(typed) > 6:
+            self.error(file, typed[6][0], "at most 6 arguments are passed in registers")
+        if isinstance(node.returns, ast.Constant) and node.returns.value is None:
+            self.error(file, node.returns, "BPF programs return an int", hint="annotate `-> int`")
+        elif node.returns is not None:
+            rt = ft.annotation(node.returns)
+            if rt is not None and not is_int(rt):
+                self.error(file, node.returns, "BPF programs return an int")
+        tf.params = [(q.arg, t) for q, t in typed]
         for name, t in tf.params:
             tf.locals[name] = LocalVar(name, "int", t)
         self.add(tf)
@@ -213,44 +306,77 @@ class _ModuleTyper:
         self.tm.functions.append(tf)
         self.tm.by_node[tf.node] = tf
 
-    def subprogram(self, fn) -> TypedFunction | None:
+    def subprogram(self, fn, caller: "_FunctionTyper", node) -> TypedFunction:
+        """The callee's typed signature (its body is typed later, in discovery order)."""
         fnode, ffile = function_ast(fn, None)
         if fnode is None:
-            return None
-        if fnode in self.tm.by_node:
-            return self.tm.by_node[fnode]
-        tf = TypedFunction(fn.__name__, fn, fnode, ffile, "subprogram", ".text")
-        ft = _FunctionTyper(self, tf)
-        for p in fnode.args.args:
-            t = ft.annotation(p.annotation) if p.annotation is not None else None
-            if t is None:
-                return None
-            tf.params.append((p.arg, t))
-        if fnode.returns is None:
-            has_value = any(isinstance(n, ast.Return) and n.value is not None for n in ast.walk(fnode))
-            tf.ret = i64 if has_value else None
-        elif isinstance(fnode.returns, ast.Constant) and fnode.returns.value is None:
-            tf.ret = None
-        else:
-            tf.ret = ft.annotation(fnode.returns)
-            if not is_int(tf.ret):
+            caller.err(node, f"cannot find the source of '{fn.__name__}'")
+        tf = self.tm.by_node.get(fnode)
+        if tf is None:
+            tf = TypedFunction(fn.__name__, fn, fnode, ffile, "subprogram", ".text")
+            ft = _FunctionTyper(self, tf)
+            a = fnode.args
+            if a.vararg or a.kwarg or a.kwonlyargs or a.defaults or a.posonlyargs:
+                self.error(ffile, fnode, f"'{fn.__name__}': only plain positional parameters are supported")
+            for p in a.args:
+                if p.annotation is None:
+                    self.error(ffile, p, f"parameter '{p.arg}' needs a type annotation", hint=f"e.g. `{p.arg}: u64`")
+                    t = None
+                else:
+                    t = ft.annotation(p.annotation)
+                if t is None:
+                    self.bad.add(fnode)
+                tf.params.append((p.arg, t))
+            if fnode.returns is None:
+                has_value = any(isinstance(n, ast.Return) and n.value is not None for n in ast.walk(fnode))
+                tf.ret = i64 if has_value else None
+            elif isinstance(fnode.returns, ast.Constant) and fnode.returns.value is None:
                 tf.ret = None
-        for name, t in tf.params:
-            tf.locals[name] = LocalVar(name, "int", t) if is_int(t) else LocalVar(name, "ref", t)
-        self.add(tf)
-        self.queue.append(tf)
+            else:
+                tf.ret = ft.annotation(fnode.returns)
+                if tf.ret is not None and not is_int(tf.ret):
+                    self.error(ffile, fnode.returns, "BPF functions return integers (or nothing)")
+                    tf.ret = None
+            if len(tf.params) > 5:
+                self.error(ffile, fnode, f"'{fn.__name__}' has {len(tf.params)} parameters; BPF allows 5")
+            for name, t in tf.params:
+                if t is not None:
+                    tf.locals[name] = LocalVar(name, "int", t) if is_int(t) else LocalVar(name, "ref", t)
+            self.add(tf)
+            if fnode not in self.bad:
+                self.queue.append(tf)
+        if fnode in self.bad:
+            raise _Unknown()
+        cur = caller.tf.node
+        self.calls.setdefault(cur, set()).add(fnode)
+        if self._reaches(fnode, cur):
+            caller.err(node, f"recursive call to '{fn.__name__}': BPF programs cannot recurse",
+                       hint="rewrite it as a bounded loop")
         return tf
+
+    def _reaches(self, a, b) -> bool:
+        seen, todo = set(), [a]
+        while todo:
+            x = todo.pop()
+            if x == b:
+                return True
+            if x in seen:
+                continue
+            seen.add(x)
+            todo.extend(self.calls.get(x, ()))
+        return False
 
     def body(self, tf: TypedFunction):
         ft = _FunctionTyper(self, tf)
         for name, t in tf.params:
-            if not is_int(t):
+            if t is not None and not is_int(t):
                 ft.nonnull.add(name)
         ft.stmts(tf.node.body)
 
 
 class _FunctionTyper:
-    """Mirrors codegen's walk (statement order, None-ness facts), producing types only."""
+    """Mirrors codegen's walk (statement order, None-ness facts), producing types and reporting
+    the errors it recognises (with codegen's messages and locations)."""
 
     def __init__(self, mt: _ModuleTyper, tf: TypedFunction):
         self.mt, self.tf = mt, tf
@@ -258,7 +384,36 @@ class _FunctionTyper:
         self.locals: dict = tf.locals
         self.nonnull: set = set()
         self.poisoned: set = set()
+        self.loops = 0
         self.declared_global = {n for s in ast.walk(tf.node) if isinstance(s, ast.Global) for n in s.names}
+
+    # ---- diagnostics --------------------------------------------------------------------
+    def err(self, node, msg: str, hint: str | None = None):
+        if self.mt.diags is not None:
+            self.mt.diags.at(self.tf.file, node, msg, hint)
+        raise _Unknown()
+
+    def soft_err(self, node, msg: str, hint: str | None = None):
+        if self.mt.diags is not None:
+            self.mt.diags.at(self.tf.file, node, msg, hint)
+
+    def need_checked(self, v: T, node):
+        if v.nullable:
+            what = f"'{v.var}'" if v.var else "this value"
+            self.err(node, f"{what} may be None here", hint=f"check it first: `if {v.var or 'x'} is None: return 0`")
+
+    def fit(self, v: T, t, node):
+        """A literal converted to t must fit (codegen's as_int)."""
+        if v.kind == "lit" and not fits(v.val, t):
+            self.err(node, f"literal {v.val} does not fit in {tname(t)}",
+                     hint=f"{tname(t)} holds {t._min()}..{t._max()}" if t is not bool_ else None)
+        if v.kind == "mem":
+            if is_int(v.ty) and not v.nullable:
+                return
+            self.need_checked(v, node)
+            self.err(node, f"expected an integer, got {describe(v)}")
+        if v.kind not in ("lit", "int", "mem"):
+            self.err(node, f"expected an integer, got {describe(v)}")
 
     # ---- statements ---------------------------------------------------------------------
     def stmts(self, body):
@@ -266,7 +421,8 @@ class _FunctionTyper:
             try:
                 meth = getattr(self, "s_" + type(s).__name__, None)
                 if meth is None:
-                    _unknown()
+                    self.err(s, STMT_NAMES.get(type(s).__name__, f"{type(s).__name__.lower()} statements") +
+                             " are not supported in BPF programs", hint=STMT_HINTS.get(type(s).__name__))
                 meth(s)
             except _Unknown:
                 for n in ast.walk(s):
@@ -276,21 +432,67 @@ class _FunctionTyper:
     def s_Pass(self, s):
         pass
 
-    s_Global = s_Break = s_Continue = s_Assert = s_Pass
+    def s_Global(self, s):
+        for n in s.names:
+            if self.lookup_global(n) is None:
+                self.err(s, f"'{n}' is not a Global[...] variable",
+                         hint=f"declare it at module level: `{n}: Global[u64] = 0`")
+
+    def s_Nonlocal(self, s):
+        self.err(s, "nonlocal is not supported (no closures in BPF programs)")
+
+    def s_Break(self, s):
+        if not self.loops:
+            self.err(s, "'break' outside a loop")
+
+    def s_Continue(self, s):
+        if not self.loops:
+            self.err(s, "'continue' outside a loop")
 
     def s_Expr(self, s):
         if isinstance(s.value, ast.Constant) and (isinstance(s.value.value, str) or s.value.value is Ellipsis):
             return
-        if isinstance(s.value, (ast.Compare, ast.Name, ast.Attribute, ast.BinOp, ast.Constant, ast.Subscript,
-                                ast.UnaryOp)):
-            _unknown()
+        if isinstance(s.value, ast.Compare):
+            self.err(s.value, "the result of this comparison is unused", hint="did you mean `=`?")
+        if isinstance(s.value, (ast.Name, ast.Attribute, ast.BinOp, ast.Constant, ast.Subscript, ast.UnaryOp)):
+            self.err(s.value, "this expression has no effect")
         self.expr(s.value)
 
     def s_Return(self, s):
-        if s.value is None or (isinstance(s.value, ast.Constant) and s.value.value is None):
+        ret = self.tf.ret
+        if ret is None:
+            if s.value is not None and not (isinstance(s.value, ast.Constant) and s.value.value is None):
+                self.err(s.value, "this function returns None (no return annotation); it cannot return a value",
+                         hint="annotate the return type, e.g. `-> int`")
             return
-        if self.tf.ret is not None:
-            self.int_value(s.value, self.tf.ret)
+        if s.value is None or (isinstance(s.value, ast.Constant) and s.value.value is None):
+            if self.tf.kind == "subprogram":
+                self.err(s, "missing return value", hint=f"this function returns {tname(ret)}")
+            return
+        self.fit(self.int_value(s.value, ret), ret, s.value)
+
+    def s_Assert(self, s):
+        v = self.const_eval(s.test)
+        if v is None:
+            self.err(s, "assert needs a condition known at compile time",
+                     hint="use `if not cond: return 0` for run-time checks")
+        if not v:
+            msg = self.const_eval(s.msg) if s.msg is not None else None
+            self.err(s, "assertion failed at compile time" + (f": {msg}" if msg else ""))
+
+    def const_eval(self, node):
+        """The compile-time value of node, or None (codegen folds the same constants)."""
+        try:
+            v = self.expr(node)
+        except _Unknown:
+            return None
+        if v.kind == "lit":
+            return v.val
+        if v.kind == "int" and v.const is not None:
+            return v.const
+        if v.kind in ("bytes", "str"):
+            return v.val
+        return None
 
     def s_If(self, s):
         t_nn, f_nn = self.null_facts(s.test)
@@ -342,20 +544,36 @@ class _FunctionTyper:
         return {n.id for s in stmts for n in ast.walk(s) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
 
     def s_While(self, s):
+        if s.orelse:
+            self.err(s, "while ... else is not supported")
+        if isinstance(s.test, ast.Constant) and s.test.value and not any(
+                isinstance(n, (ast.Break, ast.Return)) for b in s.body for n in ast.walk(b)):
+            self.err(s, "this loop never ends (no break or return)",
+                     hint="BPF programs must terminate; bound the loop, e.g. `for i in range(n):`")
         self.nonnull -= self.assigned_in(s.body)
         self.truth(s.test)
         saved = set(self.nonnull)
+        self.loops += 1
         self.stmts(s.body)
+        self.loops -= 1
         self.nonnull = saved
 
     def s_For(self, s):
+        if s.orelse:
+            self.err(s, "for ... else is not supported")
         it = s.iter
-        if s.orelse or not (isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range") \
-                or not isinstance(s.target, ast.Name) or not 1 <= len(it.args) <= 3:
-            _unknown()
+        if not (isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range"
+                and self.name_obj(it.func.id) is builtins.range):
+            self.err(it, "for loops must iterate over range(...)",
+                     hint="write `for i in range(n):` with a bound the verifier can see")
+        if not isinstance(s.target, ast.Name):
+            self.err(s.target, "the loop variable must be a plain name")
+        if it.keywords or not 1 <= len(it.args) <= 3:
+            self.err(it, "range() takes 1 to 3 positional arguments")
         args = [self.int_value(a) for a in it.args]
-        self.expr_record(it.func, self.name_type(it.func))
         start, stop = (T("lit", val=0), args[0]) if len(args) == 1 else (args[0], args[1])
+        if len(args) == 3 and (args[2].kind != "lit" or args[2].val == 0):
+            self.err(it.args[2], "range() step must be a non-zero constant")
         name = s.target.id
         known = [v.ty for v in (start, stop) if v.kind == "int"]
         ty = self.locals[name].ty if name in self.locals and self.locals[name].kind == "int" else None
@@ -364,50 +582,53 @@ class _FunctionTyper:
             for k in known[1:]:
                 ty = common(ty, k)
         self.local_int(name, ty)
+        self.fit(stop, ty, it)
+        self.fit(start, ty, it)
         self.nonnull -= self.assigned_in(s.body)
         saved = set(self.nonnull)
+        self.loops += 1
         self.stmts(s.body)
+        self.loops -= 1
         self.nonnull = saved
 
     def local_int(self, name, ty):
-        v = self.locals.get(name)
-        if v is None:
+        if name not in self.locals:
             self.locals[name] = LocalVar(name, "int", ty)
-        elif v.kind != "int":
-            _unknown()
 
     def s_AnnAssign(self, s):
         if not isinstance(s.target, ast.Name):
-            _unknown()
-        t = self.annotation(s.annotation)
-        if t is None:
-            _unknown()
+            self.err(s.target, "annotated assignment needs a plain name")
+        t = self.annotation_type(s.annotation)
         name = s.target.id
         if is_int(t):
             if name in self.locals and self.locals[name].ty is not t:
-                _unknown()
+                self.err(s, f"'{name}' already has type {tname(self.locals[name].ty)}")
             self.local_int(name, t)
             if s.value is not None:
-                self.int_value(s.value, t)
+                self.fit(self.int_value(s.value, t), t, s.value)
             return
         if s.value is None:
-            self.bind_ref(name, T("mem", t))
+            self.bind_ref(name, T("mem", t), s)
             return
         v = self.expr(s.value, t)
         if v.kind != "mem" or v.ty is not t:
-            _unknown()
-        self.bind_ref(name, v)
+            self.err(s.value, f"expected {tname(t)}, got {describe(v)}")
+        self.bind_ref(name, v, s)
 
     def s_Assign(self, s):
         if len(s.targets) != 1:
-            _unknown()
+            self.err(s, "chained assignment (a = b = ...) is not supported")
         target = s.targets[0]
         if isinstance(target, ast.Tuple):
             if not isinstance(s.value, ast.Tuple) or len(s.value.elts) != len(target.elts):
-                _unknown()
-            vals = [(tgt, self.rvalue(self.expr(e))) for tgt, e in zip(target.elts, s.value.elts)]
+                self.err(s, "tuple assignment needs a tuple of the same length on the right",
+                         hint="e.g. `a, b = b, a`")
+            vals = []
+            for tgt, e in zip(target.elts, s.value.elts):
+                v = self.rvalue(self.expr(e), e)
+                vals.append((tgt, T("mem", v.ty) if v.kind == "int" else v))
             for tgt, v in vals:
-                self.assign(tgt, self.rvalue(v))
+                self.assign(tgt, self.rvalue(v, tgt), s)
             return
         want = None
         if isinstance(target, ast.Name) and target.id in self.locals and self.locals[target.id].kind == "int":
@@ -415,13 +636,15 @@ class _FunctionTyper:
         if isinstance(target, ast.Attribute) and self.is_comm_call(s.value):
             base = self.expr(target.value)
             if base.kind == "mem" and _sub(base.ty, Struct):
-                fld = self.field(base, target.attr)
+                self.need_checked(base, target.value)
+                fld = self.field(base, target.attr, target)
                 if _sub(fld.ty, Str):
+                    self.expr_record(target, fld)
                     self.tf.callees.append(("helper", "get_current_comm"))
                     return
-            self.expr(s.value)
+            self.assign(target, self.expr(s.value), s.value)
             return
-        self.assign(target, self.expr(s.value, want))
+        self.assign(target, self.expr(s.value, want), s.value)
 
     def is_comm_call(self, node) -> bool:
         if not (isinstance(node, ast.Call) and not node.args and not node.keywords
@@ -433,53 +656,102 @@ class _FunctionTyper:
     def lookup_global(self, name):
         return self.mt.globals.get((self.ns.get("__name__"), name))
 
-    def assign(self, target, v: T):
+    def global_mem(self, g) -> T:
+        """A Const/Global variable: its initial value must pack into its type (checked once)."""
+        key = (g.module, g.name)
+        if key not in self.mt.checked_globals:
+            self.mt.checked_globals.add(key)
+            try:
+                g.type._pack(g.init if g.init is not None else 0)
+            except (ValueError, TypeError, OverflowError, AttributeError) as e:
+                if self.mt.diags is not None:
+                    self.mt.diags.error(g.file, g.line, 1, f"bad initial value for '{g.name}' ({tname(g.type)}): {e}")
+        return T("mem", g.type, shared=True)
+
+    def assign(self, target, v: T, vnode):
         if isinstance(target, ast.Name):
             name = target.id
             g = self.lookup_global(name)
             if g is not None and name in self.declared_global:
+                if g.kind == "const":
+                    self.err(target, f"'{g.name}' is a Const; programs cannot change it",
+                             hint="use Global[...] for values programs write")
+                self.store_into(self.global_mem(g), v, vnode)
                 return
-            if g is not None or (name in self.ns and name not in self.locals):
-                if g is not None or isinstance(self.ns.get(name), Map):
-                    _unknown()
+            if g is not None or name in self.ns and name not in self.locals:
+                if isinstance(self.ns.get(name), Map):
+                    self.err(target, f"cannot assign to map '{name}'", hint=f"to store a value write `{name}[key] = value`")
+                if g is not None:
+                    self.err(target, f"assigning the module global '{name}' needs `global {name}` first")
             if v.kind in ("int", "lit"):
-                if name in self.locals and self.locals[name].kind != "int":
-                    _unknown()
-                ty = self.locals[name].ty if name in self.locals else (v.ty if v.kind == "int" else literal_type(v.val))
+                var = self.locals.get(name)
+                ty = var.ty if var is not None and var.kind == "int" else (v.ty if v.kind == "int" else literal_type(v.val))
+                if var is not None and var.kind != "int":
+                    self.err(target, f"'{name}' holds a {tname(var.ty)}; cannot assign an integer to it")
                 self.local_int(name, ty)
+                self.fit(v, ty, vnode)
                 self.nonnull.discard(name)
                 return
             if v.kind in ("mem", "none"):
-                self.bind_ref(name, v)
+                self.bind_ref(name, v, target)
                 return
-            _unknown()
+            self.err(vnode, f"cannot store {describe(v)} in a variable",
+                     hint="use maps, helpers and types by their module-level names" if v.kind in ("map", "py", "method")
+                     else None)
         if isinstance(target, ast.Attribute):
-            self.expr_record(target, self.field(self.expr(target.value), target.attr))
+            dst = self.expr(target.value)
+            if dst.kind == "ctx":
+                self.err(target, "program context fields are read-only")
+            if dst.kind != "mem" or not _sub(dst.ty, Struct):
+                self.err(target, f"cannot set attribute '{target.attr}' on {describe(dst)}")
+            self.need_checked(dst, target.value)
+            fld = self.expr_record(target, self.field(dst, target.attr, target))
+            self.store_into(fld, v, vnode)
             return
         if isinstance(target, ast.Subscript):
             base = self.expr(target.value)
-            if base.kind != "map":
-                self.expr_record(target, self.subscript(base, target))
-            else:
-                self.key(base.val, target.slice)
+            if base.kind == "map":
+                self.map_update(base.val, target.slice, v, vnode, None, target)
                 self.expr_record(target, T("mem", base.val.value))
+                return
+            elem = self.expr_record(target, self.subscript(base, target.slice, target))
+            self.store_into(elem, v, vnode)
             return
-        _unknown()
+        self.err(target, f"cannot assign to {type(target).__name__.lower()}")
 
-    def bind_ref(self, name, v: T):
+    def store_into(self, dst: T, v: T, vnode):
+        t = dst.ty
+        if is_int(t):
+            self.fit(self.rvalue(v, vnode), t, vnode)
+            return
+        if _sub(t, Str) and v.kind == "bytes":
+            if len(v.val) > t._len:
+                self.err(vnode, f"{len(v.val)} bytes do not fit in {tname(t)}")
+            return
+        if v.kind == "mem" and (v.ty is t or (_sub(t, Str) and _sub(v.ty, Str))):
+            self.need_checked(v, vnode)
+            return
+        hint = None
+        if _sub(t, Str) and v.kind in ("int", "mem") and (v.kind == "int" or is_int(v.ty)):
+            hint = "a pointer (address) is not the string: bpf.probe_read_user_str(dst, address) copies it"
+        self.err(vnode, f"cannot store {describe(v)} into {tname(t)}", hint=hint)
+
+    def bind_ref(self, name, v: T, node):
         var = self.locals.get(name)
         if var is not None and var.kind == "int":
-            _unknown()
+            self.err(node, f"'{name}' holds an integer; cannot assign {describe(v)} to it")
         if v.kind == "none":
             if var is None:
-                _unknown()
+                self.err(node, f"'{name}' = None: the variable's type is unknown",
+                         hint="assign a map lookup or reservation first")
             self.nonnull.discard(name)
             var.nullable = True
             return
         if var is None:
-            var = self.locals[name] = LocalVar(name, "ref", v.ty)
+            var = self.locals[name] = LocalVar(name, "ref", v.ty, shared=v.shared)
         elif var.ty is not v.ty:
-            _unknown()
+            self.err(node, f"'{name}' holds a {tname(var.ty)}; cannot assign a {tname(v.ty)} to it")
+        var.shared = var.shared or v.shared
         var.nullable = var.nullable or v.nullable
         if v.nullable:
             self.nonnull.discard(name)
@@ -487,37 +759,54 @@ class _FunctionTyper:
             self.nonnull.add(name)
 
     def s_AugAssign(self, s):
-        tgt = s.target
+        op, tgt = s.op, s.target
         if isinstance(tgt, ast.Subscript):
             base = self.expr(tgt.value)
             if base.kind == "map":
-                self.key(base.val, tgt.slice)
-                t = self.expr_record(tgt, T("mem", base.val.value)).ty
-            else:
-                t = self.expr_record(tgt, self.subscript(base, tgt)).ty
+                self.map_augassign(base.val, tgt, op, s.value, s)
+                return
+            dst = self.expr_record(tgt, self.subscript(base, tgt.slice, tgt))
         elif isinstance(tgt, ast.Attribute):
-            t = self.expr_record(tgt, self.field(self.expr(tgt.value), tgt.attr)).ty
+            base = self.expr(tgt.value)
+            if base.kind != "mem" or not _sub(base.ty, Struct):
+                self.err(tgt, f"cannot update attribute '{tgt.attr}' on {describe(base)}")
+            self.need_checked(base, tgt.value)
+            dst = self.expr_record(tgt, self.field(base, tgt.attr, tgt))
         elif isinstance(tgt, ast.Name):
             g = self.lookup_global(tgt.id)
             if g is not None:
-                t = g.type
+                if tgt.id not in self.declared_global:
+                    self.err(tgt, f"assigning the module global '{tgt.id}' needs `global {tgt.id}` first")
+                if g.kind == "const":
+                    self.err(tgt, f"'{tgt.id}' is a Const; programs cannot change it")
+                dst = self.global_mem(g)
             elif tgt.id in self.locals and self.locals[tgt.id].kind == "int":
-                t = self.locals[tgt.id].ty
+                dst = T("mem", self.locals[tgt.id].ty)
+            elif tgt.id in self.locals:
+                self.err(tgt, f"cannot use '{OP_SYMBOLS.get(type(op), '?')}=' on {tname(self.locals[tgt.id].ty)}")
             else:
-                _unknown()
+                self.err(tgt, f"'{tgt.id}' is used before it is assigned")
         else:
-            _unknown()
-        if not is_int(t):
-            _unknown()
-        self.int_value(s.value, t)
+            self.err(tgt, "unsupported augmented assignment target")
+        if not is_int(dst.ty):
+            self.err(tgt, f"cannot use augmented assignment on {tname(dst.ty)}")
+        self.update_mem(dst.ty, op, s.value, s, dst.shared)
+
+    def update_mem(self, t, op, value_node, node, shared):
+        if shared and isinstance(op, (ast.Add, ast.Sub)) and t is not bool_:
+            # an atomic add of the value converted to t (codegen)
+            self.fit(self.int_value(value_node, t), t, value_node)
+            return
+        r = self.binop(op, T("int", t), self.int_value(value_node, t), node)
+        self.fit(r, t, node)
 
     def s_Delete(self, s):
         for t in s.targets:
             if not isinstance(t, ast.Subscript):
-                _unknown()
+                self.err(t, "del works only on map entries: `del m[key]`")
             base = self.expr(t.value)
-            if base.kind != "map":
-                _unknown()
+            if base.kind != "map" or base.val.kind != "hash":
+                self.err(t, "del works only on hash map entries")
             self.key(base.val, t.slice)
 
     # ---- expressions --------------------------------------------------------------------
@@ -528,81 +817,99 @@ class _FunctionTyper:
     def expr(self, node, want=None) -> T:
         meth = getattr(self, "e_" + type(node).__name__, None)
         if meth is None:
-            _unknown()
+            self.err(node, f"{EXPR_NAMES.get(type(node).__name__, type(node).__name__)} is not supported "
+                           f"in BPF programs", hint=EXPR_HINTS.get(type(node).__name__))
         return self.expr_record(node, meth(node, want))
 
-    def rvalue(self, v: T) -> T:
+    def rvalue(self, v: T, node) -> T:
         if v.kind == "mem" and is_int(v.ty):
-            if v.nullable:
-                _unknown()
+            self.need_checked(v, node)
             return T("int", v.ty)
         return v
 
     def int_value(self, node, want=None) -> T:
-        v = self.rvalue(self.expr(node, want))
-        if v.kind not in ("int", "lit"):
-            _unknown()
-        return v
+        v = self.rvalue(self.expr(node, want), node)
+        if v.kind in ("int", "lit"):
+            return v
+        if v.kind == "mem":
+            self.need_checked(v, node)
+        self.err(node, f"expected an integer, got {describe(v)}")
 
     def truth(self, node):
-        self.expr(node)
-
-    def annotation(self, node):
-        try:
-            v = self.expr(node)
-        except _Unknown:
+        """Checks a condition; its value when known at compile time (codegen folds the same)."""
+        v = self.expr(node)
+        if v.kind == "mem":
             return None
+        v = self.rvalue(v, node)
+        if v.kind == "lit":
+            return bool(v.val)
+        if v.kind == "int":
+            return v.const if v.ty is bool_ else None
+        if v.kind == "none":
+            return False
+        self.err(node, f"{describe(v)} cannot be used as a condition")
+
+    def annotation_type(self, node):
+        v = self.expr(node)
         if v.kind == "py" and isinstance(v.val, type) and hasattr(v.val, "_size"):
             return v.val
         if v.kind == "py" and v.val is int:
             return i64
         if v.kind == "py" and v.val is bool:
             return bool_
-        return None
+        self.err(node, "not a pybpfc type", hint="use u8..u64, i8..i64, bool, a Struct, Array[T, N] or Str[N]")
+
+    def annotation(self, node):
+        try:
+            return self.annotation_type(node)
+        except _Unknown:
+            return None
 
     def e_Constant(self, node, want):
         v = node.value
         if v is None:
             return T("none")
         if isinstance(v, bool):
-            return T("int", bool_)
+            return T("int", bool_, const=v)
         if isinstance(v, int):
             return T("lit", val=v)
         if isinstance(v, bytes):
             return T("bytes", val=v)
         if isinstance(v, str):
             return T("str", val=v)
-        _unknown()
+        if isinstance(v, float):
+            self.err(node, "floating-point numbers are not supported in BPF programs",
+                     hint="use integers (e.g. scale by 1000)")
+        self.err(node, f"{type(v).__name__} constants are not supported")
 
     def e_Name(self, node, want):
-        return self.name_type(node)
-
-    def name_type(self, node) -> T:
         name = node.id
         if name in self.poisoned and name not in self.locals:
-            _unknown()
+            raise _Unknown()
         if name in self.locals:
             var = self.locals[name]
             if var.kind == "int":
                 return T("int", var.ty)
-            return T("mem", var.ty, nullable=name not in self.nonnull)
+            return T("mem", var.ty, nullable=name not in self.nonnull, var=name, shared=var.shared)
         if name == self.tf.ctx_name:
             return T("ctx")
         if name not in self.declared_global and any(
                 isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store) for n in ast.walk(self.tf.node)):
-            _unknown()
+            self.err(node, f"'{name}' is used before it is assigned")
         g = self.lookup_global(name)
         if g is not None:
-            return T("mem", g.type)
-        obj = self.ns[name] if name in self.ns else getattr(builtins, name, _MISSING)
+            return self.global_mem(g)
+        obj = self.name_obj(name)
         if obj is _MISSING:
-            _unknown()
-        return self.from_py(obj)
+            self.err(node, f"name '{name}' is not defined")
+        return self.from_py(obj, node, name)
 
-    @staticmethod
-    def from_py(obj) -> T:
+    def name_obj(self, name):
+        return self.ns[name] if name in self.ns else getattr(builtins, name, _MISSING)
+
+    def from_py(self, obj, node, name="") -> T:
         if isinstance(obj, bool):
-            return T("int", bool_)
+            return T("int", bool_, const=obj)
         if isinstance(obj, int):
             return T("lit", val=int(obj) if isinstance(obj, IntType) else obj)
         if isinstance(obj, Map):
@@ -618,7 +925,13 @@ class _FunctionTyper:
         if isinstance(obj, pytypes.BuiltinFunctionType) or obj in (range, int, bool):
             if getattr(obj, "__name__", "") in BUILTIN_OK and getattr(builtins, obj.__name__, None) is obj:
                 return T("py", val=obj)
-        _unknown()
+            qual = ast.unparse(node) if isinstance(node, (ast.Name, ast.Attribute)) else obj.__name__
+            self.err(node, f"'{qual}' is plain Python; it cannot run in a BPF program",
+                     hint="kernel helpers are under bpf.*, e.g. bpf.pid(), bpf.ktime_ns()")
+        if isinstance(obj, float):
+            self.err(node, f"'{name}' is a float; BPF programs have no floating point")
+        self.err(node, f"'{name}' ({type(obj).__name__}) cannot be used in a BPF program",
+                 hint="programs can use ints, maps, Structs, Const/Global variables and functions")
 
     def e_Attribute(self, node, want):
         base = self.expr(node.value)
@@ -627,41 +940,54 @@ class _FunctionTyper:
             obj = base.val
             if isinstance(obj, _Bpf):
                 return T("method", val=("bpf", a))
-            if isinstance(obj, pytypes.ModuleType) and hasattr(obj, a):
+            if isinstance(obj, pytypes.ModuleType):
+                if not hasattr(obj, a):
+                    self.err(node, f"module '{obj.__name__}' has no attribute '{a}'")
                 g = self.mt.module_global(obj, a)
                 if g is not None:
-                    return T("mem", g.type)
-                return self.from_py(getattr(obj, a))
-            _unknown()
+                    return self.global_mem(g)
+                return self.from_py(getattr(obj, a), node, a)
+            self.err(node, f"attribute '{a}' of {tname(obj)} is not usable in BPF programs")
         if base.kind == "map":
             return T("method", val=("map", a), ty=base.val)
         if base.kind == "ctx":
-            tf = self.tf
-            if a == "packet" and tf.packet is not None:
-                return T("method", val=("ctx", "packet"))
-            if a == "args" and tf.kind in ("raw_tracepoint", "fentry", "fexit"):
-                return T("mem", Array[u64, 12])
-            if a in tf.ctx_fields:
-                return T("mem", tf.ctx_fields[a][1])
-            _unknown()
-        return self.field(base, a)
+            return self.ctx_field(a, node)
+        if base.kind == "mem" and _sub(base.ty, Struct):
+            self.need_checked(base, node.value)
+            return self.field(base, a, node)
+        self.err(node, f"{describe(base)} has no attribute '{a}'")
 
-    def field(self, base: T, name: str) -> T:
-        if base.kind != "mem" or not _sub(base.ty, Struct) or base.nullable:
-            _unknown()
+    def ctx_field(self, a, node) -> T:
+        tf = self.tf
+        prog = tf.kind != "subprogram"
+        if a == "packet":
+            if not prog or tf.packet is None:
+                self.err(node, f"ctx.packet() is not available in {tf.kind if prog else 'this'} programs",
+                         hint="direct packet access works in xdp, tc and cgroup_skb programs"
+                              + ("; socket filters use bpf.load_byte/half/word(skb, off)"
+                                 if prog and tf.kind == "socket_filter" else ""))
+            return T("method", val=("ctx", "packet"))
+        if a == "args" and tf.kind in ("raw_tracepoint", "fentry", "fexit"):
+            return T("mem", Array[u64, 12])
+        if prog and a in tf.ctx_fields:
+            return T("mem", tf.ctx_fields[a][1])
+        avail = ", ".join(sorted(tf.ctx_fields)) if prog and tf.ctx_fields else "none"
+        hint = f"fields: {avail}"
+        if a in ("data", "data_end", "data_meta") and prog and tf.packet is not None:
+            hint = "read packet headers with ctx.packet(Type, offset) (it does the bounds check)"
+        self.err(node, f"the {tf.kind if prog else ''} context has no field '{a}'", hint=hint)
+
+    def field(self, base: T, name: str, node) -> T:
         for fname, ft, _ in base.ty._fields_:
             if fname == name:
-                return T("mem", ft)
-        _unknown()
+                return T("mem", ft, shared=base.shared)
+        names = ", ".join(f[0] for f in base.ty._fields_)
+        self.err(node, f"{tname(base.ty)} has no field '{name}'", hint=f"fields: {names}")
 
     def e_Subscript(self, node, want):
         base = self.expr(node.value)
         if base.kind == "map":
-            m = base.val
-            if m.kind not in ("hash", "array") or not is_int(m.value):
-                _unknown()
-            self.key(m, node.slice)
-            return T("int", m.value)
+            return self.map_read(base.val, node.slice, node)
         if base.kind == "py" and isinstance(base.val, type) and base.val in (Array, Str):
             try:
                 params = ast.literal_eval(node.slice) if base.val is Str else None
@@ -670,29 +996,29 @@ class _FunctionTyper:
             if base.val is Str and isinstance(params, int):
                 return T("py", val=Str[params])
             if base.val is Array and isinstance(node.slice, ast.Tuple) and len(node.slice.elts) == 2:
-                et = self.annotation(node.slice.elts[0])
-                n = self.expr(node.slice.elts[1])
-                if et is not None and n.kind == "lit":
-                    return T("py", val=Array[et, n.val])
-            _unknown()
-        return self.rvalue(self.subscript(base, node))
+                et = self.annotation_type(node.slice.elts[0])
+                n = self.const_eval(node.slice.elts[1])
+                if isinstance(n, int):
+                    return T("py", val=Array[et, n])
+            self.err(node, "bad type parameters", hint="write Array[T, N] or Str[N] with a constant N")
+        return self.rvalue(self.subscript(base, node.slice, node), node)
 
-    def subscript(self, base: T, node) -> T:
-        if base.kind != "mem" or base.nullable or not (_sub(base.ty, Array) or _sub(base.ty, Str)):
-            _unknown()
-        self.int_value(node.slice)
-        return T("mem", base.ty._elem if _sub(base.ty, Array) else u8)
-
-    def key(self, m: Map, node):
-        t = m.key
-        if t is None:
-            _unknown()
-        self.expr(node, t if is_int(t) else None)
+    def subscript(self, base: T, idx_node, node) -> T:
+        if base.kind != "mem" or not (_sub(base.ty, Array) or _sub(base.ty, Str)):
+            self.err(node, f"{describe(base)} cannot be indexed")
+        self.need_checked(base, node.value)
+        n = base.ty._len
+        idx = self.int_value(idx_node)
+        if idx.kind == "lit":
+            i = idx.val + n if idx.val < 0 else idx.val
+            if not 0 <= i < n:
+                self.err(idx_node, f"index {idx.val} is out of range for {tname(base.ty)}")
+        return T("mem", base.ty._elem if _sub(base.ty, Array) else u8, shared=base.shared)
 
     def e_UnaryOp(self, node, want):
         if isinstance(node.op, ast.Not):
-            self.truth(node.operand)
-            return T("int", bool_)
+            c = self.truth(node.operand)
+            return T("int", bool_, const=None if c is None else not c)
         v = self.int_value(node.operand, want)
         if v.kind == "lit":
             return T("lit", val={ast.USub: lambda x: -x, ast.UAdd: lambda x: x,
@@ -700,31 +1026,49 @@ class _FunctionTyper:
         return T("int", v.ty if v.ty is not bool_ else i64)
 
     def e_BinOp(self, node, want):
-        if isinstance(node.op, (ast.Div, ast.MatMult)):
-            _unknown()
+        if isinstance(node.op, ast.Div):
+            self.err(node, "'/' is true division (floats); BPF programs have only integers",
+                     hint="use '//' for integer division")
+        if isinstance(node.op, ast.MatMult):
+            self.err(node, "'@' is not supported")
         a = self.int_value(node.left, want)
         b = self.int_value(node.right, want if a.kind == "lit" else a.ty)
-        return self.binop(node.op, a, b)
+        return self.binop(node.op, a, b, node)
 
-    def binop(self, op, a: T, b: T) -> T:
+    def binop(self, op, a: T, b: T, node) -> T:
         if a.kind == "lit" and b.kind == "lit":
             try:
                 return T("lit", val=_PYOPS[type(op)](a.val, b.val))
-            except (ZeroDivisionError, ValueError, OverflowError, KeyError):
-                _unknown()
+            except ZeroDivisionError:
+                self.err(node, "division by zero in a constant expression")
+            except (ValueError, OverflowError) as e:
+                self.err(node, f"bad constant expression: {e}")
         if isinstance(op, ast.Pow):
             if b.kind == "lit" and 0 <= b.val <= 64:
                 t = a.ty if a.kind == "int" else literal_type(a.val)
                 acc = T("lit", val=1)
                 for _ in range(b.val):
-                    acc = self.binop(ast.Mult(), acc, a)
+                    acc = self.binop(ast.Mult(), acc, a, node)
+                if acc.kind != "int":
+                    self.fit(acc, t, node)
                 return acc if acc.kind == "int" else T("int", t)
-            _unknown()
+            self.err(node, "'**' needs a small constant exponent")
         if isinstance(op, (ast.LShift, ast.RShift)):
-            return T("int", binop_type("shift", a.ty if a.kind == "int" else a.val, None))
+            t = binop_type("shift", a.ty if a.kind == "int" else a.val, None)
+            if b.kind == "lit" and not 0 <= b.val < bits(t):
+                self.err(node, f"shift by {b.val} is out of range for {tname(t)}")
+            self.fit(a, t, node)
+            return T("int", t)
         kind = "bitwise" if isinstance(op, (ast.BitAnd, ast.BitOr, ast.BitXor)) else \
             "div" if isinstance(op, (ast.FloorDiv, ast.Mod)) else "arith"
-        return T("int", binop_type(kind, a.ty if a.kind == "int" else a.val, b.ty if b.kind == "int" else b.val))
+        t = binop_type(kind, a.ty if a.kind == "int" else a.val, b.ty if b.kind == "int" else b.val)
+        self.fit(a, t, node)
+        self.fit(b, t, node)
+        if isinstance(op, (ast.FloorDiv, ast.Mod)) and b.kind == "lit" and b.val == 0:
+            self.err(node, "division by zero")
+        if type(op) not in _PYOPS or isinstance(op, (ast.LShift, ast.RShift)):
+            self.err(node, f"operator {type(op).__name__} is not supported")
+        return T("int", t)
 
     def e_BoolOp(self, node, want):
         saved = set(self.nonnull)
@@ -740,30 +1084,76 @@ class _FunctionTyper:
         self.truth(node.test)
         saved = set(self.nonnull)
         self.nonnull = saved | t_nn
-        a = self.rvalue(self.expr(node.body, want))
+        a = self.rvalue(self.expr(node.body, want), node.body)
         self.nonnull = saved | f_nn
-        b = self.rvalue(self.expr(node.orelse, want))
+        b = self.rvalue(self.expr(node.orelse, want), node.orelse)
         self.nonnull = saved
         if a.kind in ("int", "lit") and b.kind in ("int", "lit"):
             if a.kind == b.kind == "lit":
                 t = want if want is not None and is_int(want) else literal_type(max(abs(a.val), abs(b.val)))
             else:
                 t = a.ty if b.kind == "lit" else b.ty if a.kind == "lit" else common(a.ty, b.ty)
+            self.fit(b, t, node.orelse)
+            self.fit(a, t, node.body)
             return T("int", t)
         if (a.kind == "mem" and b.kind in ("mem", "none")) or (a.kind == "none" and b.kind == "mem"):
             if a.kind == b.kind == "mem" and a.ty is not b.ty:
-                _unknown()
+                self.err(node, f"conditional expression mixes {tname(a.ty)} and {tname(b.ty)}")
             return T("mem", a.ty if a.kind == "mem" else b.ty, nullable=True)
-        _unknown()
+        self.err(node, "both branches of a conditional expression must be integers or references")
 
     def e_Compare(self, node, want):
+        for op in node.ops:
+            if isinstance(op, (ast.In, ast.NotIn)):
+                self.err(node, "'in' is not supported", hint="use a map lookup or explicit == comparisons")
         if len(node.ops) > 1:
-            for c in [node.left] + node.comparators:
-                self.rvalue(self.expr(c))
+            vals = [self.rvalue(self.expr(c), c) for c in [node.left] + node.comparators]
+            for i, op in enumerate(node.ops):
+                self.compare(op, vals[i], vals[i + 1], node)
             return T("int", bool_)
         a = self.expr(node.left)
-        self.expr(node.comparators[0], a.ty if a.kind == "int" else None)
-        return T("int", bool_)
+        b = self.expr(node.comparators[0], a.ty if a.kind == "int" else None)
+        return T("int", bool_, const=self.compare(node.ops[0], a, b, node))
+
+    def compare(self, op, a: T, b: T, node):
+        """Checks a comparison; its value when known at compile time (codegen folds the same)."""
+        if isinstance(op, (ast.Is, ast.IsNot)) or (isinstance(op, (ast.Eq, ast.NotEq)) and "none" in (a.kind, b.kind)):
+            if b.kind == "none" and a.kind == "none":
+                return isinstance(op, (ast.Is, ast.Eq))
+            ref = a if b.kind == "none" else b
+            if ref.kind != "mem" or (b.kind != "none" and a.kind != "none"):
+                self.err(node, "'is' compares only with None", hint="use '==' to compare values")
+            return None
+        if (a.kind == "mem" and _sub(a.ty, Str)) or (b.kind == "mem" and _sub(b.ty, Str)):
+            return self.str_compare(op, a, b, node)
+        a, b = self.rvalue(a, node), self.rvalue(b, node)
+        if a.kind not in ("int", "lit") or b.kind not in ("int", "lit"):
+            self.err(node, f"cannot compare {describe(a)} with {describe(b)}")
+        if a.kind == "lit" and b.kind == "lit":
+            return bool(_PYCMP[type(op)](a.val, b.val))
+        t = compare_type(a.ty if a.kind == "int" else a.val, b.ty if b.kind == "int" else b.val)
+        if t is None:
+            return None
+        lit = a if a.kind == "lit" else b if b.kind == "lit" else None
+        if lit is not None and not fits(lit.val, t):
+            self.soft_err(node, f"literal {lit.val} is out of range for {tname(t)}; the comparison is constant")
+            return bool(_PYCMP[type(op)](a.val if a.kind == "lit" else 0, b.val if b.kind == "lit" else 0))
+        return None
+
+    def str_compare(self, op, a: T, b: T, node):
+        if not isinstance(op, (ast.Eq, ast.NotEq)):
+            self.err(node, "Str values compare only with == and !=")
+        if a.kind == "bytes":
+            a, b = b, a
+        self.need_checked(a, node)
+        if b.kind == "bytes":
+            if len(b.val) > a.ty._len:
+                return not isinstance(op, ast.Eq)
+            return None
+        if b.kind == "mem" and _sub(b.ty, Str):
+            self.need_checked(b, node)
+            return None
+        self.err(node, f"cannot compare {describe(a)} with {describe(b)}")
 
     # ---- calls --------------------------------------------------------------------------
     def e_Call(self, node, want):
@@ -774,66 +1164,68 @@ class _FunctionTyper:
                 return self.bpf_call(name, node)
             if owner == "map":
                 return self.map_method(fv.ty, name, node)
-            return self.packet(node)
-        if fv.kind != "py":
-            _unknown()
-        obj = fv.val
-        if isinstance(obj, type) and is_int(obj) and len(node.args) == 1 and not node.keywords:
-            self.int_value(node.args[0], obj)
-            return T("int", obj)
-        if (obj is int or obj is bool) and len(node.args) == 1 and not node.keywords:
-            if obj is bool:
-                self.truth(node.args[0])
-                return T("int", bool_)
-            return self.int_value(node.args[0], want)
-        if isinstance(obj, type) and _sub(obj, Struct) and not node.args:
-            for kw in node.keywords:
-                if kw.arg is None:
-                    _unknown()
-                ft = next((f[1] for f in obj._fields_ if f[0] == kw.arg), None)
-                if ft is None:
-                    _unknown()
-                self.expr(kw.value, ft if is_int(ft) else None)
-            return T("mem", obj)
-        if obj in (min, max) and len(node.args) >= 2 and not node.keywords:
-            return self.minmax(obj is min, node, want)
-        if obj is abs and len(node.args) == 1 and not node.keywords:
-            v = self.int_value(node.args[0], want)
-            return T("lit", val=abs(v.val)) if v.kind == "lit" else v
-        if obj is len and len(node.args) == 1:
-            v = self.expr(node.args[0])
-            if v.kind == "mem" and (_sub(v.ty, Array) or _sub(v.ty, Str)):
-                return T("lit", val=v.ty._len)
-            if v.kind == "bytes":
-                return T("lit", val=len(v.val))
-            _unknown()
-        if obj is ord and len(node.args) == 1 and not node.keywords:
-            c = self.expr(node.args[0])
-            if c.kind in ("str", "bytes") and len(c.val) == 1:
-                return T("lit", val=ord(c.val))
-            _unknown()
-        if obj is print:
-            for a in node.args:
-                parts = [v.value for v in a.values if isinstance(v, ast.FormattedValue)] \
-                    if isinstance(a, ast.JoinedStr) else [a]
-                for p in parts:
-                    self.rvalue(self.expr(p))
-            self.tf.callees.append(("helper", "trace_printk"))
-            return T("int", i64)
-        if isinstance(obj, pytypes.FunctionType) and getattr(obj, "__pybpfc_prog__", None) is None:
-            sub = self.mt.subprogram(obj)
-            if sub is None or node.keywords or len(node.args) != len(sub.params):
-                _unknown()
-            self.tf.callees.append(("function", sub.name))
-            for a, (_, pt) in zip(node.args, sub.params):
-                if is_int(pt):
-                    self.int_value(a, pt)
-                else:
-                    self.expr(a)
-            return T("void") if sub.ret is None else T("int", sub.ret)
-        _unknown()
+            if owner == "ctx":
+                return self.packet(node)
+        if fv.kind == "py":
+            obj = fv.val
+            if obj in (range,):
+                self.err(node, "range() is only allowed as the iterable of a for loop")
+            if isinstance(obj, type) and is_int(obj):
+                self.no_kw(node)
+                if len(node.args) != 1:
+                    self.err(node, f"{tname(obj)}() takes exactly one argument")
+                self.int_value(node.args[0], obj)
+                return T("int", obj)
+            if obj is int or obj is bool:
+                self.no_kw(node)
+                if len(node.args) != 1:
+                    self.err(node, f"{obj.__name__}() takes one argument")
+                if obj is bool:
+                    return T("int", bool_, const=self.truth(node.args[0]))
+                return self.int_value(node.args[0], want)
+            if isinstance(obj, type) and _sub(obj, Struct):
+                return self.construct(obj, node)
+            if obj in (min, max):
+                return self.minmax(obj is min, node, want)
+            if obj is abs:
+                self.no_kw(node)
+                if len(node.args) != 1:
+                    self.err(node, "abs() takes one argument")
+                v = self.int_value(node.args[0], want)
+                return T("lit", val=abs(v.val)) if v.kind == "lit" else v
+            if obj is len:
+                return self.len_(node)
+            if obj is ord:
+                c = self.const_eval(node.args[0]) if len(node.args) == 1 and not node.keywords else None
+                if not isinstance(c, (str, bytes)) or len(c) != 1:
+                    self.err(node, "ord() takes one constant character, e.g. ord('a')")
+                return T("lit", val=ord(c))
+            if obj is print:
+                return self.print_(node)
+            if isinstance(obj, pytypes.FunctionType):
+                return self.user_call(obj, node)
+        self.err(node, f"cannot call {describe(fv)}" + (f" '{getattr(fv.val, '__name__', '')}'" if fv.kind == "py" else ""),
+                 hint="only helpers (bpf.*), map methods, int types, Structs and functions of this project can be called")
+
+    def no_kw(self, node):
+        if node.keywords:
+            self.err(node.keywords[0].value, f"unexpected keyword argument '{node.keywords[0].arg}'")
+
+    def construct(self, t, node) -> T:
+        if node.args:
+            self.err(node, f"{tname(t)}(...) takes keyword arguments only", hint=f"e.g. {tname(t)}(field=value)")
+        v = T("mem", t)
+        for kw in node.keywords:
+            if kw.arg is None:
+                self.err(kw.value, "**kwargs is not supported")
+            fld = self.field(v, kw.arg, kw.value)
+            self.store_into(fld, self.expr(kw.value, fld.ty if is_int(fld.ty) else None), kw.value)
+        return v
 
     def minmax(self, is_min, node, want) -> T:
+        self.no_kw(node)
+        if len(node.args) < 2:
+            self.err(node, f"{'min' if is_min else 'max'}() needs at least two integer arguments")
         acc = self.int_value(node.args[0], want)
         for a in node.args[1:]:
             b = self.int_value(a, want if acc.kind == "lit" else acc.ty)
@@ -845,35 +1237,92 @@ class _FunctionTyper:
                 t = {8: i16, 16: i32, 32: i64}.get(w, i64 if is_min else u64)
             else:
                 t = binop_type("arith", acc.ty if acc.kind == "int" else acc.val, b.ty if b.kind == "int" else b.val)
+            self.fit(acc, t, node)
+            self.fit(b, t, node)
             acc = T("int", t)
         return acc
 
+    def len_(self, node) -> T:
+        if len(node.args) != 1:
+            self.err(node, "len() takes one argument")
+        v = self.expr(node.args[0])
+        if v.kind == "mem" and (_sub(v.ty, Array) or _sub(v.ty, Str)):
+            return T("lit", val=v.ty._len)
+        if v.kind == "bytes":
+            return T("lit", val=len(v.val))
+        self.err(node.args[0], f"len() of {describe(v)}", hint="len() works on Array[T, N] and Str[N] (it gives N)")
+
+    def print_(self, node) -> T:
+        for kw in node.keywords:
+            if kw.arg not in ("end",):
+                self.err(kw.value, f"print() keyword '{kw.arg}' is not supported")
+        for kw in node.keywords:
+            if not isinstance(self.const_eval(kw.value), str):
+                self.err(kw.value, "print(end=...) must be a constant string")
+        parts, nargs = [], 0
+        for a in node.args:
+            parts.extend(a.values if isinstance(a, ast.JoinedStr) else [a])
+        for p in parts:
+            if isinstance(p, ast.Constant) and isinstance(p.value, str):
+                continue
+            expr, spec = (p.value, p.format_spec) if isinstance(p, ast.FormattedValue) else (p, None)
+            if isinstance(p, ast.FormattedValue) and p.conversion != -1:
+                self.err(p, "!r/!s/!a conversions are not supported in print()")
+            sp = ""
+            if spec is not None:
+                if not (len(spec.values) == 1 and isinstance(spec.values[0], ast.Constant)):
+                    self.err(spec, "format specs must be constant")
+                sp = spec.values[0].value
+            v = self.rvalue(self.expr(expr), expr)
+            if v.kind == "lit":
+                try:
+                    format(v.val, sp)
+                except ValueError:
+                    raise _Unknown() from None   # codegen fails here too (no user message yet)
+                continue
+            if v.kind == "mem" and _sub(v.ty, Str):
+                self.need_checked(v, expr)
+                nargs += 1
+                continue
+            if v.kind != "int":
+                self.err(expr, f"print() cannot format {describe(v)}")
+            if {"": None, "d": None, "x": "x", "X": "X", "o": "o"}.get(sp.lstrip("0123456789"), "bad") == "bad":
+                self.err(expr, f"format spec '{sp}' is not supported", hint="use {x}, {x:x} or {x:08x}")
+            nargs += 1
+        if nargs > 3:
+            self.err(node, f"print() can show at most 3 values (bpf_trace_printk), got {nargs}")
+        self.tf.callees.append(("helper", "trace_printk"))
+        return T("int", i64)
+
     def bpf_call(self, name, node) -> T:
-        if node.keywords:
-            _unknown()
-        short = {"pid": u32, "tgid": u32, "tid": u32, "uid": u32, "gid": u32, "ktime_ns": u64, "cpu": u32}
-        if name in short:
+        self.no_kw(node)
+        short = {"pid": u32, "tgid": u32, "tid": u32, "uid": u32, "gid": u32}
+        if name in short or name in ("ktime_ns", "cpu"):
             if node.args:
-                _unknown()
+                self.err(node, f"bpf.{name}() takes no arguments")
             self.tf.callees.append(("bpf", name))
-            return T("int", short[name])
+            return T("int", u64 if name == "ktime_ns" else u32)
         if name in ("comm", "get_current_comm") and not node.args:
             self.tf.callees.append(("bpf", name))
             return T("mem", Str[16])
         if name in ("load_byte", "load_half", "load_word"):
+            if self.tf.kind not in ("socket_filter", "tc", "section"):
+                self.err(node, f"bpf.{name}() works only in socket filter and tc programs")
             if len(node.args) != 2:
-                _unknown()
-            self.expr(node.args[0])
-            self.int_value(node.args[1], u64)
+                self.err(node, f"bpf.{name}(skb, offset) takes two arguments")
+            if self.expr(node.args[0]).kind != "ctx":
+                self.err(node.args[0], "the first argument must be the program's context")
+            self.fit(self.int_value(node.args[1], u64), u64, node.args[1])
             self.tf.callees.append(("bpf", name))
             return T("int", {"byte": u8, "half": u16, "word": u32}[name.split("_")[1]])
         h = H.helpers().get(name)
         if h is None:
-            _unknown()
+            self.err(node.func, f"bpf.{name}: no such helper",
+                     hint="helpers are named as in linux/bpf.h without the bpf_ prefix")
         args, pi = list(node.args), 0
         for a in args:
             if pi >= len(h.params):
-                _unknown()
+                self.err(a, f"bpf.{name}() takes {len(h.params)} arguments")
             p = h.params[pi]
             if isinstance(a, ast.Name) and a.id in self.locals and self.locals[a.id].kind == "int" \
                     and p.is_pointer and H.size_param_after(h, pi) and len(args) < len(h.params):
@@ -882,15 +1331,20 @@ class _FunctionTyper:
             v = self.expr(a)
             buffer = v.kind == "mem" and is_int(v.ty) and p.is_pointer and H.size_param_after(h, pi)
             if v.kind == "mem" and not is_int(v.ty) or v.kind in ("map", "ctx") or buffer:
+                if v.kind == "mem":
+                    self.need_checked(v, a)
                 pi += 1
                 if v.kind == "mem" and H.size_param_after(h, pi - 1) and len(args) < len(h.params):
                     pi += 1
                 continue
             if v.kind not in ("bytes", "none"):
-                self.int_value(a, u64)
+                iv = self.int_value(a, u64)
+                if iv.kind == "lit":
+                    self.fit(iv, u64, a)
             pi += 1
         if pi != len(h.params):
-            _unknown()
+            self.err(node, f"bpf.{name}() takes {len(h.params)} arguments "
+                           f"({', '.join(p.name for p in h.params)}), got {len(args)}")
         self.tf.callees.append(("helper", name))
         if h.returns_pointer:
             return T("int", u64)
@@ -899,101 +1353,211 @@ class _FunctionTyper:
         return T("void") if rt is None else T("int", rt)
 
     def packet(self, node) -> T:
-        if node.keywords or len(node.args) != 2:
-            _unknown()
+        self.no_kw(node)
+        if len(node.args) != 2:
+            self.err(node, "ctx.packet(Type, offset) takes two arguments")
         tv = self.expr(node.args[0])
         if tv.kind != "py" or not isinstance(tv.val, type) or not hasattr(tv.val, "_size"):
-            _unknown()
-        self.int_value(node.args[1], u64)
+            self.err(node.args[0], "the first argument of ctx.packet() must be a type (a Struct, int type or Array)")
+        off = self.int_value(node.args[1], u64)
+        if off.kind == "lit" and (off.val < 0 or off.val > 0xFFFF):
+            self.err(node.args[1], f"packet offset {off.val} is out of range (0..65535)")
+        self.fit(off, u64, node.args[1])
         return T("mem", tv.val, nullable=True)
 
-    def event(self, m: Map, t):
+    # ---- maps ---------------------------------------------------------------------------
+    def key(self, m: Map, node, t=None):
+        t = t or m.key
+        v = self.expr(node, t if is_int(t) else None)
+        if v.kind == "mem" and v.ty is t:
+            self.need_checked(v, node)
+            return
+        if is_int(t):
+            self.fit(self.rvalue(v, node), t, node)
+            return
+        if _sub(t, Str) and v.kind == "bytes":
+            self.store_into(T("mem", t), v, node)
+            return
+        self.err(node, f"expected {tname(t)}, got {describe(v)}")
+
+    def map_lookup(self, m: Map, key_node):
+        if m.key is None:
+            self.err(key_node, f"{type(m).__name__} has no keys")
+        self.key(m, key_node)
+
+    def map_read(self, m: Map, key_node, node) -> T:
+        if m.kind not in ("hash", "array"):
+            self.err(node, f"{type(m).__name__} cannot be indexed")
+        if not is_int(m.value):
+            self.err(node, f"reading m[key] works for integer values; this map holds {tname(m.value)}",
+                     hint="use m.lookup(key) (a reference, None if absent) or m.get(key)")
+        self.map_lookup(m, key_node)
+        return T("int", m.value)
+
+    def map_update(self, m: Map, key_node, v: T, vnode, flags_node, node):
+        if m.kind not in ("hash", "array"):
+            self.err(node, f"{type(m).__name__} does not support m[key] = value")
+        self.key(m, key_node)
+        self.value(m.value, v, vnode)
+        if flags_node is not None:
+            self.fit(self.int_value(flags_node, u64), u64, flags_node)
+
+    def value(self, t, v: T, vnode):
+        if v.kind == "mem" and v.ty is t:
+            self.need_checked(v, vnode)
+            return
+        self.store_into(T("mem", t), v, vnode)
+
+    def map_augassign(self, m: Map, tgt, op, value_node, node):
+        if m.kind not in ("hash", "array"):
+            self.err(tgt, f"{type(m).__name__} does not support m[key] {type(op).__name__}= ...")
+        if not is_int(m.value):
+            self.err(tgt, f"m[key] += n needs integer values; this map holds {tname(m.value)}",
+                     hint="use r = m.lookup(key) and update fields of r")
+        self.key(m, tgt.slice)
+        self.expr_record(tgt, T("mem", m.value))
+        self.update_mem(m.value, op, value_node, node, not self.percpu(m))
+
+    @staticmethod
+    def percpu(m: Map) -> bool:
+        return m.map_type in (U.BPF_MAP_TYPE_PERCPU_ARRAY, U.BPF_MAP_TYPE_PERCPU_HASH, U.BPF_MAP_TYPE_LRU_PERCPU_HASH)
+
+    def flags(self, args, i, kw):
+        n = args[i] if len(args) > i else kw.get("flags")
+        if n is not None:
+            self.fit(self.int_value(n, u64), u64, n)
+
+    def event(self, m: Map, t, node):
         prev = self.mt.tm.events.get(id(m)) or m.event
         if prev is not None and prev is not t:
-            _unknown()
+            self.err(node, f"this buffer already carries {tname(prev)}; one event type per buffer",
+                     hint="use a second RingBuf for another event type")
         self.mt.tm.events[id(m)] = t
 
     def map_method(self, m: Map, name: str, node) -> T:
         kind, args = m.kind, node.args
         kw = {k.arg: k.value for k in node.keywords}
-        for v in kw.values():
-            self.int_value(v, u64)
+
+        def nargs(lo, hi, sig):
+            if not lo <= len(args) <= hi or (set(kw) - {"flags"}):
+                self.err(node, f"{type(m).__name__}.{name}{sig}")
+
         self.tf.callees.append(("map", name))
         if kind in ("hash", "array"):
-            if name == "lookup" and len(args) == 1:
-                self.key(m, args[0])
-                return T("mem", m.value, nullable=True)
-            if name == "get" and len(args) in (1, 2):
-                self.key(m, args[0])
+            if name == "lookup":
+                nargs(1, 1, "(key) takes one argument")
+                self.map_lookup(m, args[0])
+                return T("mem", m.value, nullable=True, shared=not self.percpu(m))
+            if name == "get":
+                nargs(1, 2, "(key[, default])")
+                self.map_lookup(m, args[0])
                 if len(args) == 2:
-                    self.int_value(args[1], m.value)
+                    if not is_int(m.value):
+                        self.err(args[1], "a default works for integer values only")
+                    self.fit(self.int_value(args[1], m.value), m.value, node)
                     return T("int", m.value)
                 return T("mem", m.value, nullable=True)
-            if name == "update" and len(args) in (2, 3):
-                self.key(m, args[0])
-                self.expr(args[1], m.value if is_int(m.value) else None)
-                if len(args) == 3:
-                    self.int_value(args[2], u64)
+            if name == "update":
+                nargs(2, 3, "(key, value, flags=0)")
+                fl = args[2] if len(args) == 3 else kw.get("flags")
+                self.map_update(m, args[0], self.expr(args[1], m.value if is_int(m.value) else None), args[1], fl, node)
                 return T("int", i64)
-            if name == "delete" and len(args) == 1:
+            if name == "delete":
+                nargs(1, 1, "(key)")
+                if m.map_type in (U.BPF_MAP_TYPE_ARRAY, U.BPF_MAP_TYPE_PERCPU_ARRAY):
+                    self.err(node, "array map entries cannot be deleted", hint="store 0 instead")
                 self.key(m, args[0])
                 return T("int", i64)
-            if name == "record" and m.tags.get("histogram") and len(args) == 1:
-                self.int_value(args[0], u64)
+            if name == "record" and m.tags.get("histogram"):
+                nargs(1, 1, "(value)")
+                self.fit(self.int_value(args[0], u64), u64, args[0])
                 return T("void")
         if kind == "ringbuf":
-            if name == "reserve" and len(args) == 1:
+            if name == "reserve":
+                nargs(1, 1, "(Type)")
                 tv = self.expr(args[0])
                 if tv.kind != "py" or not isinstance(tv.val, type) or not hasattr(tv.val, "_size"):
-                    _unknown()
-                self.event(m, tv.val)
-                return T("mem", tv.val, nullable=True)
-            if name in ("submit", "discard") and len(args) in (1, 2):
-                self.expr(args[0])
-                if len(args) == 2:
-                    self.int_value(args[1], u64)
+                    self.err(args[0], "reserve() takes a type, e.g. events.reserve(Event)")
+                self.event(m, tv.val, node)
+                return T("mem", tv.val, nullable=True, shared=True)
+            if name in ("submit", "discard"):
+                nargs(1, 2, "(event, flags=0)")
+                e = self.expr(args[0])
+                if e.kind != "mem":
+                    self.err(args[0], f"{name}() takes a reference from reserve()")
+                self.need_checked(e, args[0])
+                self.flags(args, 1, kw)
                 if isinstance(args[0], ast.Name):
                     self.nonnull.discard(args[0].id)
                 return T("void")
-            if name == "output" and len(args) in (1, 2):
+            if name == "output":
+                nargs(1, 2, "(value, flags=0)")
                 e = self.expr(args[0])
                 if e.kind != "mem":
-                    _unknown()
-                if len(args) == 2:
-                    self.int_value(args[1], u64)
-                self.event(m, e.ty)
+                    self.err(args[0], "output() takes a Struct value, e.g. events.output(Event(pid=pid))")
+                self.need_checked(e, args[0])
+                self.event(m, e.ty, node)
+                self.flags(args, 1, kw)
                 return T("int", i64)
-        if kind == "perf" and name == "output" and len(args) in (1, 2):
+        if kind == "perf" and name == "output":
             if len(args) == 2:
-                self.expr(args[0])
-            e = self.expr(args[-1])
+                if self.expr(args[0]).kind != "ctx":
+                    self.err(args[0], "the first argument of output(ctx, value) must be the program context")
+            elif len(args) == 1:
+                if self.tf.kind == "subprogram":
+                    self.err(node, "output(value) needs the program context", hint="write output(ctx, value)")
+            else:
+                self.err(node, "PerfEventArray.output([ctx,] value)")
+            ev = args[-1]
+            e = self.expr(ev)
             if e.kind != "mem":
-                _unknown()
-            self.event(m, e.ty)
+                self.err(ev, "output() takes a Struct value")
+            self.need_checked(e, ev)
+            self.event(m, e.ty, node)
             return T("int", i64)
-        if kind == "progarray" and name == "tail_call" and len(args) == 2:
-            self.expr(args[0])
-            self.int_value(args[1], u32)
+        if kind == "progarray" and name == "tail_call":
+            nargs(2, 2, "(ctx, index)")
+            if self.expr(args[0]).kind != "ctx":
+                self.err(args[0], "tail_call() needs the program context first")
+            self.fit(self.int_value(args[1], u32), u32, args[1])
             return T("int", i64)
-        if kind == "stack_trace" and name == "get_stackid" and len(args) in (1, 2):
-            self.expr(args[0])
-            if len(args) == 2:
-                self.int_value(args[1], u64)
+        if kind == "stack_trace" and name == "get_stackid":
+            nargs(1, 2, "(ctx, flags=0)")
+            if self.expr(args[0]).kind != "ctx":
+                self.err(args[0], "get_stackid() needs the program context")
+            self.flags(args, 1, kw)
             return T("int", i64)
-        if kind in ("queue", "bloom") and name == "push" and len(args) in (1, 2):
-            self.expr(args[0], m.value)
-            if len(args) == 2:
-                self.int_value(args[1], u64)
+        if kind in ("queue", "bloom") and name == "push":
+            nargs(1, 2, "(value, flags=0)")
+            self.value(m.value, self.expr(args[0], m.value), args[0])
+            self.flags(args, 1, kw)
             return T("int", i64)
-        if kind == "queue" and name in ("pop", "peek") and not args:
+        if kind == "queue" and name in ("pop", "peek"):
+            nargs(0, 0, "() takes no arguments")
             return T("mem", m.value, nullable=True)
-        if kind == "bloom" and name == "contains" and len(args) == 1:
-            self.expr(args[0], m.value)
+        if kind == "bloom" and name == "contains":
+            nargs(1, 1, "(value)")
+            self.value(m.value, self.expr(args[0], m.value), args[0])
             return T("int", bool_)
-        _unknown()
+        self.err(node.func, f"{type(m).__name__} has no method '{name}'", hint=MAP_METHODS.get(kind))
 
-
-_PYOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-          ast.FloorDiv: lambda a, b: a // b, ast.Mod: lambda a, b: a % b, ast.Pow: lambda a, b: a ** b,
-          ast.LShift: lambda a, b: a << b, ast.RShift: lambda a, b: a >> b, ast.BitAnd: lambda a, b: a & b,
-          ast.BitOr: lambda a, b: a | b, ast.BitXor: lambda a, b: a ^ b}
+    # ---- user functions -----------------------------------------------------------------
+    def user_call(self, fn, node) -> T:
+        if getattr(fn, "__pybpfc_prog__", None) is not None:
+            self.err(node, f"'{fn.__name__}' is a BPF program; programs cannot be called",
+                     hint="move the shared code into an undecorated function")
+        sub = self.mt.subprogram(fn, self, node)
+        self.tf.callees.append(("function", sub.name))
+        if node.keywords:
+            self.err(node, "keyword arguments are not supported in calls to BPF functions")
+        if len(node.args) != len(sub.params):
+            self.err(node, f"{fn.__name__}() takes {len(sub.params)} arguments, got {len(node.args)}")
+        for a, (pname, pt) in zip(node.args, sub.params):
+            if is_int(pt):
+                self.fit(self.int_value(a, pt), pt, a)
+            else:
+                v = self.expr(a)
+                if v.kind != "mem" or v.ty is not pt:
+                    self.err(a, f"argument '{pname}' expects {tname(pt)}, got {describe(v)}")
+                self.need_checked(v, a)
+        return T("void") if sub.ret is None else T("int", sub.ret)

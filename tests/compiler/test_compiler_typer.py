@@ -5,7 +5,9 @@ from __future__ import annotations
 import ast
 import os
 
+import pytest
 from compiler_helpers import write
+from test_compiler_errors import CASES
 
 from pybpfc.frontend.module import Diagnostics, load_module
 from pybpfc.frontend.typer import T, type_module
@@ -71,7 +73,7 @@ def test_integer_expression_types(tmp_path):
             neg = -a
             ok = a > 2 and e < 9
             s = bpf.comm()
-            big = a << 40 >> 40
+            big = a << 4 >> 4
             return XDP_PASS
         """)
     _, tm = typed(path)
@@ -144,3 +146,22 @@ def test_dump_types_prints_the_typed_program(tmp_path):
     out = describe_types(path)
     assert "prog (xdp, section xdp) -> i32" in out and "    a: u64\n    b: u16\n" in out
 
+
+
+def typer_errors(tmp_path, src):
+    """What the typing pass alone reports for a program (None if the frontend rejects it first)."""
+    diags = Diagnostics()
+    info = load_module(write(tmp_path, "from pybpfc import *\n" + src, header=False), diags)
+    if info is None or diags.items:
+        return None
+    type_module(info, None, diags)
+    return [(d.line, d.col, d.message) for d in sorted(diags.items, key=lambda d: (d.line, d.col))]
+
+
+@pytest.mark.filterwarnings("ignore::SyntaxWarning")
+@pytest.mark.parametrize("name,src,expected", CASES, ids=[c[0] for c in CASES])
+def test_the_typer_reports_the_invalid_programs_errors(tmp_path, name, src, expected):
+    got = typer_errors(tmp_path, src)
+    if got is None:
+        pytest.skip("rejected before typing (syntax, import, no programs)")
+    assert got == expected
