@@ -185,13 +185,41 @@ struct pbs_store *pbs_open(const char *path, int fd)
     return s;
 }
 
+/* Process-local executable mappings of JIT code replaced or dropped while the store is open:
+ * a thread of this process may still be running them, so they stay until pbs_close. */
+struct jit_retired {
+    void *addr;
+    uint64_t size;
+    struct jit_retired *next;
+};
+
+static void jit_retire(struct pbs_store *s, uint32_t i)
+{
+    void *addr = s->jit_addr[i];
+    if (!addr)
+        return;
+    s->jit_fn[i] = 0;
+    s->jit_addr[i] = NULL;
+    struct jit_retired *r = malloc(sizeof(*r));
+    if (!r) /* leak the mapping rather than unmap code that may be running */
+        return;
+    r->addr = addr;
+    r->size = s->jit_map_size[i];
+    r->next = s->jit_retired;
+    s->jit_retired = r;
+}
+
 void pbs_close(struct pbs_store *s)
 {
     if (!s)
         return;
     for (int i = 0; i < PBS_MAX_PROGS; i++)
-        if (s->jit_addr[i])
-            munmap(s->jit_addr[i], pbs_prog(s, i + 1) ? pbs_prog(s, i + 1)->jit_size : 0);
+        jit_retire(s, (uint32_t)i);
+    for (struct jit_retired *r = s->jit_retired, *next; r; r = next) {
+        next = r->next;
+        munmap(r->addr, r->size);
+        free(r);
+    }
     if (s->owner && s->path[0])
         unlink(s->path);
     munmap(s->base, s->size);
@@ -327,11 +355,7 @@ void pbs_prog_put(struct pbs_store *s, uint32_t id)
         return;
     __atomic_store_n(&p->state, PBS_DYING, __ATOMIC_RELEASE);
     pbs_bump_generation(s, 0);
-    if (s->jit_addr[id - 1]) {
-        munmap(s->jit_addr[id - 1], p->jit_size);
-        s->jit_addr[id - 1] = NULL;
-    }
-    s->jit_fn[id - 1] = 0;
+    jit_retire(s, id - 1);
     /* The bytecode and JIT code are not freed: a thread of some process may still be running
      * them (there is no RCU across processes), and reused memory under running code would
      * crash it. Programs are small; churn costs store space only. */
@@ -369,16 +393,22 @@ int pbs_prog_map_jit(struct pbs_store *s, uint32_t id)
     struct pbs_prog *p = pbs_prog(s, id);
     if (!p)
         return -ENOENT;
-    if (!p->jit_off)
+    uint64_t off = __atomic_load_n(&p->jit_off, __ATOMIC_ACQUIRE), size = p->jit_size, entry = p->jit_entry;
+    if (!off)
         return -ENOEXEC;
-    void *x = mmap(NULL, p->jit_size, PROT_READ | PROT_EXEC, MAP_SHARED, s->fd, (off_t)p->jit_off);
+    if (s->jit_addr[id - 1] && s->jit_serial[id - 1] == p->serial && s->jit_map_off[id - 1] == off)
+        return 0; /* mapped already */
+    if (!size || off + size > s->size || entry >= size)
+        return -EINVAL;
+    void *x = mmap(NULL, size, PROT_READ | PROT_EXEC, MAP_SHARED, s->fd, (off_t)off);
     if (x == MAP_FAILED)
         return -errno;
-    if (s->jit_addr[id - 1])
-        munmap(s->jit_addr[id - 1], p->jit_size);
+    jit_retire(s, id - 1);
+    s->jit_map_size[id - 1] = size;
+    s->jit_map_off[id - 1] = off;
     s->jit_addr[id - 1] = x;
     s->jit_serial[id - 1] = p->serial;
-    s->jit_fn[id - 1] = (uint64_t)x + p->jit_entry;
+    s->jit_fn[id - 1] = (uint64_t)x + entry;
     return 0;
 }
 

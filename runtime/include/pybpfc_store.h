@@ -174,6 +174,11 @@ struct pbs_store {
     uint64_t jit_fn[PBS_MAX_PROGS]; /* entry address, or 0 */
     uint64_t budget;             /* instruction budget per run (0: PBR_DEFAULT_BUDGET) */
     uint64_t jit_serial[PBS_MAX_PROGS]; /* serial of the program jit_fn belongs to */
+    /* what jit_addr maps: its own length and store offset, never the (shared, changing)
+     * program record's, which may describe a newer program with the same id by now */
+    uint64_t jit_map_size[PBS_MAX_PROGS];
+    uint64_t jit_map_off[PBS_MAX_PROGS];
+    void *jit_retired;           /* replaced mappings (a thread may still run them): pbs_close */
 };
 
 /* Result of one run. */

@@ -144,6 +144,66 @@ SCENARIOS = {
         from pybpfc.errors import RuntimeFault
         expect(lambda: q.test_run(ctx=bytes(8)), RuntimeFault, "prog 'ghost': stopped")
     """,
+    # a second handle of the store (another loader, the agent) mapped program A's JIT code;
+    # A was freed, B took its id with larger code: remapping unmapped A's mapping with B's size,
+    # taking unrelated memory of the process with it
+    "jit_remap_after_id_reuse": """
+        import platform, types
+        from pybpfc.backends.userspace.runtime import lib
+        from pybpfc.backends.userspace.store import Store
+        if platform.machine() != "x86_64":
+            return
+        L = lib()
+        be = UserspaceBackend(jit=False)
+        other = Store.open(be.store.path)
+        ret7 = b"\\xb8\\x07\\x00\\x00\\x00\\xc3"                    # mov eax, 7; ret
+        a = prog(be, "mov %r0, 1\\nexit")
+        assert L.pbs_prog_set_jit(be.store.handle, a.id, ret7, len(ret7), 0) == 0
+        assert L.pbs_prog_map_jit(other.handle, a.id) == 0
+        a.close()
+        b = prog(be, "mov %r0, 2\\nexit")
+        assert b.id == a.id
+        big = ret7 + b"\\x90" * (1 << 20)
+        assert L.pbs_prog_set_jit(be.store.handle, b.id, big, len(big), 0) == 0
+        before = open("/proc/self/maps").read().splitlines()
+        assert L.pbs_prog_map_jit(other.handle, b.id) == 0
+        after = open("/proc/self/maps").read().splitlines()
+        # libraries and other file mappings (anonymous ones come and go with allocators)
+        gone = [m for m in before if m not in after and len(m.split()) > 5 and "(deleted)" not in m]
+        assert not gone, gone
+        h = UserspaceProgram(other, b.id, types.SimpleNamespace(name="b", type=U.BPF_PROG_TYPE_TRACEPOINT))
+        assert h.test_run(ctx=bytes(8)).retval == 7
+        assert L.pbs_prog_map_jit(other.handle, b.id) == 0    # mapped already: kept
+        assert h.test_run(ctx=bytes(8)).retval == 7
+    """,
+    # the loader closes a program while another handle of it (another thread) runs its JIT
+    # code: the code stays mapped until the store is closed
+    "jit_code_dropped_while_running": """
+        import platform, types
+        from pybpfc.backends.userspace.runtime import lib
+        if platform.machine() != "x86_64":
+            return
+        L = lib()
+        be = UserspaceBackend(jit=False)
+        a = prog(be, "mov %r0, 1\\nexit")
+        from cffi import FFI
+        F = FFI()
+        flag = F.new("volatile uint8_t *")
+        # movabs rax, &flag; mov byte [rax], 1; mov ecx, 1 << 27; dec ecx; jnz -4; mov eax, 7; ret
+        spin = (b"\\x48\\xb8" + struct.pack("<Q", int(F.cast("uintptr_t", flag))) + b"\\xc6\\x00\\x01"
+                + b"\\xb9\\x00\\x00\\x00\\x08\\xff\\xc9\\x75\\xfc\\xb8\\x07\\x00\\x00\\x00\\xc3")
+        assert L.pbs_prog_set_jit(be.store.handle, a.id, spin, len(spin), 0) == 0
+        h = UserspaceProgram(be.store, a.id, types.SimpleNamespace(name="a", type=U.BPF_PROG_TYPE_TRACEPOINT))
+        assert h.use_jit()
+        out = []
+        t = threading.Thread(target=lambda: out.append(h.test_run(ctx=bytes(8)).retval))
+        t.start()
+        while not flag[0]:  # the thread is inside the JIT code (the GIL is released there)
+            pass
+        a.close()           # the last reference: the program is freed under the running thread
+        t.join()
+        assert out == [7], out
+    """,
     # register fields are 4 bits; unverified programs may name r11..r15 (ASan: stack overflow)
     "unverified_registers_above_r10": """
         from pybpfc.backends.userspace import vm as V
