@@ -2,7 +2,6 @@
 `run(args) -> int`."""
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
@@ -22,6 +21,21 @@ def _subcommands(argv: list[str]) -> list[str]:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["build"]:
+        from .. import codegen
+
+        # LLVM loads in the code generation child while this process does everything else
+        codegen.prestart()
+        try:
+            return _main(argv)
+        finally:
+            codegen.cancel_prestarted()  # not used: bad arguments, --help, an error before compiling
+    return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+
     parser = argparse.ArgumentParser(prog="pybpfc", description="Write eBPF in restricted Python.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers = {}

@@ -55,12 +55,15 @@ def _lower(path: str, tracepoint_formats: str | None):
 def compile_file(path: str, opt_level: int = 2, mcpu: str = "v3", emit: str = "obj",
                  tracepoint_formats: str | None = None) -> bytes:
     if emit not in ("obj", "ir", "asm"):
+        cancel_prestarted()
         raise Error(f"emit must be 'obj', 'ir' or 'asm', not {emit!r}")
     if mcpu not in MCPUS:
+        cancel_prestarted()
         raise Error(f"unknown --mcpu {mcpu!r} (choose from {', '.join(MCPUS[:4])})")
     if not 0 <= int(opt_level) <= 3:
+        cancel_prestarted()
         raise Error(f"optimisation level must be 0..3, not {opt_level}")
-    child = _CodegenChild.start() if _prefork_ok() else None
+    child = _take_child()
     try:
         text = lower_module(path, tracepoint_formats)
     except BaseException:
@@ -114,6 +117,39 @@ def _prefork_ok() -> bool:
     first, _first_compile = _first_compile, False
     return (first and hasattr(os, "fork") and "llvmlite.binding" not in sys.modules
             and threading.active_count() == 1)
+
+
+_prestarted = None
+
+
+def prestart() -> None:
+    """Fork the code generation child now rather than in the next compile_file (which then uses
+    it), if compile_file would fork one: `pybpfc build` calls this first thing, so loading LLVM
+    also overlaps argument parsing and the frontend's imports. The caller makes sure
+    cancel_prestarted() runs if it ends up not compiling."""
+    global _prestarted
+    if _prestarted is None and _prefork_ok():
+        _prestarted = _CodegenChild.start()
+
+
+def cancel_prestarted() -> None:
+    """Stop and reap a prestarted child no compile_file took."""
+    child = _take_prestarted()
+    if child is not None:
+        child.cancel()
+
+
+def _take_prestarted():
+    global _prestarted
+    child, _prestarted = _prestarted, None
+    return child
+
+
+def _take_child():
+    child = _take_prestarted()
+    if child is None and _prefork_ok():
+        child = _CodegenChild.start()
+    return child
 
 
 def _scratch():

@@ -148,3 +148,33 @@ def test_unwritable_cache_dir_still_compiles(tmp_path, monkeypatch):
         assert "map_lookup_elem" in H.helpers()
     finally:
         H.helpers.cache_clear()
+
+
+NO_CHILD_LEFT = ("import os, sys\nfrom pybpfc.cli import main\ntry:\n    rc = main(sys.argv[1:])\n"
+                 "except SystemExit as e:\n    rc = e.code\n"
+                 "try:\n    os.waitpid(-1, os.WNOHANG)\n    print(rc, 'child left')\n"
+                 "except ChildProcessError:\n    print(rc, 'no children')\n")
+
+
+@pytest.mark.parametrize("args, rc", [(["--help"], 0), ([], 2), (["x.py", "--mcpu", "v9"], 2),
+                                      (["/nonexistent/x.py"], 1)])
+def test_prestarted_child_is_reaped_when_build_does_not_compile(tmp_path, args, rc):
+    r = py(NO_CHILD_LEFT, "build", *args, cache=tmp_path / "cache")
+    assert r.stdout.strip().splitlines()[-1] == f"{rc} no children", r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_package_names_resolve_lazily_and_match_the_language_surface():
+    r = py("import sys, pybpfc\n"
+           "print('pybpfc.lang' in sys.modules, 'pybpfc.api' in sys.modules)\n"
+           "ns = {}\nexec('from pybpfc import *', ns)\n"
+           "import pybpfc.lang as L, pybpfc.api as A, pybpfc.uapi as U\n"
+           "assert sorted(set(L.__all__) - set(pybpfc.__all__)) == [], 'lang names missing from pybpfc.__all__'\n"
+           "assert all(ns[n] is getattr(pybpfc, n) for n in pybpfc.__all__)\n"
+           "assert pybpfc.HashMap is L.HashMap and pybpfc.load is A.load and pybpfc.XDP_PASS == U.XDP_PASS\n"
+           "assert set(pybpfc.__all__) <= set(dir(pybpfc)) and 'lang' in dir(pybpfc)\n"
+           "print(len(pybpfc.__all__))\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "False", "60"]
+    r = py("import pybpfc; pybpfc.no_such_name")
+    assert "AttributeError: module 'pybpfc' has no attribute 'no_such_name'" in r.stderr
