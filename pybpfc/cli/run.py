@@ -308,7 +308,12 @@ class InstanceTracePipe:
         self.dir = os.path.join(base, f"{INSTANCE_PREFIX}{os.getpid()}")
         self.fd = -1
         self._buf = b""
-        os.mkdir(self.dir)
+        try:
+            os.mkdir(self.dir)
+        except FileExistsError:
+            # left by an earlier process that had our pid and was killed: ours to replace
+            os.rmdir(self.dir)
+            os.mkdir(self.dir)
         try:
             with open(os.path.join(self.dir, "events", "bpf_trace", "bpf_trace_printk", "enable"), "w") as f:
                 f.write("1")

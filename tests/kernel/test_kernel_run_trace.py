@@ -67,3 +67,21 @@ def test_trace_lines_while_the_global_trace_pipe_is_held(demo, tmp_path):
     left = [n for n in os.listdir(inst) if n.startswith("pybpfc-run-")]
     assert f"pybpfc-run-{dead.pid}" not in left
     assert not [n for n in left if not os.path.exists(f"/proc/{n.rsplit('-', 1)[1]}")]
+
+
+def test_instance_left_by_a_process_with_our_pid_is_replaced():
+    from pybpfc.cli.run import InstanceTracePipe
+
+    kernel_or_skip()
+    left = os.path.join(_instances(), f"pybpfc-run-{os.getpid()}")
+    os.mkdir(left)
+    try:
+        t = InstanceTracePipe()
+    finally:
+        if os.path.isdir(left) and "t" not in locals():
+            os.rmdir(left)
+    try:
+        assert t.dir == left and t.fd >= 0 and t.read_lines() == []
+    finally:
+        t.close()
+    assert not os.path.exists(left)
