@@ -277,3 +277,17 @@ def test_missing_enum_value_on_a_64_bit_load(core, tmp_path):
     with pybpfc.load(o, backend=core) as obj:
         obj.programs.enum_value.test_run()
         assert obj.globals.got == 7
+
+
+def test_extern_relocation_on_the_wrong_instruction():
+    from pybpfc.elf import read_elf
+
+    _config()
+    s = read_elf(os.path.join(OBJ, "externs.bpf.o"))
+    del s.programs["uses_ksym"]
+    p = s.programs["uses_externs"]
+    r = next(r for r in p.relocations if r.kind == "kfunc")
+    r.insn = p.insn_count - 1  # the exit
+    with pytest.raises(LoadError, match=rf"^prog 'uses_externs': kfunc relocation for 'bpf_rcu_read_lock' "
+                                        rf"at insn {r.insn} is not on a call$"):
+        pybpfc.load(s, backend="kernel")

@@ -46,9 +46,12 @@ def apply_relocations(spec, maps: dict, insns: Optional[bytes] = None) -> bytes:
         from ...btf.kernel import patch_externs
 
         for r in spec.relocations:
-            if r.kind in EXTERN_KINDS and not 0 <= r.insn < n:
+            if r.kind not in EXTERN_KINDS:
+                continue
+            lddw = r.kind != "kfunc"
+            if not 0 <= r.insn < n - lddw or insns[r.insn * 8] != (0x18 if lddw else 0x85):
                 raise LoadError(f"{subject}: {r.kind} relocation for '{r.target}' at insn {r.insn} "
-                                f"is outside the program ({n} instructions)")
+                                f"is not on a {'64-bit immediate load (lddw)' if lddw else 'call'}")
         try:
             patch_externs(insns, spec)
         except BTFError as e:  # no /sys/kernel/btf/vmlinux
