@@ -328,11 +328,25 @@ static void regs_from_uc(struct pba_regs *r, const greg_t *g)
     r->flags = g[REG_EFL]; r->sp = g[REG_RSP];
 }
 
+struct ksigaction {
+    void *handler;
+    unsigned long flags;
+    void *restorer;
+    uint64_t mask;
+};
+
 static void on_sigsys(int sig, siginfo_t *si, void *ucv)
 {
     (void)sig;
-    if (si->si_code != SYS_USER_DISPATCH_CODE)
+    if (si->si_code != SYS_USER_DISPATCH_CODE) {
+        /* not ours (seccomp SECCOMP_RET_TRAP, kill): what would have happened without the
+         * agent's handler - the default action */
+        struct ksigaction dfl = {(void *)SIG_DFL, 0, 0, 0};
+        pba_raw_syscall(SYS_rt_sigaction, SIGSYS, (long)&dfl, 0, 8, 0, 0);
+        pba_raw_syscall(SYS_tgkill, pba_raw_syscall(SYS_getpid, 0, 0, 0, 0, 0, 0),
+                        pba_raw_syscall(SYS_gettid, 0, 0, 0, 0, 0, 0), SIGSYS, 0, 0, 0);
         return;
+    }
     ucontext_t *uc = ucv;
     greg_t *g = uc->uc_mcontext.gregs;
     uint64_t site = g[REG_RIP] - 2;
@@ -405,23 +419,12 @@ static int setup_zpoline(void)
     return 0;
 }
 
-struct ksigaction {
-    void *handler;
-    unsigned long flags;
-    void *restorer;
-    uint64_t mask;
-};
-
 static int sud_threads; /* threads run with SUD (else: only rewritten instructions are seen) */
 
 int pba_sys_init(int want_zpoline, int sud_now)
 {
     uint64_t start, len;
     pba_self_text(&start, &len);
-    struct ksigaction ka = {(void *)on_sigsys, SA_SIGINFO | SA_NODEFER | SA_RESTART | 0x04000000 /* SA_RESTORER */,
-                            (void *)pba_sud_restorer, 0};
-    if (pba_raw_syscall(SYS_rt_sigaction, SIGSYS, (long)&ka, 0, 8, 0, 0) < 0)
-        return -1;
     if (pba_raw_syscall(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, SUD_ON, start, len,
                         (long)&pba_sud_selector, 0) < 0) {
         pba_sud_on = 0;
@@ -444,6 +447,15 @@ int pba_sys_init(int want_zpoline, int sud_now)
         pba_sud_on = 0;
         pba_log("syscall interception: idle until a syscall hook arrives");
         return 0;
+    }
+    struct ksigaction ka = {(void *)on_sigsys, SA_SIGINFO | SA_NODEFER | SA_RESTART | 0x04000000 /* SA_RESTORER */,
+                            (void *)pba_sud_restorer, 0};
+    if (pba_raw_syscall(SYS_rt_sigaction, SIGSYS, (long)&ka, 0, 8, 0, 0) < 0) {
+        pba_raw_syscall(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, 0 /* OFF */, 0, 0, 0, 0);
+        pba_sud_on = 0;
+        mode = 0;
+        pba_log("syscall hooks unavailable: cannot install the SIGSYS handler");
+        return -1;
     }
     sud_threads = 1;
     if (want_zpoline && setup_zpoline() == 0) {
