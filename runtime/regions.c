@@ -3,22 +3,26 @@
 
 int pbr_add_region(struct pbr_run *run, uint64_t start, uint64_t len, uint32_t perm)
 {
-    if (len == 0 || start + len < start)
+    /* one read of the count: the run is plain memory its owner (cffi, another thread) may
+     * change, and an index from a second read could pass the end of the table */
+    uint32_t n = __atomic_load_n(&run->nregions, __ATOMIC_RELAXED);
+    if (len == 0 || start + len < start || n > PBR_MAX_REGIONS)
         return -1;
     /* Helpers may hand out the same object many times (a map value looked up in a loop):
      * reuse an entry that already covers it instead of filling the table. */
-    for (uint32_t i = 0; i < run->nregions; i++) {
+    for (uint32_t i = 0; i < n; i++) {
         struct pbr_region *r = &run->regions[i];
         if (r->start <= start && start + len <= r->end && (r->perm & perm) == perm)
             return 0;
     }
-    if (run->nregions >= PBR_MAX_REGIONS)
+    if (n >= PBR_MAX_REGIONS)
         return -1;
-    struct pbr_region *r = &run->regions[run->nregions++];
+    struct pbr_region *r = &run->regions[n];
     r->start = start;
     r->end = start + len;
     r->perm = perm;
     r->_pad = 0;
+    run->nregions = n + 1;
     return 0;
 }
 

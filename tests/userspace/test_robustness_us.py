@@ -204,6 +204,18 @@ SCENARIOS = {
         t.join()
         assert out == [7], out
     """,
+    # a region count set past the table from Python (the run struct is plain cffi memory)
+    "region_count_past_the_table": """
+        from pybpfc.backends.userspace import vm as V
+        from pybpfc.errors import RuntimeFault
+        v = V.Vm(assemble("mov %r0, 1\\nexit"))
+        v.run.nregions = 40
+        expect(lambda: v.add_region(0x1000, 8), RuntimeFault, "region table full")
+        assert V.lib().pbr_check_access(v.run, 0x1000, 8, V.PBR_PERM_R) == 0
+        v.run.nregions = 0
+        v.add_region(0x1000, 8)
+        assert v() == 1
+    """,
     # register fields are 4 bits; unverified programs may name r11..r15 (ASan: stack overflow)
     "unverified_registers_above_r10": """
         from pybpfc.backends.userspace import vm as V

@@ -304,9 +304,10 @@ class UserspaceProgram(RawProgram):
 
     def run(self, ctx: int = 0, ctx_len: int = 0, cookie: int = 0) -> int:
         """Runs once on a context already in memory (no regions besides map values and stack)."""
-        self._check_open()
         res = ffi().new("struct pbs_run_result *")
-        r0 = lib().pbs_prog_run(self.store.handle, self.id, ctx, ctx_len, ffi().NULL, 0, cookie, res)
+        with self._lock:  # close() (Store.close()) waits for the run
+            self._check_open()
+            r0 = lib().pbs_prog_run(self.store.handle, self.id, ctx, ctx_len, ffi().NULL, 0, cookie, res)
         if res.status != PBR_OK:
             raise RuntimeFault(f"{self._subject}: stopped at insn {res.fault_pc}: "
                                f"{REASONS.get(res.status, res.status)}")
