@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import uapi as U
+from ..errors import Error
 from ..frontend import helpers as H
 from ..frontend.module import GlobalVar
 from ..frontend.typer import (_PYCMP, _PYOPS, ARG_REGS, BUILTIN_OK, EXPR_HINTS, EXPR_NAMES,  # noqa: F401
@@ -125,11 +126,12 @@ class FunctionLowering:
 
     # ---- diagnostics --------------------------------------------------------------------
     def err(self, node, msg: str, hint: str | None = None):
-        self.diags.at(self.file, node, msg, hint)
-        raise Abort()
+        """Lowering sees only programs the typing pass accepted, which checks everything checked
+        here: reaching this is a compiler bug (an invariant, reported with its location)."""
+        raise Error(f"{self.file}:{getattr(node, 'lineno', 0)}:{getattr(node, 'col_offset', 0) + 1}: internal "
+                    f"compiler error: the typing pass accepted what lowering cannot compile: {msg}")
 
-    def soft_err(self, node, msg: str, hint: str | None = None):
-        self.diags.at(self.file, node, msg, hint)
+    soft_err = err
 
     # ---- emission -----------------------------------------------------------------------
     def t(self) -> str:
@@ -1743,7 +1745,6 @@ class FunctionLowering:
                 tv = self.expr(args[0])
                 if tv.kind != "py" or not isinstance(tv.val, type) or not hasattr(tv.val, "_size"):
                     self.err(args[0], "reserve() takes a type, e.g. events.reserve(Event)")
-                self.m.note_event(m, tv.val, node, self.file)
                 r = self.helper_call(U.HELPERS["ringbuf_reserve"], [("ptr", mv.ref), ("i64", str(tv.val._size)),
                                                                     ("i64", "0")], "ptr")
                 return V("mem", tv.val, r, nullable=True, shared=True, align=8)
@@ -1764,7 +1765,6 @@ class FunctionLowering:
                 if e.kind != "mem":
                     self.err(args[0], "output() takes a Struct value, e.g. events.output(Event(pid=pid))")
                 self.need_checked(e, args[0])
-                self.m.note_event(m, e.ty, node, self.file)
                 fl = self.flags_arg(args, 1, kw)
                 return V("int", i64, self.helper_call(U.HELPERS["ringbuf_output"],
                                                       [("ptr", mv.ref), ("ptr", e.ref), ("i64", str(e.ty._size)),
@@ -1784,7 +1784,6 @@ class FunctionLowering:
             if e.kind != "mem":
                 self.err(ev, "output() takes a Struct value")
             self.need_checked(e, ev)
-            self.m.note_event(m, e.ty, node, self.file)
             return V("int", i64, self.helper_call(U.HELPERS["perf_event_output"],
                                                   [("ptr", c.ref), ("ptr", mv.ref), ("i64", str(BPF_F_CURRENT_CPU)),
                                                    ("ptr", e.ref), ("i64", str(e.ty._size))]))

@@ -8,7 +8,6 @@ from ..frontend.module import GlobalVar, ModuleInfo, collect_globals, function_a
 from ..frontend.typer import type_module
 from ..frontend.typing import is_int
 from ..lang.maps import Map
-from ..lang.types import i64
 from .ir import ModuleIR, esc
 from .lower import (ARG_REGS, PT_REGS, Abort, FunctionLowering, ProgramCtx,
                     Subprogram, lt, tname)
@@ -21,14 +20,11 @@ class ModuleLowering:
         self.tp_dir = tracepoint_formats
         self.maps: dict[int, tuple[str, Map, int, str]] = {}     # id(map) -> (name, map, line, file)
         self.map_names: set[str] = set()
-        self.events: dict[int, type] = {}
         self.globals = dict(info.globals)
         self.global_refs: dict = {}
         self.subs: dict = {}
         self.sub_queue: list = []
         self.names: set[str] = set()
-        self.calls: dict[str, set] = {}
-        self.current = ""
         self.llnames: dict = {}        # FunctionDef node -> the function's symbol, for functions lowered
         # the typing pass runs first; lowering reads locals' types and context layouts from it
         self.typed_module = type_module(info, tracepoint_formats, diags)
@@ -45,14 +41,6 @@ class ModuleLowering:
             self.map_names.add(n)
             self.maps[id(m)] = (n, m, line or getattr(node, "lineno", 1), mod_file)
         return "@" + self.maps[id(m)][0]
-
-    def note_event(self, m: Map, t, node, file: str):
-        prev = self.events.get(id(m)) or m.event
-        if prev is not None and prev is not t:
-            self.diags.at(file, node, f"this buffer already carries {tname(prev)}; one event type per buffer",
-                          hint="use a second RingBuf for another event type")
-            raise Abort()
-        self.events[id(m)] = t
 
     def emit_maps(self):
         ir = self.ir
@@ -98,7 +86,7 @@ class ModuleLowering:
             ir.set_md(st, f"distinct !DICompositeType(tag: DW_TAG_structure_type, file: {ir.file}, line: {line}, "
                           f"size: {64 * len(members)}, elements: !{{{', '.join(elems)}}})")
             tags = [f"pybpfc:{k}={v}" for k, v in sorted(m.tags.items())]
-            ev = self.events.get(id(m)) or m.event
+            ev = self.typed_module.events.get(id(m)) or m.event
             if ev is not None:
                 tags.append(f"pybpfc:event={tname(ev)}")
                 # keep the event type in BTF: a pointer-typed .bss variable references it
@@ -133,11 +121,7 @@ class ModuleLowering:
         while name in self.names or name in self.map_names:
             name += "_"
         self.names.add(name)
-        try:
-            data = t._pack(g.init if g.init is not None else 0)
-        except (ValueError, TypeError, OverflowError, AttributeError) as e:
-            self.diags.error(g.file, g.line, 1, f"bad initial value for '{g.name}' ({tname(t)}): {e}")
-            data = bytes(t._size)
+        data = t._pack(g.init if g.init is not None else 0)   # the typing pass checked it packs
         if g.kind == "const":
             sec, kw = ".rodata", "constant"
         else:
@@ -151,71 +135,23 @@ class ModuleLowering:
 
     # ---- functions ----------------------------------------------------------------------
     def subprogram(self, fn, node, file) -> Subprogram:
-        key = fn
-        if key in self.subs:
-            sub = self.subs[key]
-        else:
+        """A called function, as the typing pass typed it (its signature was checked there); it gets
+        its symbol name on first use."""
+        sub = self.subs.get(fn)
+        if sub is None:
             fnode, ffile = function_ast(fn, self.diags)
-            if fnode is None:
-                self.diags.at(file, node, f"cannot find the source of '{fn.__name__}'")
-                raise Abort()
+            tf = self.typed_module.function(fnode)
+            assert tf is not None and all(t is not None for _, t in tf.params), \
+                f"{file}:{node.lineno}: call to '{fn.__name__}' was not typed"
             name = fn.__name__
             while name in self.names or name in self.map_names:
                 name += "_"
             self.names.add(name)
-            sub = Subprogram(fn, name)
+            sub = Subprogram(fn, name, list(tf.params), tf.ret)
             sub.node, sub.file = fnode, ffile
-            a = fnode.args
-            if a.vararg or a.kwarg or a.kwonlyargs or a.defaults or a.posonlyargs:
-                self.diags.at(ffile, fnode, f"'{fn.__name__}': only plain positional parameters are supported")
-            probe = FunctionLowering(self, fn, fnode, ffile, None, name)
-            for p in a.args:
-                if p.annotation is None:
-                    self.diags.at(ffile, p, f"parameter '{p.arg}' needs a type annotation",
-                                  hint=f"e.g. `{p.arg}: u64`")
-                    sub.params.append((p.arg, None))
-                    continue
-                try:
-                    sub.params.append((p.arg, probe.annotation_type(p.annotation)))
-                except Abort:
-                    sub.params.append((p.arg, None))
-            if fnode.returns is None:
-                has_value = any(isinstance(n, ast.Return) and n.value is not None for n in ast.walk(fnode))
-                sub.ret = i64 if has_value else None
-            elif isinstance(fnode.returns, ast.Constant) and fnode.returns.value is None:
-                sub.ret = None
-            else:
-                try:
-                    sub.ret = probe.annotation_type(fnode.returns)
-                    if not is_int(sub.ret):
-                        self.diags.at(ffile, fnode.returns, "BPF functions return integers (or nothing)")
-                        sub.ret = None
-                except Abort:
-                    sub.ret = None
-            if len(sub.params) > 5:
-                self.diags.at(ffile, fnode, f"'{fn.__name__}' has {len(sub.params)} parameters; BPF allows 5")
-            self.subs[key] = sub
+            self.subs[fn] = sub
             self.sub_queue.append(sub)
-        if any(t is None for _, t in sub.params):
-            raise Abort()
-        self.calls.setdefault(self.current, set()).add(sub.llname)
-        if self._reaches(sub.llname, self.current):
-            self.diags.at(file, node, f"recursive call to '{fn.__name__}': BPF programs cannot recurse",
-                          hint="rewrite it as a bounded loop")
-            raise Abort()
         return sub
-
-    def _reaches(self, a, b) -> bool:
-        seen, todo = set(), [a]
-        while todo:
-            x = todo.pop()
-            if x == b:
-                return True
-            if x in seen:
-                continue
-            seen.add(x)
-            todo.extend(self.calls.get(x, ()))
-        return False
 
     def lower_function(self, fl: FunctionLowering, params_di: list, ret_di: str, header: str, entry_code):
         ir = self.ir
@@ -234,7 +170,6 @@ class ModuleLowering:
                       f"spFlags: {flags}, unit: {ir.cu}, retainedNodes: !{{{', '.join(args_md)}}})")
         fl.lines.append("entry:")
         fl.at(node)
-        self.current = fl.llname
         try:
             entry_code()
         except Abort:
@@ -279,49 +214,9 @@ class ModuleLowering:
         fl = FunctionLowering(self, p.fn, node, p.file, pc, p.name)
         tf = self.typed_module.function(node)
         pc.fields, pc.packet = tf.ctx_fields, tf.packet
-        if tf.ctx_error is not None:
-            deco = node.decorator_list[0] if node.decorator_list else node
-            self.diags.at(p.file, deco, tf.ctx_error, hint="check the name under /sys/kernel/tracing/events, "
-                          "or compile with tracepoint_formats=<dir of saved formats>")
-        a = node.args
-        params = list(a.args)
-        if a.vararg or a.kwarg or a.kwonlyargs or a.defaults:
-            self.diags.at(p.file, node, "BPF programs take only plain parameters")
-        if params and params[0].annotation is None:
-            fl.ctx_name = params[0].arg
-            params = params[1:]
-        fl.ctx_ref = "%ctx"
-        typed = []
-        for q in params:
-            if q.annotation is None:
-                self.diags.at(p.file, q, f"parameter '{q.arg}' needs a type annotation",
-                              hint="only the first parameter (the context) may be unannotated")
-                continue
-            try:
-                t = fl.annotation_type(q.annotation)
-            except Abort:
-                continue
-            if not is_int(t):
-                self.diags.at(p.file, q.annotation, f"parameter '{q.arg}': probe arguments are integers "
-                                                    f"(pointers are u64 addresses)")
-                continue
-            typed.append((q, t))
-        if typed and kind not in ("uprobe", "kprobe", "uretprobe", "kretprobe", "raw_tracepoint", "fentry", "fexit"):
-            self.diags.at(p.file, typed[0][0], f"{kind} programs take only the context parameter")
-            typed = []
-        if kind in ("uretprobe", "kretprobe") and len(typed) > 1:
-            self.diags.at(p.file, typed[1][0], f"a {kind} has one parameter: the return value")
-        if kind in ("uprobe", "kprobe") and len(typed) > 6:
-            self.diags.at(p.file, typed[6][0], "at most 6 arguments are passed in registers")
-        if isinstance(node.returns, ast.Constant) and node.returns.value is None:
-            self.diags.at(p.file, node.returns, "BPF programs return an int", hint="annotate `-> int`")
-        elif node.returns is not None:
-            try:
-                rt = fl.annotation_type(node.returns)
-                if not is_int(rt):
-                    self.diags.at(p.file, node.returns, "BPF programs return an int")
-            except Abort:
-                pass
+        fl.ctx_name, fl.ctx_ref = tf.ctx_name, "%ctx"
+        by_name = {q.arg: q for q in node.args.args}
+        typed = [(by_name[name], t) for name, t in tf.params]
 
         def entry():
             for i, (q, t) in enumerate(typed):
@@ -376,9 +271,7 @@ class ModuleLowering:
         for p in info.programs:
             self.lower_program(p)
         while self.sub_queue:
-            sub = self.sub_queue.pop(0)
-            if all(t is not None for _, t in sub.params):   # bad signatures are already reported
-                self.lower_sub(sub)
+            self.lower_sub(self.sub_queue.pop(0))
         self.emit_maps()
         lic = info.license.encode() + b"\0"
         gve = self.ir.global_var("LICENSE", self.ir.array_type(

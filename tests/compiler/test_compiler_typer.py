@@ -165,3 +165,20 @@ def test_the_typer_reports_the_invalid_programs_errors(tmp_path, name, src, expe
     if got is None:
         pytest.skip("rejected before typing (syntax, import, no programs)")
     assert got == expected
+
+
+def test_lowering_runs_only_on_programs_the_typer_accepted(tmp_path):
+    from pybpfc.codegen.module import ModuleLowering
+
+    def lower(body):
+        diags = Diagnostics()
+        info = load_module(write(tmp_path, "@bpf.xdp\ndef prog(ctx) -> int:\n" + body), diags)
+        ml = ModuleLowering(info, diags)
+        ml.run()
+        return [(d.line, d.col, d.message) for d in diags.items], ml.ir.functions
+
+    errors, functions = lower("    x = bpf.pid()\n    y = x.field\n    return z\n")
+    assert errors == [(6, 9, "u32 value has no attribute 'field'"), (7, 12, "name 'z' is not defined")]
+    assert functions == []
+    errors, functions = lower("    x = bpf.pid()\n    return x & 1\n")
+    assert errors == [] and len(functions) == 1 and "@prog(" in functions[0]
