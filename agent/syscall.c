@@ -589,8 +589,9 @@ int pba_sys_del(int id)
         __atomic_store_n(sl, list_with(*sl, NULL, id), __ATOMIC_RELEASE);
         handles[id].used = 0;
         update_slow();
-        if (--nhooks == 0 && mode == 1)
-            __atomic_store_n(&pba_sud_selector, SUD_ALLOW, __ATOMIC_SEQ_CST);
+        /* the selector stays BLOCK: with ALLOW the target could block SIGSYS unseen, and a
+         * later hook would then get the thread killed */
+        --nhooks;
         rc = 0;
     }
     pthread_mutex_unlock(&mu);
