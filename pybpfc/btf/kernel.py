@@ -92,6 +92,19 @@ def _kconfig_value(name: str, raw: str, size: int, lang):
         raise LoadError(f"map '.kconfig': {name}={raw} is not a number") from None
 
 
+def with_kconfig(mapspec):
+    """The map spec a backend should create: for the ".kconfig" map a copy holding the running
+    kernel's values (the userspace runtime shares the host's kernel, so both backends use it);
+    any other map unchanged."""
+    if not (mapspec.tags.get("kconfig") or mapspec.name == ".kconfig"):
+        return mapspec
+    import copy
+
+    mapspec = copy.copy(mapspec)  # the spec stays reusable
+    fill_kconfig(mapspec)
+    return mapspec
+
+
 def fill_kconfig(mapspec, config: dict | None = None, release: str | None = None) -> bytes:
     """Set and return the ".kconfig" map's data for the running (or given) kernel."""
     cfg = kernel_config() if config is None else config

@@ -5,14 +5,12 @@ See docs/kernel-backend.md.
 """
 from __future__ import annotations
 
-import copy
-import errno as _errno
 import os
 import warnings
 from functools import lru_cache
 
 from ... import uapi as U
-from ...errors import BTFError, LoadError, NotSupportedError
+from ...errors import BTFError, LoadError
 from ..base import Backend
 from . import syscall as sc
 from .maps import DEFAULT_PIN_ROOT, KernelMap, create_map
@@ -101,12 +99,9 @@ class KernelBackend(AttachMixin, Backend):
 
     # -- maps and programs
     def create_map(self, spec, btf=None) -> KernelMap:
-        if spec.tags.get("kconfig") or spec.name == ".kconfig":
-            # __kconfig externs: the running kernel's values (a copy: the spec stays reusable)
-            from ...btf.kernel import fill_kconfig
+        from ...btf.kernel import with_kconfig
 
-            spec = copy.copy(spec)
-            fill_kconfig(spec)
+        spec = with_kconfig(spec)  # __kconfig externs: the running kernel's values
         return create_map(spec, self.num_possible_cpus(), self.btf_fd(btf) if btf is not None else -1,
                           self.pin_root, self)
 

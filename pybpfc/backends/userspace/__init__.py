@@ -361,6 +361,9 @@ class UserspaceBackend(AttachMixin, Backend):
 
     # -- maps
     def create_map(self, spec) -> UserspaceMap:
+        from ...btf.kernel import with_kconfig
+
+        spec = with_kconfig(spec)  # __kconfig externs: the host kernel's values, as on the kernel backend
         t, ks, vs, n, fl = normalize(spec, self.store.ncpus)
         L = lib()
         if spec.pinning == 1:  # LIBBPF_PIN_BY_NAME: reuse the store's map of that name
@@ -411,6 +414,10 @@ class UserspaceBackend(AttachMixin, Backend):
         subject = f"prog '{spec.name}'"
         if not spec.insns or len(spec.insns) % 8:
             raise LoadError(f"{subject}: program is empty or not a whole number of instructions")
+        if getattr(spec, "core_relos", None):
+            raise LoadError(f"{subject}: {len(spec.core_relos)} CO-RE relocation(s) (BPF_CORE_READ / "
+                            f"preserve_access_index) are not supported by the userspace runtime: it has no "
+                            f"kernel types to relocate against")
         raw, relocations = rewrite_packet_loads(bytes(spec.insns), list(spec.relocations), subject, spec.type)
         insns = bytearray(raw)
         n = len(insns) // 8
