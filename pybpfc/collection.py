@@ -11,6 +11,7 @@ import inspect
 import struct as _struct
 import time
 import weakref
+from itertools import chain
 from types import SimpleNamespace
 from typing import Callable, Iterator, Optional
 
@@ -225,22 +226,29 @@ class Map:
     __iter__ = keys
 
     def items(self) -> Iterator:
-        self._keyed("items")
+        # chain() hands out the decoded entries at C speed; the generator below still runs
+        # only when iteration starts, as a plain generator method would.
+        return chain.from_iterable(self._batches(False))
+
+    def values(self) -> Iterator:
+        return chain.from_iterable(self._batches(True))
+
+    def _batches(self, values_only: bool):
+        self._keyed("values" if values_only else "items")
         kd, vd = self.key.decode, self._dec_value
         fast = getattr(self.raw, "items_decoded", None)
         if fast is not None:
             # the backend decodes every entry in one call (ints natively, the rest by our codecs)
             k, v = self.key, self.value
-            got = fast(k.int_width, k.int_signed, 0 if self.percpu else v.int_width, v.int_signed, kd, vd)
+            got = fast(k.int_width, k.int_signed, 0 if self.percpu else v.int_width, v.int_signed, kd, vd,
+                       values_only)
             if got is not None:
-                yield from got
+                yield got if values_only else zip(*got)
                 return
-        for k, v in self.raw.lookup_batch():
-            yield kd(k), vd(v)
-
-    def values(self) -> Iterator:
-        for _, v in self.items():
-            yield v
+        if values_only:
+            yield (vd(v) for _, v in self.raw.lookup_batch())
+        else:
+            yield ((kd(k), vd(v)) for k, v in self.raw.lookup_batch())
 
     def __len__(self):
         self._keyed("len")

@@ -122,7 +122,6 @@ class KernelMap(RawMap):
         vint = vint if vint == self.value_size else 0
         me, cmds = weakref.ref(self), {"lookup": U.BPF_MAP_LOOKUP_ELEM, "update": U.BPF_MAP_UPDATE_ELEM,
                                        "delete": U.BPF_MAP_DELETE_ELEM}
-
         subject = self._subject
 
         def fail(r, what):

@@ -709,13 +709,16 @@ static PyObject *decode_side(const char *p, Py_ssize_t size, int width, int sgn,
     return r;
 }
 
-/* items_decoded(map_addr, key_size, value_size, kint, ksigned, vint, vsigned, kdec, vdec)
- *   -> [(key, value), ...] | int (-errno): every entry, decoded (Map.items() of the generic
- *   layer: ints here, other kinds by the codec callables). */
+/* items_decoded(map_addr, key_size, value_size, kint, ksigned, vint, vsigned, kdec, vdec,
+ *               values_only) -> ([key, ...], [value, ...]) | [value, ...] | int (-errno):
+ * every entry decoded (Map.items()/values() of the generic layer: ints here, other kinds by
+ * the codec callables). Two columns rather than pairs: zip() over them hands out pairs and
+ * reuses its tuple when the caller unpacks it. */
 static PyObject *u_items_decoded(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "items_decoded(map, ks, vs, kint, ksigned, vint, vsigned, kdec, vdec)");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError,
+                        "items_decoded(map, ks, vs, kint, ksigned, vint, vsigned, kdec, vdec, values_only)");
         return NULL;
     }
     void *m = PyLong_AsVoidPtr(args[0]);
@@ -723,6 +726,7 @@ static PyObject *u_items_decoded(PyObject *self, PyObject *const *args, Py_ssize
     int kint = (int)PyLong_AsLong(args[3]), ksg = PyObject_IsTrue(args[4]);
     int vint = (int)PyLong_AsLong(args[5]), vsg = PyObject_IsTrue(args[6]);
     PyObject *kdec = args[7], *vdec = args[8];
+    int values_only = PyObject_IsTrue(args[9]);
     if (PyErr_Occurred() || !ready())
         return NULL;
     if ((kint && kint != ks) || (vint && vint != vs) || kint > 8 || vint > 8) {
@@ -732,57 +736,54 @@ static PyObject *u_items_decoded(PyObject *self, PyObject *const *args, Py_ssize
     enum { CHUNK = 1024 };
     int gc_was = 0;
     char *kb = PyMem_Malloc((size_t)(ks > 0 ? ks : 1) * CHUNK), *vb = PyMem_Malloc((size_t)(vs > 0 ? vs : 1) * CHUNK);
-    PyObject *out = PyList_New(0);
-    if (!kb || !vb || !out)
-        goto fail;
-    /* The new objects hold only ints/bytes/decoded values (no cycles); letting the cyclic GC
-     * rescan the growing list every few hundred allocations costs a third of the time. */
+    PyObject *keys = values_only ? NULL : PyList_New(0), *vals = PyList_New(0), *out = NULL;
+    if (!kb || !vb || !vals || (!values_only && !keys))
+        goto done;
+    /* Decoded Structs hold only ints/bytes (no cycles); letting the cyclic GC rescan the
+     * growing lists every few hundred allocations would cost a third of the time. */
     gc_was = PyGC_Disable();
     uint64_t cursor = 0;
     for (;;) {
         int n = f_batch(m, &cursor, kb, vb, CHUNK);
         if (n < 0) {
-            if (gc_was)
-                PyGC_Enable();
-            PyMem_Free(kb);
-            PyMem_Free(vb);
-            Py_DECREF(out);
-            return PyLong_FromLong(n);
+            out = PyLong_FromLong(n);
+            goto done;
         }
         if (n == 0)
             break;
         for (int i = 0; i < n; i++) {
-            PyObject *k = decode_side(kb + (Py_ssize_t)i * ks, ks, kint, ksg, kdec);
-            PyObject *v = k ? decode_side(vb + (Py_ssize_t)i * vs, vs, vint, vsg, vdec) : NULL;
-            PyObject *t = v ? PyTuple_New(2) : NULL;
-            if (!t) {
-                Py_XDECREF(k);
+            if (!values_only) {
+                PyObject *k = decode_side(kb + (Py_ssize_t)i * ks, ks, kint, ksg, kdec);
+                if (!k || PyList_Append(keys, k) < 0) {
+                    Py_XDECREF(k);
+                    goto done;
+                }
+                Py_DECREF(k);
+            }
+            PyObject *v = decode_side(vb + (Py_ssize_t)i * vs, vs, vint, vsg, vdec);
+            if (!v || PyList_Append(vals, v) < 0) {
                 Py_XDECREF(v);
-                goto fail;
+                goto done;
             }
-            PyTuple_SET_ITEM(t, 0, k);
-            PyTuple_SET_ITEM(t, 1, v);
-            if (PyList_Append(out, t) < 0) {
-                Py_DECREF(t);
-                goto fail;
-            }
-            Py_DECREF(t);
+            Py_DECREF(v);
         }
     }
+    if (values_only) {
+        out = vals;
+        vals = NULL;
+    } else {
+        out = PyTuple_Pack(2, keys, vals);
+    }
+done:
     if (gc_was)
         PyGC_Enable();
     PyMem_Free(kb);
     PyMem_Free(vb);
-    return out;
-fail:
-    if (gc_was)
-        PyGC_Enable();
-    PyMem_Free(kb);
-    PyMem_Free(vb);
-    Py_XDECREF(out);
-    if (!PyErr_Occurred())
+    Py_XDECREF(keys);
+    Py_XDECREF(vals);
+    if (!out && !PyErr_Occurred())
         PyErr_NoMemory();
-    return NULL;
+    return out;
 }
 
 static PyMethodDef methods[] = {

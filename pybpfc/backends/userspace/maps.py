@@ -108,15 +108,13 @@ class UserspaceMap(RawMap):
     def container_ops(self, kint, ksigned, vint, vsigned, kenc, venc, vdec, slow):
         """The C container operations of pybpfc.collection.Map (see _usfast.c Ops), or None
         without the fast path. Invalidated by close(): later calls take `slow`."""
-        if self._fast is None or self._closed:
+        if self._fast is None or self._closed or not hasattr(self._fast, "Ops"):
             return None
         # an integer side whose declared width is not the map's (e.g. a data section) goes
         # through the codec callables
         kint = kint if kint == self.key_size else 0
         vint = vint if vint == self.value_size else 0
-        me = weakref.ref(self)
-
-        subject = self._subject
+        me, subject = weakref.ref(self), self._subject
 
         def fail(r, what):
             m = me()
@@ -201,15 +199,16 @@ class UserspaceMap(RawMap):
             raise self._fail(r, "next key")
         return F.buffer(self._kbuf, self.key_size)[:]
 
-    def items_decoded(self, kint, ksigned, vint, vsigned, kdec, vdec) -> Optional[list]:
-        """Every entry decoded in C (ints there, other kinds by kdec/vdec), or None when this
-        map type or a missing fast path leaves it to lookup_batch()."""
-        if self._fast is None or self.type not in BATCH_TYPES or not self._m:
+    def items_decoded(self, kint, ksigned, vint, vsigned, kdec, vdec, values_only=False) -> Optional[list]:
+        """Every entry decoded in C (ints there, other kinds by kdec/vdec): (keys, values) as
+        two lists, or the values list; None when this map type or a missing fast path leaves
+        it to lookup_batch()."""
+        if self._fast is None or self.type not in BATCH_TYPES or not hasattr(self._fast, "items_decoded") or not self._m:
             return None
         kint = kint if kint == self.key_size else 0
         vint = vint if vint == self.value_size else 0
         r = self._fast.items_decoded(self._addr, self.key_size, self.value_size, kint, ksigned, vint, vsigned,
-                                     kdec, vdec)
+                                     kdec, vdec, values_only)
         if type(r) is int:
             raise self._fail(r, "lookup batch")
         return r
