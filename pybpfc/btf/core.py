@@ -197,8 +197,11 @@ def apply(prog, local: BTF, target: BTF) -> bytes:
         op = insns[at]
         if tval is None:
             # As libbpf: make the instruction fail verification with a recognisable call,
-            # unless a guard (bpf_core_field_exists) keeps it dead.
+            # unless a guard (bpf_core_field_exists) keeps it dead. Both halves of an lddw, or
+            # the verifier reports its lone second half as "unknown opcode 00" even when dead.
             struct.pack_into("<BBhi", insns, at, 0x85, 0, 0, POISON)
+            if op == 0x18 and at + 16 <= len(insns):
+                struct.pack_into("<BBhi", insns, at + 8, 0x85, 0, 0, POISON)
             continue
         cls = op & 0x07
         _, _, off, imm = struct.unpack_from("<BBhi", insns, at)

@@ -167,8 +167,6 @@ def apply_core(spec, btf, insns: bytes) -> tuple[bytes, dict]:
         at = r.insn * 8
         if out[at:at + 8] != poison or insns[at:at + 8] == poison:
             continue
-        if insns[at] == 0x18 and at + 16 <= len(out):
-            out[at + 8:at + 16] = struct.pack("<BBhi", 0x05, 0, 0, 0)  # lone lddw half: ja +0
         what, why = _core_target(spec, r, local)
         poisoned[r.insn] = (what, why)
     return bytes(out), poisoned
