@@ -997,7 +997,7 @@ class FunctionLowering:
         if v.kind == "lit":
             return V("lit", val={ast.USub: lambda x: -x, ast.UAdd: lambda x: x,
                                  ast.Invert: lambda x: ~x}[type(node.op)](v.val))
-        t = v.ty if v.ty is not bool_ else i64
+        t = self.typed(node).ty
         r = self.convert(v.ref, v.ty, t)
         if isinstance(node.op, ast.USub):
             return V("int", t, self.emit(f"sub {lt(t)} 0, {r}"))
@@ -1013,9 +1013,15 @@ class FunctionLowering:
             self.err(node, "'@' is not supported")
         a = self.int_value(node.left, want)
         b = self.int_value(node.right, want if a.kind == "lit" else a.ty)
-        return self.binop(node.op, a, b, node)
+        return self.binop(node.op, a, b, node, self.typed(node).ty)
 
-    def binop(self, op, a: V, b: V, node) -> V:
+    def typed(self, node):
+        """The type the typing pass gave node (lowering only sees fully typed programs)."""
+        return self.tf.exprs[node]
+
+    def binop(self, op, a: V, b: V, node, t=None) -> V:
+        """a op b; t is the result type from the typed program (None for the steps of `**` and
+        of `x op= y`, which use the same rules)."""
         if a.kind == "lit" and b.kind == "lit":
             try:
                 return V("lit", val=_PYOPS[type(op)](a.val, b.val))
@@ -1032,7 +1038,7 @@ class FunctionLowering:
                 return acc if acc.kind == "int" else V("int", t, self.as_int(acc, t, node))
             self.err(node, "'**' needs a small constant exponent")
         if isinstance(op, (ast.LShift, ast.RShift)):
-            t = binop_type("shift", a.ty if a.kind == "int" else a.val, None)
+            t = t or binop_type("shift", a.ty if a.kind == "int" else a.val, None)
             if b.kind == "lit" and not 0 <= b.val < bits(t):
                 self.err(node, f"shift by {b.val} is out of range for {tname(t)}")
             x = self.as_int(a, t, node)
@@ -1042,8 +1048,7 @@ class FunctionLowering:
             return V("int", t, self.emit(f"{'ashr' if signed(t) else 'lshr'} {lt(t)} {x}, {y}"))
         kind = "bitwise" if isinstance(op, (ast.BitAnd, ast.BitOr, ast.BitXor)) else \
             "div" if isinstance(op, (ast.FloorDiv, ast.Mod)) else "arith"
-        t = binop_type(kind,
-                       a.ty if a.kind == "int" else a.val, b.ty if b.kind == "int" else b.val)
+        t = t or binop_type(kind, a.ty if a.kind == "int" else a.val, b.ty if b.kind == "int" else b.val)
         x, y = self.as_int(a, t, node), self.as_int(b, t, node)
         L = lt(t)
         simple = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.BitAnd: "and", ast.BitOr: "or",
@@ -1124,10 +1129,7 @@ class FunctionLowering:
         b = self.rvalue(self.expr(node.orelse, want), node.orelse)
         self.nonnull = saved
         if a.kind in ("int", "lit") and b.kind in ("int", "lit"):
-            if a.kind == b.kind == "lit":
-                t = want if want is not None and is_int(want) else literal_type(max(abs(a.val), abs(b.val)))
-            else:
-                t = a.ty if b.kind == "lit" else b.ty if a.kind == "lit" else common(a.ty, b.ty)
+            t = self.typed(node).ty
             bv = self.as_int(b, t, node.orelse)
             b_block = self.cur_block()
             self.br(end)
