@@ -207,21 +207,26 @@ class _CodegenChild:
                 pass
         os._exit(code)
 
-    def _reap(self) -> int:
-        _, status = os.waitpid(self.pid, 0)
-        return os.waitstatus_to_exitcode(status)
-
     def cancel(self) -> None:
+        """Kill and reap the child (interrupted or unused build): no need to finish loading LLVM."""
         import signal
 
-        os.close(self.req)
-        try:
-            os.kill(self.pid, signal.SIGKILL)  # no need to finish loading LLVM
-        except ProcessLookupError:
-            pass
-        self._reap()
+        if self.req >= 0:
+            os.close(self.req)
+            self.req = -1
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._reap()
         self.out.close()
         self.err.close()
+
+    def _reap(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        return os.waitstatus_to_exitcode(status)
 
     def finish(self, text: str, path: str, opt_level: int, mcpu: str, emit: str) -> bytes:
         try:
@@ -234,9 +239,8 @@ class _CodegenChild:
             os.close(self.req)
             self.req = -1
             code = self._reap()
-        except BaseException:
-            if self.req >= 0:
-                self.cancel()
+        except BaseException:  # e.g. KeyboardInterrupt while waiting: leave no child behind
+            self.cancel()
             raise
         with self.out, self.err:
             self.out.seek(0)

@@ -105,10 +105,44 @@ def test_frontend_error_with_the_child_running_is_reported_and_the_child_reaped(
 def test_ir_rejected_by_llvm_in_the_early_child_is_an_internal_error(monkeypatch):
     monkeypatch.setattr(codegen, "lower_module", lambda path, tp=None: "this is not LLVM IR")
     child = codegen._CodegenChild.start()
+    pid = child.pid
     with pytest.raises(Error, match="internal compiler error: LLVM rejected the generated IR for x.py"):
         child.finish(codegen.lower_module("x.py"), "x.py", 2, "v3", "obj")
     with pytest.raises(ChildProcessError):
-        os.waitpid(child.pid, os.WNOHANG)
+        os.waitpid(pid, os.WNOHANG)
+
+
+INTERRUPTED_WAIT = """
+import os
+import pybpfc.codegen as C
+
+real_waitpid, calls = os.waitpid, []
+
+def waitpid(pid, flags):
+    calls.append(pid)
+    if len(calls) == 1:  # the first, blocking wait for the child: as if Ctrl-C arrived
+        raise KeyboardInterrupt
+    return real_waitpid(pid, flags)
+
+child = C._CodegenChild.start()
+pid = child.pid
+os.waitpid = waitpid
+try:
+    child.finish("x", "x.py", 2, "v3", "obj")
+except KeyboardInterrupt:
+    print("interrupted")
+os.waitpid = real_waitpid
+try:
+    os.waitpid(pid, os.WNOHANG)
+    print("child left")
+except ChildProcessError:
+    print("no children")
+"""
+
+
+def test_interrupted_build_leaves_no_child(tmp_path):
+    r = py(INTERRUPTED_WAIT, cache=tmp_path / "cache")
+    assert r.stdout.split("\n")[:2] == ["interrupted", "no children"], r.stdout + r.stderr
 
 
 def _plain(hs: dict) -> dict:
