@@ -277,92 +277,13 @@ def _trace_source(coll, out: "Out"):
     if not any(_uses_trace_printk(p.spec) for p in coll._progs.values()):
         return None
     if coll.backend.name == "kernel":
-        from ..backends.kernel.tracefs import TracePipe
+        from ..backends.kernel.tracefs import private_trace_pipe
 
-        try:
-            return InstanceTracePipe()
-        except (OSError, Error) as e:
-            out.note(f"no tracefs instance of our own ({e}); reading the global trace_pipe")
-        return TracePipe()
+        pipe, why_not = private_trace_pipe()
+        if why_not:
+            out.note(why_not)
+        return pipe
     return _BackendTrace(coll.backend)
-
-
-INSTANCE_PREFIX = "pybpfc-run-"
-
-
-class InstanceTracePipe:
-    """bpf_trace_printk lines from a tracefs instance of this process.
-
-    The global trace_pipe takes one reader at a time (a second open gets EBUSY) and reading
-    consumes lines for everyone, so any other tracer on the machine (`cat trace_pipe`, another
-    `pybpfc run`, a test) would hide our lines. bpf_trace_printk also fires the
-    bpf_trace/bpf_trace_printk event, which an instance records into its own buffer once the
-    event is enabled there: the instance's trace_pipe is ours alone. Removed on close;
-    instances left by killed runs (their pid is gone) are removed on the next start."""
-
-    def __init__(self):
-        from ..backends.kernel import tracefs
-
-        base = os.path.join(tracefs.root(), "instances")
-        _remove_stale_instances(base)
-        self.dir = os.path.join(base, f"{INSTANCE_PREFIX}{os.getpid()}")
-        self.fd = -1
-        self._buf = b""
-        try:
-            os.mkdir(self.dir)
-        except FileExistsError:
-            # left by an earlier process that had our pid and was killed: ours to replace
-            os.rmdir(self.dir)
-            os.mkdir(self.dir)
-        try:
-            with open(os.path.join(self.dir, "events", "bpf_trace", "bpf_trace_printk", "enable"), "w") as f:
-                f.write("1")
-            self.fd = os.open(os.path.join(self.dir, "trace_pipe"),
-                              os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            self.close()
-            raise
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def read_lines(self) -> list[str]:
-        """Every complete line available now (never blocks)."""
-        while True:
-            try:
-                chunk = os.read(self.fd, 65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            self._buf += chunk
-        *lines, self._buf = self._buf.split(b"\n")
-        return [x.decode(errors="replace") for x in lines]
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        if self.dir:
-            try:
-                os.rmdir(self.dir)
-            except OSError:
-                pass
-            self.dir = ""
-
-
-def _remove_stale_instances(base: str) -> None:
-    try:
-        names = os.listdir(base)
-    except OSError:
-        return
-    for name in names:
-        pid = name[len(INSTANCE_PREFIX):]
-        if name.startswith(INSTANCE_PREFIX) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            try:
-                os.rmdir(os.path.join(base, name))
-            except OSError:
-                pass
 
 
 class _BackendTrace:

@@ -88,28 +88,23 @@ def event_format(category: str, name: str) -> str:
 
 
 def trace_pipe_lines(timeout: Optional[float] = None) -> Iterator[str]:
-    """Lines of trace_pipe (bpf_trace_printk output), as they come. Reading consumes them for
-    every reader on the machine, like `cat trace_pipe`. With `timeout`, stops after that many
-    seconds without a new line."""
-    fd = open_trace_pipe()
-    buf = b""
-    try:
-        while True:
-            r, _, _ = select.select([fd], [], [], timeout)
-            if not r:
-                return
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                return
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                yield line.decode(errors="replace")
-    finally:
-        os.close(fd)
+    """Lines of bpf_trace_printk output, as they come, from a tracefs instance of this process
+    (so other readers of the global trace_pipe neither block nor steal them; see
+    InstanceTracePipe). Only lines printed after this call are seen. With `timeout`, stops after
+    that many seconds without a new line."""
+    pipe, _ = private_trace_pipe()  # now, not at the first next(): lines printed meanwhile count
+
+    def lines():
+        try:
+            while True:
+                r, _, _ = select.select([pipe.fd], [], [], timeout)
+                if not r:
+                    return
+                yield from pipe.read_lines()
+        finally:
+            pipe.close()
+
+    return lines()
 
 
 def open_trace_pipe() -> int:
@@ -134,7 +129,10 @@ def parse_trace_line(line: str) -> tuple[str, str]:
 
 
 class TracePipe:
-    """Non-blocking reader of trace_pipe with a file descriptor for select/epoll loops."""
+    """Non-blocking reader of the global trace_pipe with a file descriptor for select/epoll
+    loops. Prefer private_trace_pipe()."""
+
+    dir = ""
 
     def __init__(self):
         self.fd = open_trace_pipe()
@@ -160,3 +158,69 @@ class TracePipe:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.dir:
+            try:
+                os.rmdir(self.dir)
+            except OSError:
+                pass
+            self.dir = ""
+
+
+INSTANCE_PREFIX = "pybpfc-"
+
+
+class InstanceTracePipe(TracePipe):
+    """bpf_trace_printk lines from a tracefs instance of this reader.
+
+    The global trace_pipe takes one reader at a time (a second open gets EBUSY) and reading
+    consumes lines for everyone, so any other tracer on the machine (`cat trace_pipe`, another
+    `pybpfc run`, a test) would hide our lines. bpf_trace_printk also fires the
+    bpf_trace/bpf_trace_printk event, which an instance records into its own buffer once the
+    event is enabled there: the instance's trace_pipe is ours alone. Removed on close;
+    instances left by killed processes (their pid is gone) are removed on the next start."""
+
+    _seq = 0
+
+    def __init__(self):
+        base = os.path.join(root(), "instances")
+        _remove_stale_instances(base)
+        InstanceTracePipe._seq += 1  # one process may hold several readers
+        self.dir = os.path.join(base, f"{INSTANCE_PREFIX}{os.getpid()}-{InstanceTracePipe._seq}")
+        self.fd = -1
+        self._buf = b""
+        try:
+            os.mkdir(self.dir)
+        except FileExistsError:
+            # left by an earlier process that had our pid and was killed: ours to replace
+            os.rmdir(self.dir)
+            os.mkdir(self.dir)
+        try:
+            with open(os.path.join(self.dir, "events", "bpf_trace", "bpf_trace_printk", "enable"), "w") as f:
+                f.write("1")
+            self.fd = os.open(os.path.join(self.dir, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            self.close()
+            raise
+
+
+def _remove_stale_instances(base: str) -> None:
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(INSTANCE_PREFIX):].split("-", 1)[0]
+        if name.startswith(INSTANCE_PREFIX) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            try:
+                os.rmdir(os.path.join(base, name))
+            except OSError:
+                pass
+
+
+def private_trace_pipe() -> tuple[TracePipe, Optional[str]]:
+    """An InstanceTracePipe, or — where tracefs instances are unavailable — the global pipe
+    and the reason."""
+    try:
+        return InstanceTracePipe(), None
+    except (OSError, Error) as e:
+        return TracePipe(), f"no tracefs instance of our own ({e}); reading the global trace_pipe"
