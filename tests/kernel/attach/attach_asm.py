@@ -6,12 +6,14 @@ Each program counts into an 8-slot u64 array map: slot 0 = hits, others as docum
 from __future__ import annotations
 
 import ctypes
+import errno
 import struct
 import time
 from types import SimpleNamespace
 
 from pybpfc import uapi as U
 from pybpfc.backends.kernel import syscall as S
+from pybpfc.errors import Error
 
 R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10 = range(11)
 HELPER_LOOKUP, HELPER_PID_TGID = 1, 14
@@ -231,7 +233,9 @@ def wait_link_gone(link_id: int) -> bool:
     for _ in range(500):
         try:
             S.close_fd(S.get_fd_by_id(U.BPF_LINK_GET_FD_BY_ID, link_id))
-        except Exception:  # noqa: BLE001 - ENOENT: gone
-            return True
+        except Error as e:
+            if getattr(e, "errno", None) == errno.ENOENT:
+                return True
+            raise  # a broken lookup must not pass for "gone"
         time.sleep(0.01)
     return False
