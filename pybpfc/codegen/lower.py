@@ -17,9 +17,8 @@ from .. import uapi as U
 from ..errors import Error
 from ..frontend import helpers as H
 from ..frontend.module import GlobalVar
-from ..frontend.typer import (_PYCMP, _PYOPS, ARG_REGS, BUILTIN_OK, EXPR_HINTS, EXPR_NAMES,  # noqa: F401
-                              MAP_METHODS, OP_SYMBOLS, PERF_EVENT, PT_REGS, SK_BUFF, STMT_HINTS, STMT_NAMES,
-                              XDP_MD, TypedFunction, describe)
+from ..frontend.typer import (_PYCMP, _PYOPS, BUILTIN_OK, EXPR_HINTS, EXPR_NAMES, MAP_METHODS, OP_SYMBOLS,
+                              STMT_HINTS, STMT_NAMES, TypedFunction, describe)
 from ..frontend.typing import binop_type, bits, common, compare_type, fits, is_int, literal_type, signed
 from ..lang.bpf import ProgDecl, _Bpf
 from ..lang.maps import Map
@@ -834,8 +833,7 @@ class FunctionLowering:
                      volatile=var.volatile, var=name, align=var.align)
         if name == self.ctx_name:
             return V("ctx", ref=self.ctx_ref)
-        if self.assigned_locally(name):
-            self.err(node, f"'{name}' is used before it is assigned")
+        # (a use before the first assignment was reported by the typing pass)
         g = self.lookup_global(name)
         if g is not None:
             return self.global_mem(g)
@@ -843,14 +841,6 @@ class FunctionLowering:
         if obj is _MISSING:
             self.err(node, f"name '{name}' is not defined")
         return self.from_py(obj, node, name)
-
-    def assigned_locally(self, name) -> bool:
-        if name in self.declared_global:
-            return False
-        for n in ast.walk(self.node):
-            if isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store):
-                return True
-        return False
 
     def is_module_name(self, name) -> bool:
         return name in self.globals_ns

@@ -1,16 +1,14 @@
 """Lowering of a whole module: programs, subprograms, maps, globals, license."""
 from __future__ import annotations
 
-import ast
 import os
 
-from ..frontend.module import GlobalVar, ModuleInfo, collect_globals, function_ast
-from ..frontend.typer import type_module
+from ..frontend.module import GlobalVar, ModuleInfo, collect_globals
+from ..frontend.typer import ARG_REGS, PT_REGS, type_module
 from ..frontend.typing import is_int
 from ..lang.maps import Map
 from .ir import ModuleIR, esc
-from .lower import (ARG_REGS, PT_REGS, Abort, FunctionLowering, ProgramCtx,
-                    Subprogram, lt, tname)
+from .lower import Abort, FunctionLowering, ProgramCtx, Subprogram, lt, tname
 
 
 class ModuleLowering:
@@ -139,8 +137,7 @@ class ModuleLowering:
         its symbol name on first use."""
         sub = self.subs.get(fn)
         if sub is None:
-            fnode, ffile = function_ast(fn, self.diags)
-            tf = self.typed_module.function(fnode)
+            tf = self.typed_module.by_fn.get(fn)
             assert tf is not None and all(t is not None for _, t in tf.params), \
                 f"{file}:{node.lineno}: call to '{fn.__name__}' was not typed"
             name = fn.__name__
@@ -148,7 +145,7 @@ class ModuleLowering:
                 name += "_"
             self.names.add(name)
             sub = Subprogram(fn, name, list(tf.params), tf.ret)
-            sub.node, sub.file = fnode, ffile
+            sub.node, sub.file = tf.node, tf.file
             self.subs[fn] = sub
             self.sub_queue.append(sub)
         return sub

@@ -179,6 +179,7 @@ class TypedModule:
     path: str
     functions: list = field(default_factory=list)   # programs, then called functions as discovered
     by_node: dict = field(default_factory=dict)     # FunctionDef node -> TypedFunction
+    by_fn: dict = field(default_factory=dict)       # called Python function -> TypedFunction
     events: dict = field(default_factory=dict)      # id(map) -> event type
 
     def function(self, node) -> TypedFunction | None:
@@ -214,6 +215,9 @@ class _ModuleTyper:
         self.calls: dict = {}      # FunctionDef node -> nodes of the functions it calls
         self.bad: set = set()      # functions whose signature is wrong
         self.checked_globals: set = set()
+        self.stored: dict = {}
+        self.declared: dict = {}
+        self.sources: dict = {}    # function -> (FunctionDef node, file)
 
     def error(self, file, node, msg, hint=None):
         if self.diags is not None:
@@ -308,7 +312,9 @@ class _ModuleTyper:
 
     def subprogram(self, fn, caller: "_FunctionTyper", node) -> TypedFunction:
         """The callee's typed signature (its body is typed later, in discovery order)."""
-        fnode, ffile = function_ast(fn, None)
+        if fn not in self.sources:
+            self.sources[fn] = function_ast(fn, None)
+        fnode, ffile = self.sources[fn]
         if fnode is None:
             caller.err(node, f"cannot find the source of '{fn.__name__}'")
         tf = self.tm.by_node.get(fnode)
@@ -343,6 +349,7 @@ class _ModuleTyper:
                 if t is not None:
                     tf.locals[name] = LocalVar(name, "int", t) if is_int(t) else LocalVar(name, "ref", t)
             self.add(tf)
+            self.tm.by_fn[fn] = tf
             if fnode not in self.bad:
                 self.queue.append(tf)
         if fnode in self.bad:
@@ -353,6 +360,20 @@ class _ModuleTyper:
             caller.err(node, f"recursive call to '{fn.__name__}': BPF programs cannot recurse",
                        hint="rewrite it as a bounded loop")
         return tf
+
+    def globals_declared(self, fnode) -> set:
+        names = self.declared.get(fnode)
+        if names is None:
+            names = self.declared[fnode] = {n for s in ast.walk(fnode) if isinstance(s, ast.Global) for n in s.names}
+        return names
+
+    def stored_names(self, fnode) -> set:
+        """Names the function assigns somewhere (a use before the first assignment is an error)."""
+        names = self.stored.get(fnode)
+        if names is None:
+            names = self.stored[fnode] = {n.id for n in ast.walk(fnode)
+                                          if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        return names
 
     def _reaches(self, a, b) -> bool:
         seen, todo = set(), [a]
@@ -385,7 +406,7 @@ class _FunctionTyper:
         self.nonnull: set = set()
         self.poisoned: set = set()
         self.loops = 0
-        self.declared_global = {n for s in ast.walk(tf.node) if isinstance(s, ast.Global) for n in s.names}
+        self.declared_global = mt.globals_declared(tf.node)
 
     # ---- diagnostics --------------------------------------------------------------------
     def err(self, node, msg: str, hint: str | None = None):
@@ -893,8 +914,7 @@ class _FunctionTyper:
             return T("mem", var.ty, nullable=name not in self.nonnull, var=name, shared=var.shared)
         if name == self.tf.ctx_name:
             return T("ctx")
-        if name not in self.declared_global and any(
-                isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store) for n in ast.walk(self.tf.node)):
+        if name not in self.declared_global and name in self.mt.stored_names(self.tf.node):
             self.err(node, f"'{name}' is used before it is assigned")
         g = self.lookup_global(name)
         if g is not None:
