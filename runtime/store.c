@@ -81,12 +81,32 @@ static struct pbs_store *map_store(int fd, uint64_t size, int owner, const char 
     return s;
 }
 
+/* Smallest store: header, the map/program/link tables, the trace_printk ring and 64 KiB for
+ * the user's maps and programs. */
+uint64_t pbs_min_size(void)
+{
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t brk = (sizeof(struct pbs_header) + 63) & ~63ull;
+    brk += sizeof(struct pbs_map) * PBS_MAX_MAPS + sizeof(struct pbs_prog) * PBS_MAX_PROGS +
+           sizeof(struct pbs_link) * PBS_MAX_LINKS;
+    brk = (brk + page - 1) & ~(page - 1);
+    return brk + 2 * (uint64_t)PBS_TRACE_SIZE /* the ring's data and bookkeeping */ + (64u << 10);
+}
+
 struct pbs_store *pbs_create(const char *path, uint64_t size)
 {
     if (!size)
         size = PBS_DEFAULT_SIZE;
     uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    if (size > (1ull << 46)) { /* also keeps the rounding below from wrapping */
+        errno = EFBIG;
+        return NULL;
+    }
     size = (size + page - 1) & ~(page - 1);
+    if (size < pbs_min_size()) { /* the header and tables would lie past the end */
+        errno = EINVAL;
+        return NULL;
+    }
     int fd;
     if (!path || !*path)
         fd = memfd_create("pybpfc-store", MFD_CLOEXEC);

@@ -216,6 +216,22 @@ SCENARIOS = {
         v.add_region(0x1000, 8)
         assert v() == 1
     """,
+    # the header and tables were written past the end of a store smaller than them
+    "store_sizes": """
+        from pybpfc.backends.userspace.runtime import lib
+        from pybpfc.backends.userspace.store import Store
+        for size in (1, 4096, 65536):
+            expect(lambda: Store.create(None, size), LoadError, f"size {size} is below the minimum")
+        expect(lambda: UserspaceBackend(size=4096), LoadError, "store (memfd): cannot create: size 4096")
+        expect(lambda: Store.create(None, -5), LoadError, "size -5 is negative")
+        expect(lambda: Store.create(None, 1 << 60), LoadError, "cannot create")
+        be = UserspaceBackend(jit=False, size=lib().pbs_min_size())
+        expect(lambda: be.create_map(MapSpec("big", U.BPF_MAP_TYPE_ARRAY, 4, 1024, 4096)), LoadError,
+               "map 'big': map create failed")
+        m = be.create_map(MapSpec("a", U.BPF_MAP_TYPE_ARRAY, 4, 8, 1))
+        m.update(u32(0), u64(5))
+        assert prog(be, "mov %r0, 3\\nexit").test_run(ctx=bytes(8)).retval == 3
+    """,
     # register fields are 4 bits; unverified programs may name r11..r15 (ASan: stack overflow)
     "unverified_registers_above_r10": """
         from pybpfc.backends.userspace import vm as V

@@ -20,6 +20,7 @@ struct pbs_map;
 struct pbs_prog;
 
 struct pbs_store *pbs_create(const char *path, uint64_t size);
+uint64_t pbs_min_size(void);
 struct pbs_store *pbs_open(const char *path, int fd);
 void pbs_close(struct pbs_store *s);
 

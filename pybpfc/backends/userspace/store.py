@@ -46,10 +46,15 @@ class Store:
     @classmethod
     def create(cls, path: Optional[str] = None, size: int = 0) -> "Store":
         F, L = ffi(), lib()
+        if size < 0:
+            raise LoadError(f"store {path or '(memfd)'}: size {size} is negative")
         h = L.pbs_create(path.encode() if path else F.NULL, size)
         if h == F.NULL:
             err = F.errno
-            raise LoadError(f"store {path or '(memfd)'}: cannot create: {os.strerror(err)}")
+            what = os.strerror(err)
+            if err == _errno.EINVAL and size:
+                what = f"size {size} is below the minimum of {L.pbs_min_size()} bytes (0: the default)"
+            raise LoadError(f"store {path or '(memfd)'}: cannot create: {what}")
         if path:
             p = path
         else:
