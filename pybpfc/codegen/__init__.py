@@ -129,6 +129,12 @@ def prestart() -> None:
     cancel_prestarted() runs if it ends up not compiling."""
     global _prestarted
     if _prestarted is None and _prefork_ok():
+        # imported by both processes later (the language surface: typing, struct; argparse's help
+        # formatter and llvmlite's tempfile: shutil): load them once, before the fork
+        import shutil  # noqa: F401
+        import struct  # noqa: F401
+        import typing  # noqa: F401
+
         _prestarted = _CodegenChild.start()
 
 
