@@ -117,8 +117,7 @@ class FunctionLowering:
         self.scope = ""
         self.cur_loc = ""
         self.block_count = 0
-        tm = getattr(mod, "typed_module", None)
-        self.tf: TypedFunction | None = tm.function(node) if tm is not None else None
+        self.tf: TypedFunction = mod.typed_module.function(node)
         for n in ast.walk(node):
             if isinstance(n, ast.Global):
                 self.declared_global.update(n.names)
@@ -781,26 +780,19 @@ class FunctionLowering:
         self.check_typed(node, v)
         return v
 
-    def trusted(self) -> bool:
-        """The typed program is exact while no error was reported (after one, codegen only looks for
-        more errors and the typer may have typed differently what it skipped)."""
-        return self.tf is not None and not self.diags.items
-
     def check_typed(self, node, v: V):
-        t = self.tf.exprs.get(node) if self.trusted() else None
-        if t is None:
-            return
-        assert t.kind == v.kind and (t.ty is v.ty if v.kind in ("int", "mem") else True) \
+        """Lowering runs only on programs the typing pass accepted: every expression it lowers was
+        typed there, and must come out with exactly that type."""
+        t = self.tf.exprs.get(node)
+        assert t is not None and t.kind == v.kind and (t.ty is v.ty if v.kind in ("int", "mem") else True) \
             and (t.val == v.val if v.kind == "lit" else True) and (t.nullable == v.nullable if v.kind == "mem" else True), \
             f"typer/codegen disagree at {self.file}:{node.lineno}:{node.col_offset + 1}: {t} vs {v.kind} {tname(v.ty)}"
 
     def declared(self, name, kind, ty):
-        """The type the typing pass gave local `name` (codegen's own choice until errors are known)."""
-        lv = self.tf.locals.get(name) if self.trusted() else None
-        if lv is None:
-            return ty
-        assert lv.kind == kind and lv.ty is ty, \
-            f"typer/codegen disagree on '{name}' in {self.llname}: {lv.show()} vs {kind} {tname(ty)}"
+        """The type the typing pass gave local `name` (lowering's own reading must agree)."""
+        lv = self.tf.locals.get(name)
+        assert lv is not None and lv.kind == kind and lv.ty is ty, \
+            f"typer/codegen disagree on '{name}' in {self.llname}: {lv and lv.show()} vs {kind} {tname(ty)}"
         return lv.ty
 
     def e_Constant(self, node, want):

@@ -406,6 +406,7 @@ class _FunctionTyper:
         self.nonnull: set = set()
         self.poisoned: set = set()
         self.loops = 0
+        self.term = False      # the statement just typed always jumps away (return/break/continue)
         self.declared_global = mt.globals_declared(tf.node)
 
     # ---- diagnostics --------------------------------------------------------------------
@@ -439,6 +440,7 @@ class _FunctionTyper:
     # ---- statements ---------------------------------------------------------------------
     def stmts(self, body):
         for s in body:
+            self.term = False
             try:
                 meth = getattr(self, "s_" + type(s).__name__, None)
                 if meth is None:
@@ -465,10 +467,12 @@ class _FunctionTyper:
     def s_Break(self, s):
         if not self.loops:
             self.err(s, "'break' outside a loop")
+        self.term = True
 
     def s_Continue(self, s):
         if not self.loops:
             self.err(s, "'continue' outside a loop")
+        self.term = True
 
     def s_Expr(self, s):
         if isinstance(s.value, ast.Constant) and (isinstance(s.value.value, str) or s.value.value is Ellipsis):
@@ -485,12 +489,12 @@ class _FunctionTyper:
             if s.value is not None and not (isinstance(s.value, ast.Constant) and s.value.value is None):
                 self.err(s.value, "this function returns None (no return annotation); it cannot return a value",
                          hint="annotate the return type, e.g. `-> int`")
-            return
-        if s.value is None or (isinstance(s.value, ast.Constant) and s.value.value is None):
+        elif s.value is None or (isinstance(s.value, ast.Constant) and s.value.value is None):
             if self.tf.kind == "subprogram":
                 self.err(s, "missing return value", hint=f"this function returns {tname(ret)}")
-            return
-        self.fit(self.int_value(s.value, ret), ret, s.value)
+        else:
+            self.fit(self.int_value(s.value, ret), ret, s.value)
+        self.term = True
 
     def s_Assert(self, s):
         v = self.const_eval(s.test)
@@ -521,24 +525,15 @@ class _FunctionTyper:
         before = set(self.nonnull)
         self.nonnull = before | t_nn
         self.stmts(s.body)
-        states = [] if self.ends(s.body) else [set(self.nonnull)]
+        states = [] if self.term else [set(self.nonnull)]
         self.nonnull = before | f_nn
+        self.term = False
         self.stmts(s.orelse)
-        if not self.ends(s.orelse):
+        if not self.term:
             states.append(set(self.nonnull))
+        # None-ness after the if: what both branches that fall through agree on
         self.nonnull = set.intersection(*states) if states else before
-
-    @staticmethod
-    def ends(body) -> bool:
-        """The block always leaves (codegen's `term` after it): its last statement jumps away."""
-        if not body:
-            return False
-        last = body[-1]
-        if isinstance(last, (ast.Return, ast.Break, ast.Continue)):
-            return True
-        if isinstance(last, ast.If):
-            return _FunctionTyper.ends(last.body) and _FunctionTyper.ends(last.orelse)
-        return False
+        self.term = not states
 
     def null_facts(self, test) -> tuple[set, set]:
         if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.left, ast.Name) \
@@ -578,6 +573,7 @@ class _FunctionTyper:
         self.stmts(s.body)
         self.loops -= 1
         self.nonnull = saved
+        self.term = False
 
     def s_For(self, s):
         if s.orelse:
@@ -611,6 +607,7 @@ class _FunctionTyper:
         self.stmts(s.body)
         self.loops -= 1
         self.nonnull = saved
+        self.term = False
 
     def local_int(self, name, ty):
         if name not in self.locals:
