@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <linux/bpf.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -320,8 +321,17 @@ static int pack_int(PyObject *o, int size, int sgn, unsigned char *buf)
 static PyObject *unpack_int(const unsigned char *p, int size, int sgn)
 {
 	unsigned long long u = 0;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	switch (size) { /* constant-size copies compile to single loads */
+	case 8: memcpy(&u, p, 8); break;
+	case 4: { uint32_t x; memcpy(&x, p, 4); u = x; break; }
+	case 2: { uint16_t x; memcpy(&x, p, 2); u = x; break; }
+	default: u = p[0];
+	}
+#else
 	for (int i = 0; i < size; i++)
 		u |= (unsigned long long)p[i] << (8 * i);
+#endif
 	if (sgn && size < 8 && (u >> (size * 8 - 1)) & 1)
 		u |= ~0ULL << (size * 8);
 	return sgn ? PyLong_FromLongLong((long long)u) : PyLong_FromUnsignedLongLong(u);
