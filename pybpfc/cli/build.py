@@ -30,15 +30,8 @@ def compile_options(args) -> dict:
 
 
 def run(args) -> int:
-    import gc
+    from ..codegen import compile_file  # (GC thresholds for the build: see cli.main)
 
-    from ..codegen import compile_file
-
-    # A build is one short process (and its code generation child, which inherits this) that
-    # allocates a few hundred thousand objects: importing its modules and llvmlite's, the AST,
-    # the IR. Young-generation collections every 700 allocations took ~10 ms of CPU time per
-    # build for almost no garbage; they still run, just less often.
-    gc.set_threshold(50_000, 20, 20)
     data = compile_file(args.source, emit=args.emit, **compile_options(args))
     out = args.output
     if out is None:

@@ -212,3 +212,13 @@ def test_package_names_resolve_lazily_and_match_the_language_surface():
     assert r.stdout.split() == ["False", "False", "60"]
     r = py("import pybpfc; pybpfc.no_such_name")
     assert "AttributeError: module 'pybpfc' has no attribute 'no_such_name'" in r.stderr
+
+
+def test_gc_settings_are_restored_for_in_process_callers_and_frozen_only_at_program_exit(tmp_path):
+    out = str(tmp_path / "x.o")
+    r = py("import gc, sys\nfrom pybpfc.cli import main\nbefore = gc.get_threshold()\n"
+           "rc = main(['build', sys.argv[1], '-o', sys.argv[2]])\n"
+           "print(rc, gc.get_threshold() == before, gc.get_freeze_count())\n"
+           "sys.argv = ['pybpfc', 'build', sys.argv[1], '-o', sys.argv[2]]\n"
+           "rc = main()\nprint(rc, gc.get_freeze_count() > 0)\n", EXAMPLE, out, cache=tmp_path / "cache")
+    assert r.stdout.split("\n")[:2] == ["0 True 0", "0 True"], r.stdout + r.stderr
