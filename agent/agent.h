@@ -50,7 +50,8 @@ int pba_sys_add(int nr, int kind, pba_fn fn, void *data, char *err, size_t errle
 int pba_sys_del(int handle);
 /* "zpoline", "sud" or "off" (no SUD in this kernel): the mechanism in use. */
 const char *pba_sys_mode(void);
-/* Counters for tests: 0 = syscall sites rewritten in SIGSYS, 1 = SIGSYS taken. */
+/* Counters for tests: 0 = syscall sites rewritten in SIGSYS, 1 = SIGSYS taken, 2 = invalid
+ * numbers recovered from a fault after a rewritten site. */
 uint64_t pba_sys_stat(int which);
 
 /* -- internal -------------------------------------------------------------------------- */
@@ -79,6 +80,7 @@ void pba_sys_thread_start(void); /* enables SUD in the calling thread */
 void pba_sys_after_fork(void);
 int pba_sys_mode_id(void);          /* 0 off, 1 sud, 2 zpoline */
 void pba_sys_release(void);         /* threads may turn SUD off (after pba_scan_objects) */
+void pba_zp_site_add(uint64_t site); /* before rewriting a syscall at site to `call *%rax` */
 /* scan.c: rewrites the syscall instructions of loaded objects not scanned before; count or -1 */
 int pba_scan_objects(int only_new);
 

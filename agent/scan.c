@@ -190,6 +190,7 @@ static int obj_cb(struct dl_phdr_info *info, size_t sz, void *arg)
         if (ns && pba_protect_rw(sites[0], sites[ns - 1] + 2 - sites[0], &ww) == 0) {
             for (size_t k = 0; k < ns; k++) {
                 uint16_t old = 0x050f;
+                pba_zp_site_add(sites[k]);
                 if (__atomic_compare_exchange_n((uint16_t *)sites[k], &old, (uint16_t)0xd0ff, 0,
                                                 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
                     c->rewritten++;

@@ -31,6 +31,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -88,7 +89,40 @@ static void update_slow(void)
                          __ATOMIC_RELEASE);
 }
 static int mode; /* 0 off, 1 sud, 2 zpoline */
-static uint64_t stat_rewritten, stat_sigsys;
+static uint64_t stat_rewritten, stat_sigsys, stat_badnr;
+
+/* Addresses of the rewritten `call *%rax` sites, so that a fault after one of them (a syscall
+ * number that is no address in the sled) is told apart from the target's own bad calls.
+ * Lock-free open addressing; inserts come from the SIGSYS handler and the scan. */
+#define SITES (1u << 16)
+static uint64_t sites[SITES];
+static int sites_full; /* then any `ff d0` counts as ours */
+
+void pba_zp_site_add(uint64_t site)
+{
+    uint32_t h = (uint32_t)((site * 0x9e3779b97f4a7c15ull) >> 48);
+    for (uint32_t i = 0; i < SITES / 2; i++, h = (h + 1) & (SITES - 1)) {
+        uint64_t old = 0;
+        if (__atomic_compare_exchange_n(&sites[h], &old, site, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED) ||
+            old == site)
+            return;
+    }
+    __atomic_store_n(&sites_full, 1, __ATOMIC_RELAXED);
+}
+
+static int is_site(uint64_t site)
+{
+    uint32_t h = (uint32_t)((site * 0x9e3779b97f4a7c15ull) >> 48);
+    for (uint32_t i = 0; i < SITES / 2; i++, h = (h + 1) & (SITES - 1)) {
+        uint64_t v = __atomic_load_n(&sites[h], __ATOMIC_RELAXED);
+        if (v == site)
+            return 1;
+        if (!v)
+            break;
+    }
+    return __atomic_load_n(&sites_full, __ATOMIC_RELAXED) && site > 4096 &&
+           ((const uint8_t *)site)[0] == 0xff && ((const uint8_t *)site)[1] == 0xd0;
+}
 
 extern char pba_zp_entry[], pba_sud_sigreturn[], pba_sud_clone[], pba_sud_restorer[];
 
@@ -197,6 +231,166 @@ __asm__(".text\n"
         "  syscall\n"
         "  ud2\n");
 
+struct ksigaction {
+    void *handler;
+    unsigned long flags;
+    void *restorer;
+    uint64_t mask;
+};
+
+static int sud_threads; /* threads run with SUD (else: only rewritten instructions are seen) */
+
+/* -- invalid numbers on a rewritten site ------------------------------------------------------
+ * A number that is no address in page 0 (negative, >= 4096, x32 with bit 30) makes the
+ * `call *%rax` of a rewritten site fault: at the target (page fault, RIP = RAX, the return
+ * address pushed) or, for a non-canonical number, at the call itself (#GP). The agent's
+ * SIGSEGV/SIGBUS handler recognises both by the site table, makes the syscall (the kernel
+ * answers -ENOSYS as without the agent) and resumes after the site. Every other fault goes to
+ * the target's own disposition: rt_sigaction for these signals is answered from tgt[] while
+ * the kernel keeps the agent's handler with the target's mask and flags, so the kernel blocks
+ * and uses the alternate stack exactly as it would for the target's handler. */
+#define NFSIG 2
+static const int fsigs[NFSIG] = {SIGSEGV, SIGBUS};
+static struct ksigaction tgt[NFSIG];
+static int fault_on, fault_lock;
+#define KSA_RESTORER 0x04000000ul
+
+static int fsig_idx(long sig) { return sig == SIGSEGV ? 0 : sig == SIGBUS ? 1 : -1; }
+
+static void on_fault(int sig, siginfo_t *si, void *ucv);
+long pba_sys_run(struct pba_regs *r);
+
+static long install_fault(int i)
+{
+    struct ksigaction ka = {(void *)on_fault,
+                            (tgt[i].flags & ~(unsigned long)(SA_RESETHAND | KSA_RESTORER)) | SA_SIGINFO | KSA_RESTORER,
+                            (void *)pba_sud_restorer, tgt[i].mask & ~(1ull << (SIGSYS - 1))};
+    return pba_raw_syscall(SYS_rt_sigaction, fsigs[i], (long)&ka, 0, 8, 0, 0);
+}
+
+static void fault_setup(void)
+{
+    for (int i = 0; i < NFSIG; i++) {
+        if (pba_raw_syscall(SYS_rt_sigaction, fsigs[i], 0, (long)&tgt[i], 8, 0, 0) < 0 || install_fault(i) < 0) {
+            pba_log("cannot install the SIGSEGV/SIGBUS handler: invalid syscall numbers will crash");
+            return;
+        }
+    }
+    __atomic_store_n(&fault_on, 1, __ATOMIC_RELEASE);
+}
+
+static void flock_take(uint64_t *old)
+{
+    uint64_t all = ~0ull;
+    pba_raw_syscall(SYS_rt_sigprocmask, SIG_BLOCK, (long)&all, (long)old, 8, 0, 0);
+    while (__atomic_exchange_n(&fault_lock, 1, __ATOMIC_ACQUIRE))
+        pba_raw_syscall(SYS_sched_yield, 0, 0, 0, 0, 0, 0);
+}
+
+static void flock_drop(uint64_t *old)
+{
+    __atomic_store_n(&fault_lock, 0, __ATOMIC_RELEASE);
+    pba_raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)old, 0, 8, 0, 0);
+}
+
+/* The copy between the target's pointers and the agent goes through the kernel, so a bad
+ * pointer gets -EFAULT as from rt_sigaction instead of a fault in the agent. */
+static long copy_mem(void *dst, const void *src, size_t n, int to_target)
+{
+    struct iovec l = {to_target ? (void *)src : dst, n}, r = {to_target ? dst : (void *)src, n};
+    static long pid;
+    if (!pid)
+        pid = pba_raw_syscall(SYS_getpid, 0, 0, 0, 0, 0, 0);
+    long got = pba_raw_syscall(to_target ? SYS_process_vm_writev : SYS_process_vm_readv, pid, (long)&l, 1,
+                               (long)&r, 1, 0);
+    return got == (long)n ? 0 : -EFAULT;
+}
+
+/* rt_sigaction(SIGSEGV or SIGBUS) by the target while the agent's handler is in place */
+static long fault_sigaction(long sig, uint64_t act, uint64_t oact, uint64_t size)
+{
+    if (size != 8)
+        return -EINVAL;
+    int i = fsig_idx(sig);
+    struct ksigaction n, o;
+    if (act && copy_mem(&n, (const void *)act, sizeof n, 0))
+        return -EFAULT;
+    uint64_t mask;
+    flock_take(&mask);
+    o = tgt[i];
+    if (act) {
+        n.mask &= ~((1ull << (SIGKILL - 1)) | (1ull << (SIGSTOP - 1)));
+        tgt[i] = n;
+        install_fault(i);
+    }
+    flock_drop(&mask);
+    if (oact && copy_mem((void *)oact, &o, sizeof o, 1))
+        return -EFAULT;
+    return 0;
+}
+
+static void regs_from_uc(struct pba_regs *r, const greg_t *g);
+
+static void on_fault(int sig, siginfo_t *si, void *ucv)
+{
+    ucontext_t *uc = ucv;
+    greg_t *g = uc->uc_mcontext.gregs;
+    uint64_t rip = g[REG_RIP], rax = g[REG_RAX], ret = 0;
+    if (si->si_code > 0 && mode == 2) {
+        int64_t top = (int64_t)rax >> 47;
+        if (rip == rax && !(g[REG_RSP] & 7) && is_site(*(uint64_t *)g[REG_RSP] - 2)) {
+            ret = *(uint64_t *)g[REG_RSP]; /* the page fault came after the call */
+            g[REG_RSP] += 8;
+        } else if (top != 0 && top != -1 && is_site(rip)) {
+            ret = rip + 2; /* #GP on the call to a non-canonical address */
+        }
+    }
+    if (ret) {
+        int nr = (int)rax; /* the kernel reads the number as an int */
+        __atomic_fetch_add(&stat_badnr, 1, __ATOMIC_RELAXED);
+        if (nr >= 0 && nr < 4096 - 16) {
+            g[REG_RAX] = nr; /* a valid number in the upper bits' noise: through the sled */
+            g[REG_RIP] = ret - 2;
+            return;
+        }
+        struct pba_regs r;
+        regs_from_uc(&r, g);
+        r.ax = (uint64_t)(long)nr;
+        r.ip = ret;
+        r.sp = g[REG_RSP];
+        g[REG_RAX] = pba_sys_run(&r);
+        g[REG_RCX] = ret; /* what `syscall` leaves in rcx and r11 */
+        g[REG_R11] = g[REG_EFL];
+        g[REG_RIP] = ret;
+        return;
+    }
+    int i = fsig_idx(sig);
+    struct ksigaction t = tgt[i];
+    if (t.handler == (void *)SIG_DFL || t.handler == (void *)SIG_IGN) {
+        /* as without the agent: a sent signal that is ignored is dropped; otherwise the default
+         * action, by the fault repeating or by the same signal queued again */
+        if (t.handler == (void *)SIG_IGN && si->si_code <= 0)
+            return;
+        struct ksigaction dfl = {(void *)SIG_DFL, 0, 0, 0};
+        pba_raw_syscall(SYS_rt_sigaction, sig, (long)&dfl, 0, 8, 0, 0);
+        if (si->si_code <= 0)
+            pba_raw_syscall(SYS_rt_tgsigqueueinfo, pba_raw_syscall(SYS_getpid, 0, 0, 0, 0, 0, 0),
+                            pba_raw_syscall(SYS_gettid, 0, 0, 0, 0, 0, 0), sig, (long)si, 0, 0);
+        return;
+    }
+    if (t.flags & SA_RESETHAND) {
+        uint64_t m;
+        flock_take(&m);
+        tgt[i].handler = (void *)SIG_DFL;
+        tgt[i].flags &= ~(unsigned long)(SA_SIGINFO | SA_RESETHAND);
+        flock_drop(&m);
+    }
+    if (t.flags & SA_SIGINFO)
+        ((void (*)(int, siginfo_t *, void *))t.handler)(sig, si, ucv);
+    else
+        ((void (*)(int))t.handler)(sig);
+}
+
 static void run_list(struct hooklist *l, int kind, struct pba_regs *r)
 {
     for (int i = 0; i < l->n; i++)
@@ -246,8 +440,12 @@ __attribute__((used)) long pba_sys_run(struct pba_regs *r)
         }
         break;
     case SYS_rt_sigaction:
-        if (a[0] == SIGSYS && a[1]) {
+        if (a[0] == SIGSYS && a[1] && sud_threads) {
             ret = 0; /* the agent keeps its SIGSYS handler */
+            goto done;
+        }
+        if (fsig_idx((long)a[0]) >= 0 && __atomic_load_n(&fault_on, __ATOMIC_ACQUIRE)) {
+            ret = fault_sigaction((long)a[0], a[1], a[2], a[3]);
             goto done;
         }
         if (a[1] && (((uint64_t *)a[1])[3] & bit)) {
@@ -310,6 +508,7 @@ int pba_zp_rewrite(uint64_t site)
     int ww;
     if (pba_protect_rw(site, 2, &ww))
         return -1;
+    pba_zp_site_add(site); /* before a thread can run it */
     uint16_t old = 0x050f;
     int ok = __atomic_compare_exchange_n((uint16_t *)site, &old, (uint16_t)0xd0ff, 0,
                                          __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
@@ -328,12 +527,6 @@ static void regs_from_uc(struct pba_regs *r, const greg_t *g)
     r->flags = g[REG_EFL]; r->sp = g[REG_RSP];
 }
 
-struct ksigaction {
-    void *handler;
-    unsigned long flags;
-    void *restorer;
-    uint64_t mask;
-};
 
 static void on_sigsys(int sig, siginfo_t *si, void *ucv)
 {
@@ -416,10 +609,9 @@ static int setup_zpoline(void)
     }
     /* execute-only where the CPU has protection keys; NULL reads then still fault */
     pba_raw_syscall(SYS_mprotect, 0, 4096, PROT_EXEC, 0, 0, 0);
+    fault_setup();
     return 0;
 }
-
-static int sud_threads; /* threads run with SUD (else: only rewritten instructions are seen) */
 
 int pba_sys_init(int want_zpoline, int sud_now)
 {
@@ -492,7 +684,7 @@ void pba_sys_release(void) { __atomic_store_n(&pba_sud_release, 1, __ATOMIC_RELE
 
 uint64_t pba_sys_stat(int which)
 {
-    return which == 0 ? stat_rewritten : which == 1 ? stat_sigsys : 0;
+    return which == 0 ? stat_rewritten : which == 1 ? stat_sigsys : which == 2 ? stat_badnr : 0;
 }
 
 /* -- hook registry ---------------------------------------------------------------------------- */
