@@ -100,7 +100,7 @@ def _emit(tm, mod, emit: str) -> bytes:
     return tm.emit_assembly(mod).encode() if emit == "asm" else tm.emit_object(mod)
 
 
-_LLVM_DIAG = re.compile(r"error: (?:(\S+?):(\d+):(\d+): )?(?:in function \S+ [^:]*: )?(.*)")
+_LLVM_DIAG = r"error: (?:(\S+?):(\d+):(\d+): )?(?:in function \S+ [^:]*: )?(.*)"  # compiled when needed
 _first_compile = True
 
 
@@ -286,7 +286,7 @@ def _emit_guarded(tm, mod, emit: str, path: str) -> bytes:
 
 def _codegen_failed(msg: str, path: str):
     """Raise the error for an LLVM code generation child that failed with stderr `msg`."""
-    m = _LLVM_DIAG.search(msg)
+    m = re.search(_LLVM_DIAG, msg)
     if m and m.group(2):
         text = m.group(4).split(". For non-kernel uses")[0]
         hint = ("keep large values in a map (e.g. a PerCpuArray with one entry) instead of on the stack"

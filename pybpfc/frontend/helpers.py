@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from ..uapi import HELPERS
 
 HEADER = "/usr/include/linux/bpf.h"
-_PROTO = re.compile(r"^ \* ((?:[a-z0-9_]+ )+\**)\s*bpf_([a-z0-9_]+)\((.*)\)\s*$")
+# patterns as strings: compiled (and cached by re) on first use, not at every import
+_PROTO = r"^ \* ((?:[a-z0-9_]+ )+\**)\s*bpf_([a-z0-9_]+)\((.*)\)\s*$"
 
 
 @dataclass
@@ -63,7 +64,7 @@ def _parse_header(path: str) -> dict:
     out = {}
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
-            m = _PROTO.match(line.rstrip("\n"))
+            m = re.match(_PROTO, line.rstrip("\n"))
             if not m or m.group(2) not in HELPERS or m.group(2) in out:
                 continue
             args = m.group(3).strip()

@@ -7,7 +7,7 @@ import re
 from ..lang.types import Str, i8, i16, i32, i64, u8, u16, u32, u64
 
 TRACEFS_DIRS = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"]
-_FIELD = re.compile(r"field:(.*?);\s*offset:(\d+);\s*size:(\d+);\s*signed:(\d+);")
+_FIELD = r"field:(.*?);\s*offset:(\d+);\s*size:(\d+);\s*signed:(\d+);"  # compiled (and cached by re) when used
 _INTS = {(1, False): u8, (2, False): u16, (4, False): u32, (8, False): u64,
          (1, True): i8, (2, True): i16, (4, True): i32, (8, True): i64}
 
@@ -34,7 +34,7 @@ def find_format(name: str, formats_dir: str | None = None) -> str:
 def parse_format(text: str) -> dict:
     """field name -> (offset, lang type, is_pointer)."""
     fields = {}
-    for m in _FIELD.finditer(text):
+    for m in re.finditer(_FIELD, text):
         decl, off, size, signed = m.group(1).strip(), int(m.group(2)), int(m.group(3)), m.group(4) == "1"
         am = re.match(r"^(.*?)(\w+)\s*(\[(\w*)\])?$", decl)
         if not am:
