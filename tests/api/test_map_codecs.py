@@ -236,3 +236,19 @@ def test_array_items_and_width_mismatch(backend):
         assert m.raw.value_size == 16
         same(m, 0, 5)
         same(m, 0, bytes(range(16)))
+
+
+def test_raw_batches(backend):
+    with load(backend, u32, u64, n=8) as c:
+        raw = c.maps.m.raw
+        pairs = [(u32._pack(i), u64._pack(i * 3)) for i in range(5)]
+        raw.update_batch(pairs)
+        assert sorted(raw.lookup_batch()) == sorted(pairs)
+        raw.update_batch(tuple((k, u64._pack(9)) for k, _ in pairs[:2]))  # not a list: same result
+        assert dict(c.maps.m.items()) == {0: 9, 1: 9, 2: 6, 3: 9, 4: 12}
+        # a bad pair anywhere: an error naming the map, and nothing of the batch written
+        with pytest.raises(Error, match="map 'm'"):
+            raw.update_batch([(u32._pack(6), u64._pack(1)), (u32._pack(7), b"short")])
+        assert 6 not in c.maps.m
+        with pytest.raises(Error, match="map 'm'"):
+            raw.update_batch([(u32._pack(i), u64._pack(i)) for i in range(9)])  # one more than fits

@@ -670,40 +670,87 @@ static PyObject *u_items(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     if (PyErr_Occurred() || !ready())
         return NULL;
     enum { CHUNK = 1024 };
+    int gc_was = 0;
     char *kb = PyMem_Malloc((size_t)(ks > 0 ? ks : 1) * CHUNK), *vb = PyMem_Malloc((size_t)(vs > 0 ? vs : 1) * CHUNK);
-    PyObject *out = PyList_New(0);
+    PyObject *out = PyList_New(0), *res = NULL;
     if (!kb || !vb || !out)
-        goto fail;
+        goto done;
+    /* pairs of bytes cannot form cycles: no collector passes while the list grows, and the
+     * tuples are left untracked (as CPython's GC would find them on its next pass) */
+    gc_was = PyGC_Disable();
     uint64_t cursor = 0;
     for (;;) {
         int n = f_batch(m, &cursor, kb, vb, CHUNK);
         if (n < 0) {
-            PyMem_Free(kb);
-            PyMem_Free(vb);
-            Py_DECREF(out);
-            return PyLong_FromLong(n);
+            res = PyLong_FromLong(n);
+            goto done;
         }
         if (n == 0)
             break;
         for (int i = 0; i < n; i++) {
-            PyObject *t = Py_BuildValue("(y#y#)", kb + (Py_ssize_t)i * ks, ks, vb + (Py_ssize_t)i * vs, vs);
-            if (!t || PyList_Append(out, t) < 0) {
-                Py_XDECREF(t);
-                goto fail;
+            PyObject *k = PyBytes_FromStringAndSize(kb + (Py_ssize_t)i * ks, ks);
+            PyObject *v = k ? PyBytes_FromStringAndSize(vb + (Py_ssize_t)i * vs, vs) : NULL;
+            PyObject *t = v ? PyTuple_New(2) : NULL;
+            if (!t) {
+                Py_XDECREF(k);
+                Py_XDECREF(v);
+                goto done;
+            }
+            PyTuple_SET_ITEM(t, 0, k);
+            PyTuple_SET_ITEM(t, 1, v);
+            PyObject_GC_UnTrack(t);
+            if (PyList_Append(out, t) < 0) {
+                Py_DECREF(t);
+                goto done;
             }
             Py_DECREF(t);
         }
     }
-    PyMem_Free(kb);
-    PyMem_Free(vb);
-    return out;
-fail:
+    res = out;
+    out = NULL;
+done:
+    if (gc_was)
+        PyGC_Enable();
     PyMem_Free(kb);
     PyMem_Free(vb);
     Py_XDECREF(out);
-    if (!PyErr_Occurred())
+    if (!res && !PyErr_Occurred())
         PyErr_NoMemory();
-    return NULL;
+    return res;
+}
+
+/* update_batch(map_addr, items, key_size, value_size, flags) -> int (count or -errno) | None:
+ * every (key, value) of a list of pairs of bytes, after checking them all (nothing is
+ * written when one has another type or size: None, the Python side reports it). */
+static PyObject *u_update_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "update_batch(map, items: list, key_size, value_size, flags)");
+        return NULL;
+    }
+    void *m = PyLong_AsVoidPtr(args[0]);
+    PyObject *items = args[1];
+    Py_ssize_t ks = PyLong_AsSsize_t(args[2]), vs = PyLong_AsSsize_t(args[3]);
+    unsigned long long flags = PyLong_AsUnsignedLongLong(args[4]);
+    if (PyErr_Occurred() || !ready())
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyList_GET_ITEM(items, i);
+        if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 2 || !PyBytes_CheckExact(PyTuple_GET_ITEM(t, 0)) ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(t, 1)) || PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 0)) != ks ||
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 1)) != vs)
+            Py_RETURN_NONE;
+    }
+    /* the list holds its tuples and they their bytes: no Python code runs in the loop */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyList_GET_ITEM(items, i);
+        int r = f_update(m, PyBytes_AS_STRING(PyTuple_GET_ITEM(t, 0)), PyBytes_AS_STRING(PyTuple_GET_ITEM(t, 1)),
+                         flags);
+        if (r < 0)
+            return PyLong_FromLong(r);
+    }
+    return PyLong_FromSsize_t(n);
 }
 
 /* One side of an entry: an int of `width` bytes decoded here, else dec(bytes). */
@@ -797,6 +844,7 @@ done:
 }
 
 static PyMethodDef methods[] = {
+    {"update_batch", (PyCFunction)(void (*)(void))u_update_batch, METH_FASTCALL, NULL},
     {"items_decoded", (PyCFunction)(void (*)(void))u_items_decoded, METH_FASTCALL, NULL},
     {"items", (PyCFunction)(void (*)(void))u_items, METH_FASTCALL, NULL},
     {"next_key", (PyCFunction)(void (*)(void))u_next_key, METH_FASTCALL, NULL},

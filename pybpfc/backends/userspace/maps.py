@@ -240,6 +240,15 @@ class UserspaceMap(RawMap):
     def update_batch(self, items: list[tuple[bytes, bytes]], flags: int = 0) -> None:
         if not items:
             return
+        fast = getattr(self._fast, "update_batch", None)
+        if fast is not None and type(items) is list and not self._closed:
+            # checks every pair, then writes them all in C; None: not all pairs of bytes of
+            # the right sizes, the code below says which one
+            r = fast(self._addr, items, self.key_size, self.value_size, flags)
+            if r is not None:
+                if r < 0:
+                    raise self._fail(r, "update batch")
+                return
         ks, vs = zip(*items)
         for what, parts, size in (("key", ks, self.key_size), ("value", vs, self.value_size)):
             if set(map(len, parts)) != {size}:
