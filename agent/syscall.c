@@ -45,6 +45,7 @@
 #define SUD_BLOCK 1
 #define SYS_USER_DISPATCH_CODE 2
 #define NSYS 512
+#define ZP_JMP 504 /* end of the zpoline sled: numbers up to 503 (the kernel has ~470) */
 
 struct hook {
     int id;
@@ -241,21 +242,21 @@ struct ksigaction {
 static int sud_threads; /* threads run with SUD (else: only rewritten instructions are seen) */
 
 /* -- invalid numbers on a rewritten site ------------------------------------------------------
- * A number that is no address in page 0 (negative, >= 4096, x32 with bit 30) makes the
- * `call *%rax` of a rewritten site fault: at the target (page fault, RIP = RAX, the return
- * address pushed) or, for a non-canonical number, at the call itself (#GP). The agent's
- * SIGSEGV/SIGBUS handler recognises both by the site table, makes the syscall (the kernel
+ * A number that is not in the sled (negative, >= 504, x32 with bit 30) makes the `call *%rax`
+ * of a rewritten site fault: at the target (the `hlt`s of page 0 and of the relay page, page
+ * fault elsewhere; RIP = RAX, the return address pushed) or, for a non-canonical number, at
+ * the call itself (#GP). The agent's SIGSEGV/SIGBUS/SIGILL handler recognises both by the site table, makes the syscall (the kernel
  * answers -ENOSYS as without the agent) and resumes after the site. Every other fault goes to
  * the target's own disposition: rt_sigaction for these signals is answered from tgt[] while
  * the kernel keeps the agent's handler with the target's mask and flags, so the kernel blocks
  * and uses the alternate stack exactly as it would for the target's handler. */
-#define NFSIG 2
-static const int fsigs[NFSIG] = {SIGSEGV, SIGBUS};
+#define NFSIG 3
+static const int fsigs[NFSIG] = {SIGSEGV, SIGBUS, SIGILL};
 static struct ksigaction tgt[NFSIG];
 static int fault_on, fault_lock;
 #define KSA_RESTORER 0x04000000ul
 
-static int fsig_idx(long sig) { return sig == SIGSEGV ? 0 : sig == SIGBUS ? 1 : -1; }
+static int fsig_idx(long sig) { return sig == SIGSEGV ? 0 : sig == SIGBUS ? 1 : sig == SIGILL ? 2 : -1; }
 
 static void on_fault(int sig, siginfo_t *si, void *ucv);
 long pba_sys_run(struct pba_regs *r);
@@ -272,7 +273,7 @@ static void fault_setup(void)
 {
     for (int i = 0; i < NFSIG; i++) {
         if (pba_raw_syscall(SYS_rt_sigaction, fsigs[i], 0, (long)&tgt[i], 8, 0, 0) < 0 || install_fault(i) < 0) {
-            pba_log("cannot install the SIGSEGV/SIGBUS handler: invalid syscall numbers will crash");
+            pba_log("cannot install the SIGSEGV/SIGBUS/SIGILL handler: invalid syscall numbers will crash");
             return;
         }
     }
@@ -348,7 +349,7 @@ static void on_fault(int sig, siginfo_t *si, void *ucv)
     if (ret) {
         int nr = (int)rax; /* the kernel reads the number as an int */
         __atomic_fetch_add(&stat_badnr, 1, __ATOMIC_RELAXED);
-        if (nr >= 0 && nr < 4096 - 16) {
+        if (nr >= 0 && nr < ZP_JMP) {
             g[REG_RAX] = nr; /* a valid number in the upper bits' noise: through the sled */
             g[REG_RIP] = ret - 2;
             return;
@@ -573,6 +574,19 @@ static void on_sigsys(int sig, siginfo_t *si, void *ucv)
     g[REG_RAX] = pba_sys_run(&r);
 }
 
+
+/* movabs $ent, %r11; jmp *%r11 (r11 is clobbered by syscall anyway): 13 bytes */
+static void write_stub(uint8_t *o, uint64_t ent)
+{
+    o[0] = 0x49;
+    o[1] = 0xbb;
+    for (int i = 0; i < 8; i++)
+        o[2 + i] = (uint8_t)(ent >> (8 * i));
+    o[10] = 0x41;
+    o[11] = 0xff;
+    o[12] = 0xe3;
+}
+
 static int setup_zpoline(void)
 {
     long r = pba_raw_syscall(SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE,
@@ -586,26 +600,42 @@ static int setup_zpoline(void)
     volatile uint8_t *vz;
     __asm__("" : "=r"(vz) : "0"(0ul));
     /* The sled: groups of seven 0x66 prefixes and a nop. Entered at any byte, the rest of a
-     * group decodes as one (prefixed) nop, so reaching the end takes <= 64 instructions
-     * instead of up to 512 single-byte nops. */
-    for (int i = 0; i < NSYS; i++)
+     * group decodes as one (prefixed) nop, so reaching the end takes <= 63 instructions
+     * instead of up to 504 single-byte nops. Numbers 0..503 slide to a `jmp rel32` at 504.
+     * Every other byte of the page is `hlt` (a fault in user mode), so a number that lands
+     * there faults with RAX intact and on_fault makes the syscall (-ENOSYS). The jump's four
+     * displacement bytes are each an opcode that is invalid in 64-bit mode (#UD, same), so no
+     * entry point of the page runs anything but the sled: the jump goes to a relay page near
+     * 1 GB (the address the displacement spells) holding `movabs $pba_zp_entry,%r11; jmp
+     * *%r11` amid more `hlt`. */
+    for (int i = 0; i < ZP_JMP; i++)
         vz[i] = (i & 7) == 7 ? 0x90 : 0x66;
-    uint64_t ent = (uint64_t)pba_zp_entry;
-    /* movabs $pba_zp_entry, %r11; jmp *%r11 (r11 is clobbered by syscall anyway) at the end of
-     * the sled, and again at the end of the page after a second sled, so that invalid numbers
-     * 525..4079 (syscall(2) with any number) reach the handler and get -ENOSYS. */
-    static const int stubs[2] = {NSYS, 4096 - 16};
-    for (int i = NSYS + 13; i < stubs[1]; i++)
-        vz[i] = (i & 7) == 7 ? 0x90 : 0x66;
-    for (int k = 0; k < 2; k++) {
-        int o = stubs[k];
-        vz[o] = 0x49;
-        vz[o + 1] = 0xbb;
-        for (int i = 0; i < 8; i++)
-            vz[o + 2 + i] = (uint8_t)(ent >> (8 * i));
-        vz[o + 10] = 0x41;
-        vz[o + 11] = 0xff;
-        vz[o + 12] = 0xe3;
+    for (int i = ZP_JMP; i < 4096; i++)
+        vz[i] = 0xf4;
+    uint64_t ent = (uint64_t)pba_zp_entry, stub = 0;
+    static const uint8_t ud[] = {0x3f, 0x37, 0x2f, 0x27, 0x1f, 0x1e, 0x17, 0x16, 0x0e, 0x07, 0x06};
+    for (size_t k = 0; k < sizeof ud && !stub; k++) {
+        uint32_t rel = ud[k] * 0x01010101u;
+        uint64_t t = ZP_JMP + 5 + (uint64_t)rel, pg = t & ~4095ull, len = ((t + 13 - pg) + 4095) & ~4095ull;
+        long m = pba_raw_syscall(SYS_mmap, pg, len, PROT_READ | PROT_WRITE,
+                                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (m != (long)pg) {
+            if (m > 0)
+                pba_raw_syscall(SYS_munmap, m, len, 0, 0, 0, 0);
+            continue;
+        }
+        memset((void *)pg, 0xf4, len);
+        write_stub((uint8_t *)t, ent);
+        pba_raw_syscall(SYS_mprotect, pg, len, PROT_READ | PROT_EXEC, 0, 0, 0);
+        vz[ZP_JMP] = 0xe9;
+        for (int b = 0; b < 4; b++)
+            vz[ZP_JMP + 1 + b] = (uint8_t)(rel >> (8 * b));
+        stub = t;
+    }
+    if (!stub) {
+        /* no room for the relay: the stub in page 0 (numbers 505..516 then land inside it) */
+        write_stub((uint8_t *)vz + ZP_JMP, ent);
+        pba_log("zpoline: no relay page; syscall numbers 505..516 are not caught");
     }
     /* execute-only where the CPU has protection keys; NULL reads then still fault */
     pba_raw_syscall(SYS_mprotect, 0, 4096, PROT_EXEC, 0, 0, 0);

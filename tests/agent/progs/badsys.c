@@ -33,7 +33,8 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
 
 static void bad_numbers(const char *tag)
 {
-    static const long nrs[] = {-1, -100, 600, 4095, 4096, 5000, 0x40000000 | 39, 0x40000000 | 600,
+    static const long nrs[] = {-1, -100, 503, 504, 505, 508, 509, 512, 513, 520, 524, 600, 4085,
+                               4094, 4095, 4096, 5000, 0x40000000 | 39, 0x40000000 | 600,
                                0x4000000000000000, (long)0x8000000000000000};
     for (size_t i = 0; i < sizeof nrs / sizeof nrs[0]; i++)
         printf("%s%lx %ld\n", tag, nrs[i], raw(nrs[i]));
