@@ -182,3 +182,37 @@ def test_lowering_runs_only_on_programs_the_typer_accepted(tmp_path):
     assert functions == []
     errors, functions = lower("    x = bpf.pid()\n    return x & 1\n")
     assert errors == [] and len(functions) == 1 and "@prog(" in functions[0]
+
+
+MUTATIONS = [(r"\b\d+\b", "1.5"), (r"\b\d+\b", "300"), (r"\b\d+\b", "(1 << 70)"), (r"\bis not None\b", "is None"),
+             (r"\bis None\b", "is not None"), (r"(?<![.\w])([a-z_]\w*)\b(?!\s*[(=])", "nope"),
+             (r"(?<![.\w])([a-z_]\w*)\b(?!\s*[(=])", r"\1.x"), (r"\+=", "/="), (r"==", "is"),
+             (r"\bu(8|16|32|64)\b", "i8"), (r"return .*", "pass"), (r"\.lookup\(", ".get("), (r"=", "+=")]
+
+
+def test_mutated_programs_fail_in_typing_or_lower_cleanly(tmp_path):
+    """Programs the typer accepts always lower (lowering's checks are invariants): mutants of a
+    real program either get located errors from typing or compile, never an internal error."""
+    import re
+
+    from pybpfc.codegen import lower_module
+    from pybpfc.errors import CompileError
+
+    lines = open(os.path.join(HERE, "programs", "flows.py")).read().split("\n")
+    body = [i for i, ln in enumerate(lines) if ln.startswith("    ") and ln.strip() and not ln.strip().startswith("#")
+            and i > 50]
+    outcomes = {"ok": 0, "errors": 0}
+    for n, i in enumerate(body):
+        for pat, rep in MUTATIONS:
+            mutated = re.sub(pat, rep, lines[i], count=1)
+            if mutated == lines[i]:
+                continue
+            path = tmp_path / f"m{n}_{MUTATIONS.index((pat, rep))}.py"
+            path.write_text("\n".join(lines[:i] + [mutated] + lines[i + 1:]))
+            try:
+                lower_module(str(path))
+                outcomes["ok"] += 1
+            except CompileError as e:
+                assert all(d.file == str(path) and d.line > 0 for d in e.diagnostics)
+                outcomes["errors"] += 1
+    assert outcomes["ok"] >= 10 and outcomes["errors"] >= 100, outcomes
