@@ -10,7 +10,6 @@ import importlib.util
 import inspect
 import os
 import sys
-import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +133,8 @@ def import_user_module(path: str, diags: Diagnostics):
         diags.error(e.filename or path, e.lineno or 1, e.offset or 1, f"syntax error: {e.msg}")
         return None
     except Exception as e:  # the user's module-level code failed: point at its line
+        import traceback  # only on this error path: it costs start-up time on every build
+
         tb = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == path]
         line = tb[-1].lineno if tb else 1
         diags.error(path, line, 1, f"module-level code raised {type(e).__name__}: {e}",
