@@ -1,8 +1,10 @@
 """The userspace runtime never crashes the process using it: misuse from Python (use after
-close, a closed store under live maps/programs/readers, wrong sizes, unknown ids) raises a
-pybpfc error, and unverified programs naming registers r11..r15 stay inside the interpreter's
-own state. Each scenario runs in a child process so a crash fails the test instead of killing
-pytest; the last test reruns them all on an AddressSanitizer build of the runtime."""
+close, a closed store under live maps/programs/readers, wrong sizes, unknown ids, stores too
+small for their tables) raises a pybpfc error; JIT code stays mapped while it may run and is
+never unmapped with another program's size; unverified programs naming registers r11..r15 stay
+inside the interpreter's own state. Each scenario runs in a child process so a crash fails the
+test instead of killing pytest; the last test reruns them all on an AddressSanitizer/UBSan
+build of the runtime (see docs/userspace-robustness.md)."""
 import os
 import subprocess
 import sys
