@@ -2,6 +2,7 @@
 trace_pipe (the kernel lets one reader open it; that reader would also consume our lines)."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def test_trace_lines_while_the_global_trace_pipe_is_held(demo, tmp_path):
     assert len(traces) == 5, r.stderr
     assert all(o["task"].endswith(f"-{child}") for o in traces)
     assert "reading the global trace_pipe" not in r.stderr
-    left = [n for n in os.listdir(inst) if n.startswith("pybpfc-")]
+    left = [n for n in os.listdir(inst) if re.fullmatch(r"pybpfc-\d+-\d+", n)]
     assert f"pybpfc-{dead.pid}-1" not in left
     assert not [n for n in left if not os.path.exists(f"/proc/{n.split('-')[1]}")]
 
