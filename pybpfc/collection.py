@@ -164,7 +164,7 @@ class Map:
         me = weakref.ref(self)  # the ops live on our class: no strong cycle back to us
 
         def slow(fn):
-            return lambda *a: fn(me(), *a)
+            return lambda *a, **kw: fn(me(), *a, **kw)
 
         k, v = self.key, self.value
         vint = 0 if self.percpu else v.int_width

@@ -115,6 +115,9 @@ def test_missing_keys_and_delete(backend):
         assert outcome(operator.getitem, m, (1, 2)) == outcome(Map.__getitem__, m, (1, 2))
         assert outcome(operator.getitem, m, (1, 2))[1].startswith("map 'm': key: cannot encode (1, 2) as u32")
         assert m.get(7) is None and m.get(7, 5) == 5
+        assert m.get(7, default=6) == 6 and m.get(k=7) is None  # keywords as the Python method takes them
+        with pytest.raises(TypeError):
+            m.get(7, nope=1)
         m[7] = 70
         del m[7]
         assert 7 not in m

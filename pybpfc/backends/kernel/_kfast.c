@@ -505,8 +505,15 @@ static PyObject *ops_getitem(OpsObject *s, PyObject *k)
 	return NULL;
 }
 
-static PyObject *ops_get(OpsObject *s, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *ops_get(OpsObject *s, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+	if (kwnames && PyTuple_GET_SIZE(kwnames)) { /* get(k, default=d): the Python method sorts it out */
+		if (!s->slow) {
+			PyErr_SetString(PyExc_RuntimeError, "map operations were cleared");
+			return NULL;
+		}
+		return PyObject_Vectorcall(PyTuple_GET_ITEM(s->slow, SLOW_GET), args, nargs, kwnames);
+	}
 	if (nargs < 1 || nargs > 2)
 		return ops_slow(s, SLOW_GET, args, nargs);
 	PyObject *v = NULL;
@@ -596,7 +603,7 @@ static PyObject *ops_invalidate(OpsObject *s, PyObject *unused)
 
 static PyMethodDef ops_methods[] = {
 	{"getitem", (PyCFunction)ops_getitem, METH_O, NULL},
-	{"get", (PyCFunction)(void (*)(void))ops_get, METH_FASTCALL, NULL},
+	{"get", (PyCFunction)(void (*)(void))ops_get, METH_FASTCALL | METH_KEYWORDS, NULL},
 	{"setitem", (PyCFunction)(void (*)(void))ops_setitem, METH_FASTCALL, NULL},
 	{"delitem", (PyCFunction)ops_delitem, METH_O, NULL},
 	{"contains", (PyCFunction)ops_contains, METH_O, NULL},
