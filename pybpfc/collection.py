@@ -159,8 +159,8 @@ class Map:
 
     def _bind_fast(self):
         make = getattr(self.raw, "container_ops", None)
-        if make is None or self.spec.type in KEYLESS_TYPES:
-            return
+        if make is None or self.spec.type in KEYLESS_TYPES or type(self) is not Map:
+            return  # (a user's subclass of Map keeps its own methods)
         me = weakref.ref(self)  # the ops live on our class: no strong cycle back to us
 
         def slow(fn):

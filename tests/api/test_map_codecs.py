@@ -255,3 +255,15 @@ def test_raw_batches(backend):
         assert 6 not in c.maps.m
         with pytest.raises(Error, match="map 'm'"):
             raw.update_batch([(u32._pack(i), u64._pack(i)) for i in range(9)])  # one more than fits
+
+
+def test_user_subclass_keeps_its_methods(backend):
+    class Doubling(Map):
+        def __getitem__(self, k):
+            return 2 * super().__getitem__(k)
+
+    with load(backend, u32, u64) as c:
+        m = Doubling(c.maps.m.raw, c.maps.m.spec, backend)
+        assert type(m) is Doubling
+        m[3] = 21
+        assert m[3] == 42 and 3 in m and c.maps.m[3] == 21

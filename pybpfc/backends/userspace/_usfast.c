@@ -488,7 +488,7 @@ static const char *ops_key(OpsObject *s, PyObject *k, unsigned char *kbuf, PyObj
 	return PyBytes_AS_STRING(b);
 }
 
-/* lookup; 1 found (*out: the decoded value), 0 absent, -1 exception, -2 go slow */
+/* lookup; 1 found (*out, unless NULL: the decoded value), 0 absent, -1 exception, -2 go slow */
 static int ops_find(OpsObject *s, PyObject *k, PyObject **out)
 {
 	unsigned char kbuf[8], vbuf[8];
@@ -517,6 +517,10 @@ static int ops_find(OpsObject *s, PyObject *k, PyObject **out)
 			return 0;
 		ops_raise(s, r, "lookup");
 		return -1;
+	}
+	if (!out) { /* presence only: nothing to decode */
+		Py_XDECREF(vb);
+		return 1;
 	}
 	if (s->vint) {
 		*out = unpack_int(vbuf, s->vint, s->vsg);
@@ -571,12 +575,9 @@ static PyObject *ops_get(OpsObject *s, PyObject *const *args, Py_ssize_t nargs, 
 
 static PyObject *ops_contains(OpsObject *s, PyObject *k)
 {
-	PyObject *v = NULL;
-	int r = s->live ? ops_find(s, k, &v) : -2;
-	if (r == 1) {
-		Py_DECREF(v);
+	int r = s->live ? ops_find(s, k, NULL) : -2;
+	if (r == 1)
 		Py_RETURN_TRUE;
-	}
 	if (r == 0)
 		Py_RETURN_FALSE;
 	return r == -2 ? ops_slow(s, SLOW_CONTAINS, &k, 1) : NULL;
