@@ -801,7 +801,14 @@ class _FunctionTyper:
             elif tgt.id in self.locals and self.locals[tgt.id].kind == "int":
                 dst = T("mem", self.locals[tgt.id].ty)
             elif tgt.id in self.locals:
-                self.err(tgt, f"cannot use '{OP_SYMBOLS.get(type(op), '?')}=' on {tname(self.locals[tgt.id].ty)}")
+                sym, lv = OP_SYMBOLS.get(type(op), "?"), self.locals[tgt.id]
+                if lv.kind == "ref" and is_int(lv.ty):
+                    # Python would rebind the name, C would write through: neither is obvious here
+                    self.err(tgt, f"cannot use '{sym}=' on '{tgt.id}', a reference to a {tname(lv.ty)} map value",
+                             hint=f"update the map in place with `m[k] {sym}= n` (atomic for += and -=), "
+                                  f"or copy the value first with `m.get(k, 0)`")
+                else:
+                    self.err(tgt, f"cannot use '{sym}=' on {tname(lv.ty)}")
             else:
                 self.err(tgt, f"'{tgt.id}' is used before it is assigned")
         else:

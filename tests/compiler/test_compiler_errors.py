@@ -331,3 +331,20 @@ def test_unreadable_sources(tmp_path):
         pybpfc.compile(str(bad))
     with pytest.raises(pybpfc.CompileError, match=r"missing.py:0:0: error: cannot read source: No such file"):
         pybpfc.compile(str(tmp_path / "missing.py"))
+
+
+def test_augmented_assignment_on_a_scalar_map_reference_says_what_to_write(tmp_path):
+    diags = compile_errors(tmp_path, """
+counts = HashMap(u32, u64, max_entries=8)
+
+@bpf.xdp
+def x(ctx) -> int:
+    v = counts.lookup(3)
+    if v is None:
+        return 0
+    v += 1
+    return 0
+""")
+    assert [(d.line, d.col, d.message) for d in diags] == [
+        (11, 5, "cannot use '+=' on 'v', a reference to a u64 map value")]
+    assert "`m[k] += n`" in diags[0].hint and "m.get(k, 0)" in diags[0].hint
