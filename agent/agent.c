@@ -102,7 +102,10 @@ struct tp_exit {
     int64_t ret;
 };
 
-static void on_hook(void *data, int kind, struct pba_regs *regs)
+/* The hot path of every hit: no libc calls (memcpy/memset would also touch vector registers
+ * beyond the xmm0-15 the entry saves), no locks. */
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) static void on_hook(void *data, int kind,
+                                                                                  struct pba_regs *regs)
 {
     struct alink *l = data;
     if (disabled || !l->active || !S)
@@ -124,7 +127,9 @@ static void on_hook(void *data, int kind, struct pba_regs *regs)
         reg[1] = (struct pbr_region){(uint64_t)regs, (uint64_t)regs + sizeof *regs, PBR_PERM_R, 0};
         nreg = 2;
     } else if (kind == PBA_SYS_ENTER) {
-        memset(&te, 0, sizeof te);
+        te.type = 0;
+        te.flags = te.preempt = 0;
+        te._pad = 0;
         te.pid = (int32_t)tid();
         te.nr = (int32_t)regs->orig_ax;
         te.args[0] = regs->di; te.args[1] = regs->si; te.args[2] = regs->dx;
@@ -132,7 +137,9 @@ static void on_hook(void *data, int kind, struct pba_regs *regs)
         ctx = (uint64_t)&te;
         len = sizeof te;
     } else {
-        memset(&tx, 0, sizeof tx);
+        tx.type = 0;
+        tx.flags = tx.preempt = 0;
+        tx._pad = 0;
         tx.pid = (int32_t)tid();
         tx.nr = (int32_t)regs->orig_ax;
         tx.ret = (int64_t)regs->ax;
@@ -148,8 +155,21 @@ static void on_hook(void *data, int kind, struct pba_regs *regs)
     ex.nbase = l->nbase;
     ex.func_ip = kind == PBA_ENTRY ? regs->ip : 0;
     struct pbr_run run;
-    uint32_t nr = l->run_tpl.nregions;
-    memcpy(&run, &l->run_tpl, offsetof(struct pbr_run, regions) + nr * sizeof(struct pbr_region));
+    const struct pbr_run *tpl = &l->run_tpl;
+    uint32_t nr = tpl->nregions;
+    run.helpers = tpl->helpers;
+    run.maps = tpl->maps;
+    run.map_values = tpl->map_values;
+    run.budget = tpl->budget;
+    run.status = tpl->status;
+    run.nregions = nr;
+    run.exit_value = tpl->exit_value;
+    run.fault_addr = tpl->fault_addr;
+    run.fault_pc = tpl->fault_pc;
+    run.invoke = tpl->invoke;
+    run.engine = tpl->engine;
+    for (uint32_t i = nreg; i < nr; i++)
+        run.regions[i] = tpl->regions[i];
     run.helper_ctx = &ex;
     run.ctx = ctx;
     run.regions[0] = reg[0];
