@@ -79,3 +79,33 @@ def test_unhandled_fault_kills_as_without_agent(badsys, bpf_objs):
     rc, got, err, log = under_agent(badsys, "crash", bpf_objs)
     assert rc0 == rc == -signal.SIGSEGV, (got, err, log)
     assert "survived" not in got
+
+
+def test_handler_installed_before_late_syscall_hook(badsys, bpf_objs):
+    # no syscall hook at start: no SUD; the hook attached later maps page 0, rewrites ahead
+    # and installs the agent's handler over the target's, which must keep getting its faults
+    be = UserspaceBackend()
+    coll = pybpfc.load(bpf_objs["opens"], backend=be)
+    p = be.spawn([badsys, "late"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                 text=True)
+    try:
+        first = [p.stdout.readline() for _ in range(2)]
+        assert first[1] == "ready 1\n", first
+        coll.attach_all()
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    log = be.agent_log.text()
+    coll.close()
+    if "zpoline" not in log:
+        pytest.skip(f"late syscall hooks unavailable here (page 0):\n{log}")
+    got = kv(out)
+    assert p.returncode == 0, (out, err, log)
+    assert got["rewritten"] == "1", log  # the scan rewrote the target's raw syscall
+    assert got["view"] == "1"
+    assert got["null_write"] == "1 10"
+    for nr in ("ffffffffffffffff", "1388", "40000027", "200"):
+        assert got["late_" + nr] == "-38", nr
+    assert got["hits_after"] == "1"

@@ -14,11 +14,12 @@
 
 long raw(long nr);
 extern const unsigned char raw_site[];
-__asm__(".text\n.globl raw\n.type raw,@function\nraw:\n"
+/* with unwind info, so that the agent's scan for late hooks finds and rewrites it too */
+__asm__(".text\n.globl raw\n.type raw,@function\nraw:\n.cfi_startproc\n"
         "  mov %rdi, %rax\n"
         ".globl raw_site\nraw_site:\n"
         "  syscall\n"
-        "  ret\n.size raw, .-raw\n");
+        "  ret\n.cfi_endproc\n.size raw, .-raw\n");
 
 static sigjmp_buf jb;
 static volatile long hits;
@@ -33,7 +34,7 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
 
 static void bad_numbers(const char *tag)
 {
-    static const long nrs[] = {-1, -100, 503, 504, 505, 508, 509, 512, 513, 520, 524, 600, 4085,
+    static const long nrs[] = {-1, -100, 503, 504, 512, 505, 508, 509, 513, 520, 524, 600, 4085,
                                4094, 4095, 4096, 5000, 0x40000000 | 39, 0x40000000 | 600,
                                0x4000000000000000, (long)0x8000000000000000};
     for (size_t i = 0; i < sizeof nrs / sizeof nrs[0]; i++)
@@ -80,6 +81,25 @@ int main(int argc, char **argv)
         signal(SIGSEGV, SIG_DFL);
         sigaction(SIGSEGV, NULL, &old);
         printf("dfl %d\n", old.sa_handler == SIG_DFL);
+    } else if (!strcmp(mode, "late")) {
+        /* handler first; the syscall hook (and with it the agent's handler) comes later */
+        struct sigaction sa, old;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_segv;
+        sa.sa_flags = SA_SIGINFO;
+        sigaction(SIGSEGV, &sa, NULL);
+        printf("ready 1\n");
+        fflush(stdout);
+        for (int i = 0; i < 2000 && raw_site[0] != 0xff; i++)
+            usleep(5000);
+        raw(SYS_getppid);
+        sigaction(SIGSEGV, NULL, &old);
+        printf("view %d\n", old.sa_sigaction == on_segv);
+        if (!sigsetjmp(jb, 1))
+            *(volatile int *)16 = 1;
+        printf("null_write %ld %lx\n", (long)hits, (unsigned long)fault_addr);
+        bad_numbers("late_");
+        printf("hits_after %ld\n", (long)hits);
     } else if (!strcmp(mode, "crash")) {
         fflush(stdout);
         *(volatile int *)16 = 1; /* no handler: killed by SIGSEGV, as without the agent */
