@@ -142,6 +142,40 @@ def test_memory_block_bounds():
     assert e.status == vm.PBR_EFAULT and e.pc == 1
 
 
+def test_checks_reused_within_a_block_stay_exact():
+    """A check is skipped only for a range inside one already proven in the same block through
+    the same, unchanged register; everything else is checked again."""
+    mem = bytes(range(16))
+    q = [int.from_bytes(mem[i:i + 8], "little") for i in (0, 8)]
+    # covered: a narrower load inside the first one's range; not covered: the next 8 bytes
+    assert run_jit(I(0x79, 0, 1, 0) + I(0x71, 2, 1, 7) + I(0x0F, 0, 2) + I(0x79, 2, 1, 8) +
+                   I(0x0F, 0, 2) + I(0x95), mem) == (q[0] + 7 + q[1]) & (2**64 - 1)
+    # overlapping the proven range but one byte past the region
+    e = _fault(I(0x79, 0, 1, 8) + I(0x79, 2, 1, 9) + I(0x95), mem)
+    assert e.status == vm.PBR_EFAULT and e.pc == 1
+    # the register changes between two accesses with the same offset
+    e = _fault(I(0x79, 0, 1, 8) + I(0x07, 1, 0, 0, 8) + I(0x79, 2, 1, 8) + I(0x95), mem)
+    assert e.status == vm.PBR_EFAULT and e.pc == 2
+    # the same register loaded from memory it points to (dst == src)
+    e = _fault(I(0x79, 1, 1, 0) + I(0x79, 0, 1, 0) + I(0x95), mem)
+    assert e.status == vm.PBR_EFAULT and e.pc == 1 and e.addr == q[0]
+    # a loop: every iteration's block checks again (r1 walks off the end)
+    loop = I(0xB7, 0) + I(0x79, 2, 1, 0) + I(0x0F, 0, 2) + I(0x07, 1, 0, 0, 8) + I(0x05, off=-4)
+    e = _fault(loop, mem)
+    assert e.status == vm.PBR_EFAULT and e.pc == 1
+    # carried over a conditional jump's fall-through, but not into one that is also a jump
+    # target: pc 3 jumps to pc 7 with r3 = mem + 8, pc 5 proved r3 + 8 with r3 = mem and
+    # falls through pc 6 into pc 7
+    prog = (I(0x79, 2, 1, 0) + I(0xBF, 3, 1) + I(0x07, 3, 0, 0, 8) + I(0x55, 2, 0, 3, 0) +
+            I(0xBF, 3, 1) + I(0x79, 0, 3, 8) + I(0x15, 0, 0, 1, 0) + I(0x79, 0, 3, 8) +
+            I(0x95))
+    e = _fault(prog, mem)
+    assert e.status == vm.PBR_EFAULT and e.pc == 7
+    fall = (I(0x79, 0, 1, 0) + I(0x15, 0, 0, 2, 0) + I(0x71, 2, 1, 3) + I(0x0F, 0, 2) +
+            I(0x95))
+    assert run_jit(fall, mem) == q[0] + 3
+
+
 def test_stack_bounds():
     # r10 + 8: above the stack, reached through another register and as a constant offset
     e = _fault(I(0xBF, 2, 10) + I(0x07, 2, 0, 0, 8) + I(0x7B, 2, 1, 0) + I(0x95))

@@ -466,6 +466,9 @@ class _FuncGen:
         for pc in sorted(self.leaders()):
             if self.start <= pc < self.end and pc not in g.lddw_second:
                 self.blocks[pc] = f.append_basic_block(f"pc{pc}")
+        # reg -> [(off, end, perm)]: ranges [reg+off, reg+end) proven inside one region earlier
+        # in this BPF basic block (regions change only in calls, which clear it)
+        self.checked = {}
         self.budget_tick(self.start)
         b.branch(self.blocks[self.start])
         pc = self.start
@@ -478,16 +481,28 @@ class _FuncGen:
                 if open_block:
                     b.branch(self.blocks[pc])
                 b.position_at_end(self.blocks[pc])
+                if not self.only_fallthrough(pc):
+                    self.checked = {}
             elif not open_block:
                 b.position_at_end(f.append_basic_block(f"dead{pc}"))  # unreachable code
+                self.checked = {}
             nxt = self.insn(pc)
             open_block = nxt is not None
             pc += 2 if pc + 1 in g.lddw_second else 1
         if open_block:  # falls off the end of the function
             self.fault(PBR_EINSN, self.end - 1)
 
+    def only_fallthrough(self, pc):
+        """pc's only predecessor is the conditional jump before it (nothing jumps to pc), so
+        what that block proved still holds."""
+        if pc - 1 < self.start or pc - 1 in self.g.lddw_second or pc in self.targets:
+            return False
+        ins = self.g.insns[pc - 1]
+        return ins.op & 7 in (0x05, 0x06) and ins.op & 0xF0 not in (0x00, 0x80, 0x90)
+
     def leaders(self):
         out = {self.start}
+        self.targets = {self.start}
         for pc in range(self.start, self.end):
             ins = self.g.insns[pc]
             if pc in self.g.lddw_second or ins.op & 7 not in (0x05, 0x06):
@@ -497,10 +512,10 @@ class _FuncGen:
                 continue
             out.add(pc + 1)
             if op == 0x00:
-                out.add(pc + 1 + (ins.imm if ins.op & 7 == 0x06 else ins.off))
+                self.targets.add(pc + 1 + (ins.imm if ins.op & 7 == 0x06 else ins.off))
             elif op != 0x90:
-                out.add(pc + 1 + ins.off)
-        return out
+                self.targets.add(pc + 1 + ins.off)
+        return out | self.targets
 
     # -- registers
 
@@ -513,6 +528,7 @@ class _FuncGen:
         if v.type != self.g.i64:
             v = self.b.zext(v, self.g.i64)
         self.b.store(v, self.regs[r])
+        self.checked.pop(r, None)
 
     # -- exits
 
@@ -527,6 +543,7 @@ class _FuncGen:
 
     def before_call(self):
         self.budget_out()
+        self.checked = {}
 
     def after_call(self):
         """Helpers may change regions and spend budget (callbacks)."""
@@ -591,6 +608,12 @@ class _FuncGen:
             if 0 <= at and at + size <= PBR_STACK_SIZE:
                 return g.field_ptr(b, self.frame, off, ty)
         addr = b.add(self.get(reg), g.c64(off))
+        # an earlier check in this block covers it: same register value, range inside a range
+        # already proven to lie in one region with the permission (so no wrap-around either)
+        done = self.checked.setdefault(reg, [])
+        if any(lo <= off and off + size <= hi and p & perm == perm for lo, hi, p in done):
+            return b.inttoptr(addr, ty.as_pointer())
+        done.append((off, off + size, perm))
         f = self.f
         ok, c_stack, c_slow, bad = (f.append_basic_block() for _ in range(4))
         # 1. the region cache (packet, map values: hot in loops)
