@@ -72,14 +72,15 @@ char pba_sud_selector = SUD_ALLOW;
  * syscall (SUD's check costs every syscall ~40 ns). */
 __attribute__((visibility("hidden"))) int pba_sud_release;
 __thread char pba_sud_on __attribute__((tls_model("initial-exec")));
-/* 1 = this number takes the C path in pba_zp_entry (hooks, or SIGSYS filtering, or vfork) */
-__attribute__((visibility("hidden"))) uint8_t pba_sys_slow[NSYS];
+/* 1 = this number leaves the fast path of pba_zp_entry (hooks, SIGSYS filtering, vfork, or a
+ * special case of the entry) */
+__attribute__((visibility("hidden"))) uint8_t pba_sys_slow[1 << 16];
 
 static int filtered(int nr)
 {
     return nr == SYS_rt_sigprocmask || nr == SYS_rt_sigaction || nr == SYS_rt_sigsuspend ||
            nr == SYS_ppoll || nr == SYS_pselect6 || nr == SYS_epoll_pwait || nr == SYS_epoll_pwait2 ||
-           nr == SYS_vfork;
+           nr == SYS_vfork || nr == SYS_rt_sigreturn || nr == SYS_clone || nr == SYS_clone3;
 }
 
 static void update_slow(void)
@@ -159,28 +160,34 @@ __asm__(".text\n"
         ".globl pba_zp_entry\n"
         ".type pba_zp_entry,@function\n"
         "pba_zp_entry:\n"
+        /* fast path: no hook, no filter and no special case for this number. Only rcx and r11
+         * (which `syscall` clobbers) are used and no instruction writes the flags (movzx,
+         * jrcxz), so the application's registers and flags are untouched and the agent's own
+         * `syscall` (exempt from SUD) does it directly. The index is the number's low 16 bits
+         * (the table has 64 Ki entries, zero past 511): a number that reaches here from the
+         * relay stub itself cannot index outside it. */
+        "  lea pba_sys_slow(%rip), %r11\n"
+        "  movzwl %ax, %ecx\n"
+        "  movzbl (%r11,%rcx), %ecx\n"
+        "  jrcxz 4f\n"
+        "  jmp 6f\n"
+        "4:\n"
+        "  mov pba_sud_release(%rip), %ecx\n"
+        "  jrcxz 5f\n"
+        "  mov pba_sud_on@gottpoff(%rip), %r11\n" /* released: still on in this thread? */
+        "  movzbl %fs:(%r11), %ecx\n"
+        "  jrcxz 5f\n"
+        "  jmp 0f\n"                           /* the C path turns it off */
+        "5:\n"
+        "  syscall\n"
+        "  ret\n"
+        "6:\n"
         "  cmp $15, %rax\n"       /* rt_sigreturn: needs rsp exactly at the signal frame */
         "  je 1f\n"
         "  cmp $56, %rax\n"       /* clone */
         "  je 2f\n"
         "  cmp $435, %rax\n"      /* clone3: refuse; libc falls back to clone */
         "  je 3f\n"
-        /* fast path: no hook and no filter for this number. The application's registers are
-         * untouched, so the agent's own `syscall` (exempt from SUD) does it directly. */
-        "  cmp $" "512" ", %rax\n"
-        "  jae 0f\n"
-        "  lea pba_sys_slow(%rip), %rcx\n"
-        "  cmpb $0, (%rcx,%rax)\n"
-        "  jne 0f\n"
-        "  cmpl $0, pba_sud_release(%rip)\n"
-        "  jne 4f\n"
-        "5:\n"
-        "  syscall\n"
-        "  ret\n"
-        "4:\n"                   /* released: still on in this thread? the C path turns it off */
-        "  mov pba_sud_on@gottpoff(%rip), %rcx\n"
-        "  cmpb $0, %fs:(%rcx)\n"
-        "  je 5b\n"
         "0:\n"
         /* keep the red zone: only [sp-8] was overwritten by the call. Arithmetic flags are
          * not preserved (popfq is slow; compilers treat every asm statement as clobbering

@@ -58,6 +58,7 @@ def test_invalid_numbers_return_enosys(badsys, bpf_objs):
     got.pop("rewritten"), want.pop("rewritten")
     assert got == want  # every result as without the agent (non-canonical numbers included)
     assert got["after"] == "1"
+    assert got["carry_kept"] == "1"  # flags survive the fast path of a rewritten site
 
 
 def test_target_segv_handler_chained(badsys, bpf_objs):

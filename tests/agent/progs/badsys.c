@@ -45,6 +45,21 @@ static void bad_numbers(const char *tag)
     printf("%slibc5000 %ld %d\n", tag, r, errno);
 }
 
+/* The carry flag across a syscall without a hook (the kernel keeps the flags; so must the
+ * rewritten site's fast path). Run twice: the first time traps and rewrites. */
+static int carry_kept(void)
+{
+    int ok = 1;
+    for (int i = 0; i < 2; i++) {
+        unsigned char c;
+        long r;
+        __asm__ volatile("stc\n\tsyscall\n\tsetc %1" : "=a"(r), "=q"(c) : "0"((long)SYS_getpid)
+                         : "rcx", "r11", "memory", "cc");
+        ok &= c == 1 && r == getpid();
+    }
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "bad";
@@ -53,6 +68,7 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "bad")) {
         bad_numbers("");
         printf("after %d\n", raw(SYS_getppid) == getppid());
+        printf("carry_kept %d\n", carry_kept());
     } else if (!strcmp(mode, "chain")) {
         struct sigaction sa, old;
         memset(&sa, 0, sizeof sa);
