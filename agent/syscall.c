@@ -31,7 +31,6 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -257,6 +256,18 @@ static int sud_threads; /* threads run with SUD (else: only rewritten instructio
  * the target's own disposition: rt_sigaction for these signals is answered from tgt[] while
  * the kernel keeps the agent's handler with the target's mask and flags, so the kernel blocks
  * and uses the alternate stack exactly as it would for the target's handler. */
+/* The syscall itself, inline: this is the agent's text, which SUD exempts. */
+static inline long sys6(long nr, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5)
+{
+    register uint64_t r10 __asm__("r10") = a3, r8 __asm__("r8") = a4, r9 __asm__("r9") = a5;
+    long ret;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "0"(nr), "D"(a0), "S"(a1), "d"(a2), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+
 #define NFSIG 3
 static const int fsigs[NFSIG] = {SIGSEGV, SIGBUS, SIGILL};
 static struct ksigaction tgt[NFSIG];
@@ -301,40 +312,31 @@ static void flock_drop(uint64_t *old)
     pba_raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)old, 0, 8, 0, 0);
 }
 
-/* The copy between the target's pointers and the agent goes through the kernel, so a bad
- * pointer gets -EFAULT as from rt_sigaction instead of a fault in the agent. */
-static long copy_mem(void *dst, const void *src, size_t n, int to_target)
-{
-    struct iovec l = {to_target ? (void *)src : dst, n}, r = {to_target ? dst : (void *)src, n};
-    static long pid;
-    if (!pid)
-        pid = pba_raw_syscall(SYS_getpid, 0, 0, 0, 0, 0, 0);
-    long got = pba_raw_syscall(to_target ? SYS_process_vm_writev : SYS_process_vm_readv, pid, (long)&l, 1,
-                               (long)&r, 1, 0);
-    return got == (long)n ? 0 : -EFAULT;
-}
-
-/* rt_sigaction(SIGSEGV or SIGBUS) by the target while the agent's handler is in place */
+/* rt_sigaction(SIGSEGV, SIGBUS or SIGILL) by the target while the agent's handler is in place.
+ * The kernel itself does the target's call first, so it checks the pointers and the size and
+ * stores the action as it would (-EFAULT/-EINVAL change nothing); the agent then reads that
+ * action back as the target's, registers its own handler again with the target's mask and
+ * flags, and gives the target its previous action in oact. Signals are blocked meanwhile;
+ * another thread's fault in that window reaches the target's handler directly. */
 static long fault_sigaction(long sig, uint64_t act, uint64_t oact, uint64_t size)
 {
-    if (size != 8)
-        return -EINVAL;
     int i = fsig_idx(sig);
-    struct ksigaction n, o;
-    if (act && copy_mem(&n, (const void *)act, sizeof n, 0))
-        return -EFAULT;
     uint64_t mask;
     flock_take(&mask);
-    o = tgt[i];
-    if (act) {
-        n.mask &= ~((1ull << (SIGKILL - 1)) | (1ull << (SIGSTOP - 1)));
-        tgt[i] = n;
-        install_fault(i);
+    struct ksigaction o = tgt[i];
+    long r = sys6(SYS_rt_sigaction, sig, act, oact, size, 0, 0);
+    if (r == 0) {
+        if (act) {
+            struct ksigaction n;
+            sys6(SYS_rt_sigaction, sig, 0, (uint64_t)&n, 8, 0, 0);
+            tgt[i] = n;
+            install_fault(i);
+        }
+        if (oact)
+            *(struct ksigaction *)oact = o; /* the kernel just wrote there: writable */
     }
     flock_drop(&mask);
-    if (oact && copy_mem((void *)oact, &o, sizeof o, 1))
-        return -EFAULT;
-    return 0;
+    return r;
 }
 
 static void regs_from_uc(struct pba_regs *r, const greg_t *g);
@@ -403,18 +405,6 @@ static void run_list(struct hooklist *l, int kind, struct pba_regs *r)
 {
     for (int i = 0; i < l->n; i++)
         l->h[i].fn(l->h[i].data, kind, r);
-}
-
-/* The syscall itself, inline: this is the agent's text, which SUD exempts. */
-static inline long sys6(long nr, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5)
-{
-    register uint64_t r10 __asm__("r10") = a3, r8 __asm__("r8") = a4, r9 __asm__("r9") = a5;
-    long ret;
-    __asm__ volatile("syscall"
-                     : "=a"(ret)
-                     : "0"(nr), "D"(a0), "S"(a1), "d"(a2), "r"(r10), "r"(r8), "r"(r9)
-                     : "rcx", "r11", "memory");
-    return ret;
 }
 
 /* regs->ax = number on entry; returns the result (also left in regs->ax). Hidden: the

@@ -66,6 +66,7 @@ def test_target_segv_handler_chained(badsys, bpf_objs):
     rc, got, err, log = under_agent(badsys, "chain", bpf_objs)
     assert rc == 0 == rc0, (got, err, log)
     assert got["view"] == "1 1 1"         # sigaction reads back the target's own handler
+    assert got["refused"] == "-1 1 -1 1"  # EFAULT / EINVAL as from the kernel
     assert got["null_write"] == "1 10"    # a real fault reaches it, with its address
     assert got["unmapped_read"] == "2 1230"
     assert got["hits_after"] == "2"       # invalid numbers are not the target's faults

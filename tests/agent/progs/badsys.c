@@ -79,6 +79,12 @@ int main(int argc, char **argv)
         sigaction(SIGSEGV, NULL, &old);
         printf("view %d %d %d\n", old.sa_sigaction == on_segv, (old.sa_flags & SA_SIGINFO) != 0,
                sigismember(&old.sa_mask, SIGUSR1));
+        /* bad pointers and sizes are refused as by the kernel, and change nothing */
+        long e1 = syscall(SYS_rt_sigaction, SIGSEGV, (void *)8, NULL, 8);
+        int er1 = errno;
+        long e2 = syscall(SYS_rt_sigaction, SIGSEGV, &sa, NULL, 4);
+        int er2 = errno;
+        printf("refused %ld %d %ld %d\n", e1, er1 == EFAULT, e2, er2 == EINVAL);
         /* a NULL-style write (page 0 may be mapped, never writable) and a read of an unmapped
          * address: both reach this handler with their address */
         if (!sigsetjmp(jb, 1))
