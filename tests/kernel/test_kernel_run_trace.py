@@ -88,23 +88,40 @@ def test_instance_left_by_a_process_with_our_pid_is_replaced():
     assert not os.path.exists(left)
 
 
-def test_backend_trace_pipe_lines_while_the_global_pipe_is_held(demo):
+TRACE_PROG = """
+from pybpfc import Const, bpf, u32
+
+target: Const[u32] = 0
+
+
+@bpf.tracepoint("syscalls/sys_enter_getppid")
+def tp(ctx) -> int:
+    if bpf.tgid() == target:          # other processes' getppid (and other copies of this test) stay out
+        print(f"pybpfc-trace-test {bpf.tgid()}")
+    return 0
+"""
+
+
+def test_backend_trace_pipe_lines_while_the_global_pipe_is_held(tmp_path):
     """KernelBackend.trace_pipe_lines() reads its own instance too: lines printed after the call
     arrive although another reader holds the global trace_pipe."""
     import pybpfc
     from pybpfc.backends.kernel import tracefs
 
+    kernel_or_skip()
+    src = tmp_path / "trace_prog.py"
+    src.write_text(TRACE_PROG)
     try:
         held = tracefs.TracePipe()
     except Exception:  # noqa: BLE001 - someone else holds it: the situation under test
         held = None
     try:
-        with pybpfc.load(demo, backend="kernel") as obj:
+        with pybpfc.load(str(src), backend="kernel", consts={"target": os.getpid()}) as obj:
             lines = obj.backend.trace_pipe_lines(timeout=1)
             obj.attach_all()
             for _ in range(3):
                 os.getppid()
-            mine = [l for l in lines if l.endswith(f"pybpfc-run-demo getppid from {os.getpid()}")]
+            mine = [l for l in lines if l.endswith(f"pybpfc-trace-test {os.getpid()}")]
     finally:
         if held is not None:
             held.close()
