@@ -80,7 +80,7 @@ int main(int argc, char **argv)
         printf("view %d %d %d\n", old.sa_sigaction == on_segv, (old.sa_flags & SA_SIGINFO) != 0,
                sigismember(&old.sa_mask, SIGUSR1));
         /* bad pointers and sizes are refused as by the kernel, and change nothing */
-        long e1 = syscall(SYS_rt_sigaction, SIGSEGV, (void *)8, NULL, 8);
+        long e1 = syscall(SYS_rt_sigaction, SIGSEGV, (void *)0x1238, NULL, 8);
         int er1 = errno;
         long e2 = syscall(SYS_rt_sigaction, SIGSEGV, &sa, NULL, 4);
         int er2 = errno;
