@@ -88,12 +88,17 @@ def ext_path(name: str, out_dir: str = OUT) -> str:
     return os.path.join(out_dir, name + importlib.machinery.EXTENSION_SUFFIXES[0])
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXT_HEADERS = [os.path.join(HERE, "map_ops.h")]  # included by every extension
+
+
 def ext_is_stale(name: str, out_dir: str = OUT, root: str = ROOT) -> bool:
     src = os.path.join(root, EXTENSIONS[name])
     path = ext_path(name, out_dir)
     if not os.path.exists(src):
         return False
-    return not os.path.exists(path) or max(os.path.getmtime(src), os.path.getmtime(__file__)) > os.path.getmtime(path)
+    newest = max(os.path.getmtime(f) for f in [src, __file__, *EXT_HEADERS] if os.path.exists(f))
+    return not os.path.exists(path) or newest > os.path.getmtime(path)
 
 
 def build_ext(name: str, out_dir: str = OUT, root: str = ROOT, cc: str | None = None) -> str:
@@ -104,7 +109,7 @@ def build_ext(name: str, out_dir: str = OUT, root: str = ROOT, cc: str | None = 
     os.makedirs(out_dir, exist_ok=True)
     path = ext_path(name, out_dir)
     tmp = f"{path}.{os.getpid()}.tmp"
-    cmd = [cc, "-O2", "-shared", "-fPIC", f"-I{inc}", os.path.join(root, EXTENSIONS[name]), "-o", tmp]
+    cmd = [cc, "-O2", "-shared", "-fPIC", f"-I{inc}", f"-I{HERE}", os.path.join(root, EXTENSIONS[name]), "-o", tmp]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"building {name} failed:\n{' '.join(cmd)}\n{r.stderr}")
