@@ -16,6 +16,8 @@ Design (see docs/jit.md):
  - stack accesses through r10 with a constant offset are proven at compile time, every other
    access is checked: a one-entry region cache (read / read-write) kept in locals, then the
    whole stack, then an out-of-line scan of run->regions that refills the cache;
+   an access inside a range an earlier check of the same block proved through the same,
+   unchanged register (with the permission) is not checked again;
  - the per-run JIT context (stack end, current depth) lives on the native stack of the entry
    function; run->engine points to it so run->invoke (set to this blob's invoke function)
    can call BPF callbacks for helpers such as bpf_loop;
