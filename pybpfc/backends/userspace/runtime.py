@@ -8,7 +8,6 @@ import os
 from ... import _native
 
 CDEF = """
-struct pbr_region { uint64_t start; uint64_t end; uint32_t perm; uint32_t _pad; };
 struct pbs_run_result { uint32_t status; uint32_t _pad; uint64_t fault_addr; uint64_t fault_pc;
                         uint64_t duration_ns; };
 struct pbs_store;
@@ -87,11 +86,16 @@ _ffi = _lib = None
 
 
 def ffi():
+    """The one FFI of the runtime library: the VM's execution ABI (vm.CDEF) and the store's API.
+    One instance, so types made by any module (struct pbr_run *, buffers) pass to every call."""
     global _ffi
     if _ffi is None:
         from cffi import FFI
 
+        from .vm import CDEF as VM_CDEF  # here, not at import: vm.py imports this module
+
         f = FFI()
+        f.cdef(VM_CDEF)
         f.cdef(CDEF)
         _ffi = f
     return _ffi

@@ -10,11 +10,10 @@ and the instruction; refused programs raise pybpfc.errors.VerifierError ("insn N
 from __future__ import annotations
 
 import inspect
-import os
 from typing import Callable, Iterable, NamedTuple
 
-from ... import _native
 from ...errors import RuntimeFault, VerifierError
+from .runtime import ffi, lib  # one FFI for the whole runtime library
 
 CDEF = """
 typedef uint64_t (*pbr_helper_fn)(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
@@ -67,27 +66,6 @@ REASONS = {
 
 CONFORMANCE_HELPER_IDS = frozenset(range(6))
 
-_ffi = _lib = None
-
-
-def ffi():
-    global _ffi
-    if _ffi is None:
-        from cffi import FFI
-        f = FFI()
-        f.cdef(CDEF)
-        _ffi = f
-    return _ffi
-
-
-def lib():
-    """The runtime library (built on first use in a source checkout)."""
-    global _lib
-    if _lib is None:
-        # PYBPFC_VM_LIB: a separately built library (e.g. while another runtime file is broken)
-        path = os.environ.get("PYBPFC_VM_LIB") or _native.library("pybpfc_runtime")
-        _lib = ffi().dlopen(path)
-    return _lib
 
 
 def _slots(insns) -> bytes:
