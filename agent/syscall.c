@@ -251,11 +251,11 @@ static int sud_threads; /* threads run with SUD (else: only rewritten instructio
  * A number that is not in the sled (negative, >= 504, x32 with bit 30) makes the `call *%rax`
  * of a rewritten site fault: at the target (the `hlt`s of page 0 and of the relay page, page
  * fault elsewhere; RIP = RAX, the return address pushed) or, for a non-canonical number, at
- * the call itself (#GP). The agent's SIGSEGV/SIGBUS/SIGILL handler recognises both by the site table, makes the syscall (the kernel
- * answers -ENOSYS as without the agent) and resumes after the site. Every other fault goes to
- * the target's own disposition: rt_sigaction for these signals is answered from tgt[] while
- * the kernel keeps the agent's handler with the target's mask and flags, so the kernel blocks
- * and uses the alternate stack exactly as it would for the target's handler. */
+ * the call itself (#GP). The agent's SIGSEGV/SIGBUS/SIGILL handler recognises both by the
+ * site table, makes the syscall (the kernel answers -ENOSYS as without the agent) and resumes
+ * after the site. Every other fault goes to the target's own disposition, recorded in tgt[]
+ * (fault_sigaction) while the kernel keeps the agent's handler with the target's mask and
+ * flags, so the kernel blocks and uses the alternate stack as it would for the target's. */
 /* The syscall itself, inline: this is the agent's text, which SUD exempts. */
 static inline long sys6(long nr, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5)
 {
