@@ -17,8 +17,7 @@ from .. import uapi as U
 from ..errors import Error
 from ..frontend import helpers as H
 from ..frontend.module import GlobalVar
-from ..frontend.typer import (_PYCMP, _PYOPS, BUILTIN_OK, EXPR_HINTS, EXPR_NAMES, MAP_METHODS, OP_SYMBOLS,
-                              STMT_HINTS, STMT_NAMES, TypedFunction, describe)
+from ..frontend.typer import _PYCMP, _PYOPS, BUILTIN_OK, MAP_METHODS, OP_SYMBOLS, TypedFunction, describe
 from ..frontend.typing import binop_type, bits, common, compare_type, fits, is_int, literal_type, signed
 from ..lang.bpf import ProgDecl, _Bpf
 from ..lang.maps import Map
@@ -214,9 +213,6 @@ class FunctionLowering:
     def as_int(self, v: V, t, node) -> str:
         """The value converted to integer type t (an LLVM value of that width)."""
         if v.kind == "lit":
-            if not fits(v.val, t):
-                self.err(node, f"literal {v.val} does not fit in {tname(t)}",
-                         hint=f"{tname(t)} holds {t._min()}..{t._max()}" if t is not bool_ else None)
             if t is bool_:
                 return "true" if v.val else "false"
             n = bits(t)
@@ -304,10 +300,6 @@ class FunctionLowering:
         self.at(s)
         try:
             meth = getattr(self, "s_" + type(s).__name__, None)
-            if meth is None:
-                self.err(s, STMT_NAMES.get(type(s).__name__, f"{type(s).__name__.lower()} statements") +
-                     " are not supported in BPF programs",
-                         hint=STMT_HINTS.get(type(s).__name__))
             meth(s)
         except Abort:
             # names this statement would have set are unknown now; later uses stay quiet
@@ -330,22 +322,13 @@ class FunctionLowering:
     def s_Expr(self, s):
         if isinstance(s.value, ast.Constant) and (isinstance(s.value.value, str) or s.value.value is Ellipsis):
             return  # docstring or `...`
-        if isinstance(s.value, ast.Compare):
-            self.err(s.value, "the result of this comparison is unused", hint="did you mean `=`?")
-        if isinstance(s.value, (ast.Name, ast.Attribute, ast.BinOp, ast.Constant, ast.Subscript, ast.UnaryOp)):
-            self.err(s.value, "this expression has no effect")
         self.expr(s.value)
 
     def s_Return(self, s):
         if self.ret_type is None:
-            if s.value is not None and not (isinstance(s.value, ast.Constant) and s.value.value is None):
-                self.err(s.value, "this function returns None (no return annotation); it cannot return a value",
-                         hint="annotate the return type, e.g. `-> int`")
             self.terminate("ret void")
             return
         if s.value is None or (isinstance(s.value, ast.Constant) and s.value.value is None):
-            if self.prog is None:
-                self.err(s, "missing return value", hint=f"this function returns {tname(self.ret_type)}")
             self.terminate(f"ret {lt(self.ret_type)} 0")
             return
         v = self.int_value(s.value, self.ret_type)
@@ -353,9 +336,6 @@ class FunctionLowering:
 
     def s_Assert(self, s):
         v = self.const_eval(s.test)
-        if v is None:
-            self.err(s, "assert needs a condition known at compile time",
-                     hint="use `if not cond: return 0` for run-time checks")
         if not v:
             msg = self.const_eval(s.msg) if s.msg is not None else None
             self.err(s, "assertion failed at compile time" + (f": {msg}" if msg else ""))
@@ -429,8 +409,6 @@ class FunctionLowering:
         return out
 
     def s_While(self, s):
-        if s.orelse:
-            self.err(s, "while ... else is not supported")
         if isinstance(s.test, ast.Constant) and s.test.value and not any(
                 isinstance(n, (ast.Break, ast.Return)) for b in s.body for n in ast.walk(b)):
             self.err(s, "this loop never ends (no break or return)",
@@ -451,23 +429,11 @@ class FunctionLowering:
         self.nonnull = saved
 
     def s_For(self, s):
-        if s.orelse:
-            self.err(s, "for ... else is not supported")
         it = s.iter
-        if not (isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range"
-                and self.name_obj(it.func.id) is builtins.range):
-            self.err(it, "for loops must iterate over range(...)",
-                     hint="write `for i in range(n):` with a bound the verifier can see")
-        if not isinstance(s.target, ast.Name):
-            self.err(s.target, "the loop variable must be a plain name")
-        if it.keywords or not 1 <= len(it.args) <= 3:
-            self.err(it, "range() takes 1 to 3 positional arguments")
         args = [self.int_value(a) for a in it.args]
         start, stop = (V("lit", val=0), args[0]) if len(args) == 1 else (args[0], args[1])
         step = 1
         if len(args) == 3:
-            if args[2].kind != "lit" or args[2].val == 0:
-                self.err(it.args[2], "range() step must be a non-zero constant")
             step = args[2].val
         name = s.target.id
         known = [v.ty for v in (start, stop) if v.kind == "int"]
@@ -509,23 +475,15 @@ class FunctionLowering:
         self.nonnull = saved
 
     def s_Break(self, s):
-        if not self.loops:
-            self.err(s, "'break' outside a loop")
         self.br(self.loops[-1].brk)
 
     def s_Continue(self, s):
-        if not self.loops:
-            self.err(s, "'continue' outside a loop")
         self.br(self.loops[-1].cont)
 
     def s_AnnAssign(self, s):
-        if not isinstance(s.target, ast.Name):
-            self.err(s.target, "annotated assignment needs a plain name")
         t = self.annotation_type(s.annotation)
         name = s.target.id
         if is_int(t):
-            if name in self.locals and self.locals[name].ty is not t:
-                self.err(s, f"'{name}' already has type {tname(self.locals[name].ty)}")
             var = self.local_slot(name, "int", t, s)
             if s.value is not None:
                 self.store_int(var.slot, t, self.as_int(self.int_value(s.value, t), t, s.value))
@@ -536,8 +494,6 @@ class FunctionLowering:
             self.bind_ref(name, V("mem", t, mem), s)
             return
         v = self.expr(s.value, t)
-        if v.kind != "mem" or v.ty is not t:
-            self.err(s.value, f"expected {tname(t)}, got {describe(v)}")
         self.bind_ref(name, v, s)
 
     def annotation_type(self, node):
@@ -551,13 +507,8 @@ class FunctionLowering:
         self.err(node, "not a pybpfc type", hint="use u8..u64, i8..i64, bool, a Struct, Array[T, N] or Str[N]")
 
     def s_Assign(self, s):
-        if len(s.targets) != 1:
-            self.err(s, "chained assignment (a = b = ...) is not supported")
         target = s.targets[0]
         if isinstance(target, ast.Tuple):
-            if not isinstance(s.value, ast.Tuple) or len(s.value.elts) != len(target.elts):
-                self.err(s, "tuple assignment needs a tuple of the same length on the right",
-                         hint="e.g. `a, b = b, a`")
             vals = []
             for tgt, e in zip(target.elts, s.value.elts):
                 v = self.rvalue(self.expr(e), e)
@@ -603,17 +554,9 @@ class FunctionLowering:
             if g is not None and name in self.declared_global:
                 self.store_global(g, v, vnode, target)
                 return
-            if g is not None or self.is_module_name(name) and name not in self.locals:
-                obj = self.globals_ns.get(name)
-                if isinstance(obj, Map):
-                    self.err(target, f"cannot assign to map '{name}'", hint=f"to store a value write `{name}[key] = value`")
-                if g is not None:
-                    self.err(target, f"assigning the module global '{name}' needs `global {name}` first")
             if v.kind in ("int", "lit"):
                 ty = self.locals[name].ty if name in self.locals and self.locals[name].kind == "int" else \
                     (v.ty if v.kind == "int" else literal_type(v.val))
-                if name in self.locals and self.locals[name].kind != "int":
-                    self.err(target, f"'{name}' holds a {tname(self.locals[name].ty)}; cannot assign an integer to it")
                 var = self.local_slot(name, "int", ty, target)
                 self.store_int(var.slot, ty, self.as_int(v, ty, vnode))
                 self.nonnull.discard(name)
@@ -630,10 +573,6 @@ class FunctionLowering:
                 if v is None:
                     return
             dst = self.expr(target.value)
-            if dst.kind == "ctx":
-                self.err(target, "program context fields are read-only")
-            if dst.kind != "mem" or not is_struct(dst.ty):
-                self.err(target, f"cannot set attribute '{target.attr}' on {describe(dst)}")
             self.need_checked(dst, target.value)
             fld = self.field(dst, target.attr, target)
             self.store_into(fld, v, vnode)
@@ -656,8 +595,6 @@ class FunctionLowering:
             return
         if is_str(t) and v.kind == "bytes":
             data = v.val
-            if len(data) > t._len:
-                self.err(vnode, f"{len(data)} bytes do not fit in {tname(t)}")
             self.store_bytes(dst.ref, data.ljust(t._len, b"\0"))
             return
         if v.kind == "mem" and (v.ty is t or (is_str(t) and is_str(v.ty))):
@@ -683,12 +620,7 @@ class FunctionLowering:
                     break
 
     def bind_ref(self, name: str, v: V, node):
-        if name in self.locals and self.locals[name].kind == "int":
-            self.err(node, f"'{name}' holds an integer; cannot assign {describe(v)} to it")
         if v.kind == "none":
-            if name not in self.locals:
-                self.err(node, f"'{name}' = None: the variable's type is unknown",
-                         hint="assign a map lookup or reservation first")
             self.emit(f"store ptr null, ptr {self.locals[name].slot}, align 8", False)
             self.nonnull.discard(name)
             return
@@ -732,17 +664,11 @@ class FunctionLowering:
             dst = self.subscript(base, tgt.slice, tgt, store=True)
         elif isinstance(tgt, ast.Attribute):
             base = self.expr(tgt.value)
-            if base.kind != "mem" or not is_struct(base.ty):
-                self.err(tgt, f"cannot update attribute '{tgt.attr}' on {describe(base)}")
             self.need_checked(base, tgt.value)
             dst = self.field(base, tgt.attr, tgt)
         elif isinstance(tgt, ast.Name):
             g = self.lookup_global(tgt.id)
             if g is not None:
-                if tgt.id not in self.declared_global:
-                    self.err(tgt, f"assigning the module global '{tgt.id}' needs `global {tgt.id}` first")
-                if g.kind == "const":
-                    self.err(tgt, f"'{tgt.id}' is a Const; programs cannot change it")
                 dst = self.global_mem(g)
             elif tgt.id in self.locals and self.locals[tgt.id].kind == "int":
                 var = self.locals[tgt.id]
@@ -753,8 +679,6 @@ class FunctionLowering:
                 self.err(tgt, f"'{tgt.id}' is used before it is assigned")
         else:
             self.err(tgt, "unsupported augmented assignment target")
-        if not is_int(dst.ty):
-            self.err(tgt, f"cannot use augmented assignment on {tname(dst.ty)}")
         self.update_mem(dst, op, s.value, s)
 
     def update_mem(self, dst: V, op, value_node, node):
@@ -773,9 +697,6 @@ class FunctionLowering:
     # ---- expressions --------------------------------------------------------------------
     def expr(self, node, want=None) -> V:
         meth = getattr(self, "e_" + type(node).__name__, None)
-        if meth is None:
-            self.err(node, f"{EXPR_NAMES.get(type(node).__name__, type(node).__name__)} is not supported "
-                           f"in BPF programs", hint=EXPR_HINTS.get(type(node).__name__))
         v = meth(node, want)
         self.check_typed(node, v)
         return v
@@ -807,9 +728,6 @@ class FunctionLowering:
             return V("bytes", val=v)
         if isinstance(v, str):
             return V("str", val=v)
-        if isinstance(v, float):
-            self.err(node, "floating-point numbers are not supported in BPF programs",
-                     hint="use integers (e.g. scale by 1000)")
         self.err(node, f"{type(v).__name__} constants are not supported")
 
     def e_Name(self, node, want):
@@ -830,8 +748,6 @@ class FunctionLowering:
         if g is not None:
             return self.global_mem(g)
         obj = self.name_obj(name)
-        if obj is _MISSING:
-            self.err(node, f"name '{name}' is not defined")
         return self.from_py(obj, node, name)
 
     def is_module_name(self, name) -> bool:
@@ -866,8 +782,6 @@ class FunctionLowering:
             qual = ast.unparse(node) if isinstance(node, (ast.Name, ast.Attribute)) else obj.__name__
             self.err(node, f"'{qual}' is plain Python; it cannot run in a BPF program",
                      hint="kernel helpers are under bpf.*, e.g. bpf.pid(), bpf.ktime_ns()")
-        if isinstance(obj, float):
-            self.err(node, f"'{name}' is a float; BPF programs have no floating point")
         self.err(node, f"'{name}' ({type(obj).__name__}) cannot be used in a BPF program",
                  hint="programs can use ints, maps, Structs, Const/Global variables and functions")
 
@@ -879,8 +793,6 @@ class FunctionLowering:
             if isinstance(obj, _Bpf):
                 return V("method", val=("bpf", a), ref="")
             if isinstance(obj, pytypes.ModuleType):
-                if not hasattr(obj, a):
-                    self.err(node, f"module '{obj.__name__}' has no attribute '{a}'")
                 g = self.m.module_global(obj, a)
                 if g is not None:
                     return self.global_mem(g)
@@ -906,11 +818,6 @@ class FunctionLowering:
     def ctx_field(self, ctx: V, a: str, node) -> V:
         p = self.prog
         if a == "packet":
-            if p is None or p.packet is None:
-                self.err(node, f"ctx.packet() is not available in {p.kind if p else 'this'} programs",
-                         hint="direct packet access works in xdp, tc and cgroup_skb programs"
-                              + ("; socket filters use bpf.load_byte/half/word(skb, off)"
-                                 if p and p.kind == "socket_filter" else ""))
             return V("method", val=("ctx", "packet"), ref=ctx.ref)
         if a == "args" and p and p.kind in ("raw_tracepoint", "fentry", "fexit"):
             return V("mem", Array[u64, 12], ctx.ref)
@@ -943,16 +850,12 @@ class FunctionLowering:
         return self.rvalue(self.subscript(base, node.slice, node), node)
 
     def subscript(self, base: V, idx_node, node, store=False) -> V:
-        if base.kind != "mem" or not (is_array(base.ty) or is_str(base.ty)):
-            self.err(node, f"{describe(base)} cannot be indexed")
         self.need_checked(base, node.value)
         et = base.ty._elem if is_array(base.ty) else u8
         n = base.ty._len
         idx = self.int_value(idx_node)
         if idx.kind == "lit":
             i = idx.val + n if idx.val < 0 else idx.val
-            if not 0 <= i < n:
-                self.err(idx_node, f"index {idx.val} is out of range for {tname(base.ty)}")
             return V("mem", et, self.gep(base.ref, i * et._size), shared=base.shared)
         # variable index: clamp into range so the verifier sees a bounded offset
         iv = self.as_int(idx, u64, idx_node) if bits(idx.ty) == 64 or not signed(idx.ty) else \
@@ -988,11 +891,6 @@ class FunctionLowering:
         return V("int", t, r)
 
     def e_BinOp(self, node, want):
-        if isinstance(node.op, ast.Div):
-            self.err(node, "'/' is true division (floats); BPF programs have only integers",
-                     hint="use '//' for integer division")
-        if isinstance(node.op, ast.MatMult):
-            self.err(node, "'@' is not supported")
         a = self.int_value(node.left, want)
         b = self.int_value(node.right, want if a.kind == "lit" else a.ty)
         return self.binop(node.op, a, b, node, self.typed(node).ty)
@@ -1021,8 +919,6 @@ class FunctionLowering:
             self.err(node, "'**' needs a small constant exponent")
         if isinstance(op, (ast.LShift, ast.RShift)):
             t = t or binop_type("shift", a.ty if a.kind == "int" else a.val, None)
-            if b.kind == "lit" and not 0 <= b.val < bits(t):
-                self.err(node, f"shift by {b.val} is out of range for {tname(t)}")
             x = self.as_int(a, t, node)
             y = self.as_int(b, t, node) if b.kind == "lit" else self.convert(b.ref, b.ty, t)
             if isinstance(op, ast.LShift):
@@ -1038,8 +934,6 @@ class FunctionLowering:
         if type(op) in simple:
             return V("int", t, self.emit(f"{simple[type(op)]} {L} {x}, {y}"))
         if isinstance(op, (ast.FloorDiv, ast.Mod)):
-            if b.kind == "lit" and b.val == 0:
-                self.err(node, "division by zero")
             if not signed(t):
                 return V("int", t, self.emit(f"{'udiv' if isinstance(op, ast.FloorDiv) else 'urem'} {L} {x}, {y}"))
             return V("int", t, self.floordiv_signed(t, x, y, isinstance(op, ast.FloorDiv)))
@@ -1125,8 +1019,6 @@ class FunctionLowering:
             return V("int", t, self.emit(f"phi {lt(t)} [ {av}, %{a_block} ], [ {bv}, %{b_block} ]"))
         if (a.kind == "mem" and b.kind in ("mem", "none")) or (a.kind == "none" and b.kind == "mem"):
             ty = a.ty if a.kind == "mem" else b.ty
-            if a.kind == b.kind == "mem" and a.ty is not b.ty:
-                self.err(node, f"conditional expression mixes {tname(a.ty)} and {tname(b.ty)}")
             b_block = self.cur_block()
             self.br(end)
             self.block(end)
@@ -1156,17 +1048,11 @@ class FunctionLowering:
             if b.kind == "none" and a.kind == "none":
                 return "true" if isinstance(op, (ast.Is, ast.Eq)) else "false"
             ref = a if b.kind == "none" else b
-            if ref.kind != "mem" or (b.kind != "none" and a.kind != "none"):
-                self.err(node, "'is' compares only with None", hint="use '==' to compare values")
             pred = "eq" if isinstance(op, (ast.Is, ast.Eq)) else "ne"
             return self.emit(f"icmp {pred} ptr {ref.ref}, null")
-        if isinstance(op, (ast.In, ast.NotIn)):
-            self.err(node, "'in' is not supported", hint="use a map lookup or explicit comparisons")
         if (a.kind == "mem" and is_str(a.ty)) or (b.kind == "mem" and is_str(b.ty)):
             return self.str_compare(op, a, b, node)
         a, b = self.rvalue(a, node), self.rvalue(b, node)
-        if a.kind not in ("int", "lit") or b.kind not in ("int", "lit"):
-            self.err(node, f"cannot compare {describe(a)} with {describe(b)}")
         if a.kind == "lit" and b.kind == "lit":
             return "true" if _PYCMP[type(op)](a.val, b.val) else "false"
         t = compare_type(a.ty if a.kind == "int" else a.val, b.ty if b.kind == "int" else b.val)
@@ -1206,8 +1092,6 @@ class FunctionLowering:
         return self.emit(f"select i1 {neg}, i1 {'true' if known else 'false'}, i1 {u}")
 
     def str_compare(self, op, a: V, b: V, node) -> str:
-        if not isinstance(op, (ast.Eq, ast.NotEq)):
-            self.err(node, "Str values compare only with == and !=")
         if a.kind == "bytes":
             a, b = b, a
         self.need_checked(a, node)
@@ -1256,14 +1140,10 @@ class FunctionLowering:
                 return self.packet(node)
         if fv.kind == "py":
             obj = fv.val
-            if obj in (range,):
-                self.err(node, "range() is only allowed as the iterable of a for loop")
             if isinstance(obj, type) and is_int(obj):
                 return self.int_cast(obj, node)
             if obj is int or obj is bool:
                 self.no_kw(node)
-                if len(node.args) != 1:
-                    self.err(node, f"{obj.__name__}() takes one argument")
                 if obj is bool:
                     return V("int", bool_, self.truth(node.args[0]))
                 return self.int_value(node.args[0], want)
@@ -1277,8 +1157,6 @@ class FunctionLowering:
                 return self.len_(node)
             if obj is ord:
                 c = self.const_eval(node.args[0]) if len(node.args) == 1 and not node.keywords else None
-                if not isinstance(c, (str, bytes)) or len(c) != 1:
-                    self.err(node, "ord() takes one constant character, e.g. ord('a')")
                 return V("lit", val=ord(c))
             if obj is print:
                 return self.print_(node)
@@ -1293,30 +1171,22 @@ class FunctionLowering:
 
     def int_cast(self, t, node) -> V:
         self.no_kw(node)
-        if len(node.args) != 1:
-            self.err(node, f"{tname(t)}() takes exactly one argument")
         v = self.int_value(node.args[0], t)
         if v.kind == "lit":
             return V("int", t, self.as_int(V("lit", val=int(t(v.val))), t, node))
         return V("int", t, self.convert(v.ref, v.ty, t))
 
     def construct(self, t, node) -> V:
-        if node.args:
-            self.err(node, f"{tname(t)}(...) takes keyword arguments only", hint=f"e.g. {tname(t)}(field=value)")
         mem = self.alloca(t._size, max(t._align, 8))
         self.memset(mem, t._size)
         v = V("mem", t, mem, align=max(t._align, 8))
         for kw in node.keywords:
-            if kw.arg is None:
-                self.err(kw.value, "**kwargs is not supported")
             fld = self.field(v, kw.arg, kw.value)
             self.store_into(fld, self.expr(kw.value, fld.ty if is_int(fld.ty) else None), kw.value)
         return v
 
     def minmax(self, is_min, node, want) -> V:
         self.no_kw(node)
-        if len(node.args) < 2:
-            self.err(node, f"{'min' if is_min else 'max'}() needs at least two integer arguments")
         acc = self.int_value(node.args[0], want)
         for a in node.args[1:]:
             b = self.int_value(a, want if acc.kind == "lit" else acc.ty)
@@ -1340,8 +1210,6 @@ class FunctionLowering:
 
     def abs_(self, node, want) -> V:
         self.no_kw(node)
-        if len(node.args) != 1:
-            self.err(node, "abs() takes one argument")
         v = self.int_value(node.args[0], want)
         if v.kind == "lit":
             return V("lit", val=abs(v.val))
@@ -1352,8 +1220,6 @@ class FunctionLowering:
         return V("int", v.ty, self.emit(f"select i1 {c}, {lt(v.ty)} {neg}, {lt(v.ty)} {v.ref}"))
 
     def len_(self, node) -> V:
-        if len(node.args) != 1:
-            self.err(node, "len() takes one argument")
         v = self.expr(node.args[0])
         if v.kind == "mem" and (is_array(v.ty) or is_str(v.ty)):
             return V("lit", val=v.ty._len)
@@ -1369,8 +1235,6 @@ class FunctionLowering:
         end = "\n"
         for kw in node.keywords:
             e = self.const_eval(kw.value)
-            if not isinstance(e, str):
-                self.err(kw.value, "print(end=...) must be a constant string")
             end = e
         fmt, args = "", []
         parts = []
@@ -1388,12 +1252,8 @@ class FunctionLowering:
                 fmt += p.value.replace("%", "%%")
             else:
                 expr, spec = (p.value, p.format_spec) if isinstance(p, ast.FormattedValue) else (p, None)
-                if isinstance(p, ast.FormattedValue) and p.conversion != -1:
-                    self.err(p, "!r/!s/!a conversions are not supported in print()")
                 sp = ""
                 if spec is not None:
-                    if not (len(spec.values) == 1 and isinstance(spec.values[0], ast.Constant)):
-                        self.err(spec, "format specs must be constant")
                     sp = spec.values[0].value
                 v = self.rvalue(self.expr(expr), expr)
                 if v.kind == "lit":
@@ -1404,18 +1264,12 @@ class FunctionLowering:
                     fmt += "%s"
                     args.append(("ptr", v.ref))
                     continue
-                if v.kind != "int":
-                    self.err(expr, f"print() cannot format {describe(v)}")
                 conv = {"": None, "d": None, "x": "x", "X": "X", "o": "o"}.get(sp.lstrip("0123456789"), "bad")
-                if conv == "bad":
-                    self.err(expr, f"format spec '{sp}' is not supported", hint="use {x}, {x:x} or {x:08x}")
                 width = sp[:len(sp) - len(sp.lstrip("0123456789"))]
                 letter = conv or ("d" if signed(v.ty) else "u")
                 fmt += f"%{width}ll{letter}"
                 args.append(("i64", self.convert(v.ref, v.ty, i64 if signed(v.ty) else u64)))
         fmt += end
-        if len(args) > 3:
-            self.err(node, f"print() can show at most 3 values (bpf_trace_printk), got {len(args)}")
         data = fmt.encode() + b"\0"
         s = self.ir.cstring(data)
         r = self.helper_call(U.HELPERS["trace_printk"], [("ptr", s), ("i32", str(len(data)))] + args)
@@ -1428,8 +1282,6 @@ class FunctionLowering:
                  "tid": ("get_current_pid_tgid", 0, u32), "uid": ("get_current_uid_gid", 0, u32),
                  "gid": ("get_current_uid_gid", 32, u32)}
         if name in short:
-            if node.args:
-                self.err(node, f"bpf.{name}() takes no arguments")
             h, shift, t = short[name]
             r = self.helper_call(U.HELPERS[h], [])
             if shift:
@@ -1437,8 +1289,6 @@ class FunctionLowering:
             return V("int", t, self.emit(f"trunc i64 {r} to i32"))
         if name in ("ktime_ns", "cpu"):
             h = {"ktime_ns": "ktime_get_ns", "cpu": "get_smp_processor_id"}[name]
-            if node.args:
-                self.err(node, f"bpf.{name}() takes no arguments")
             r = self.helper_call(U.HELPERS[h], [])
             return V("int", u64, r) if name == "ktime_ns" else V("int", u32, self.emit(f"trunc i64 {r} to i32"))
         if name in ("comm", "get_current_comm") and not node.args:
@@ -1446,13 +1296,7 @@ class FunctionLowering:
             self.helper_call(U.HELPERS["get_current_comm"], [("ptr", mem), ("i32", "16")])
             return V("mem", Str[16], mem, align=8)
         if name in ("load_byte", "load_half", "load_word"):
-            if self.prog is None or self.prog.kind not in ("socket_filter", "tc", "section"):
-                self.err(node, f"bpf.{name}() works only in socket filter and tc programs")
-            if len(node.args) != 2:
-                self.err(node, f"bpf.{name}(skb, offset) takes two arguments")
             skb = self.expr(node.args[0])
-            if skb.kind != "ctx":
-                self.err(node.args[0], "the first argument must be the program's context")
             off = self.as_int(self.int_value(node.args[1], u64), u64, node.args[1])
             intr = f"llvm.bpf.load.{name.split('_')[1]}"
             self.ir.declares.add(f"declare i64 @{intr}(ptr, i64)")
@@ -1460,16 +1304,11 @@ class FunctionLowering:
             t = {"byte": u8, "half": u16, "word": u32}[name.split("_")[1]]
             return V("int", t, self.emit(f"trunc i64 {r} to {lt(t)}"))
         hs = H.helpers()
-        if name not in hs:
-            self.err(node.func, f"bpf.{name}: no such helper",
-                     hint="helpers are named as in linux/bpf.h without the bpf_ prefix")
         h = hs[name]
         args = list(node.args)
         vals: list[tuple[str, str]] = []
         pi = 0
         for a in args:
-            if pi >= len(h.params):
-                self.err(a, f"bpf.{name}() takes {len(h.params)} arguments")
             p = h.params[pi]
             if isinstance(a, ast.Name) and a.id in self.locals and self.locals[a.id].kind == "int" \
                     and p.is_pointer and H.size_param_after(h, pi) and len(args) < len(h.params):
@@ -1504,9 +1343,6 @@ class FunctionLowering:
                          if iv.kind == "lit" or bits(iv.ty) == 64 else
                          self.convert(iv.ref, iv.ty, i64 if signed(iv.ty) else u64)))
             pi += 1
-        if pi != len(h.params):
-            self.err(node, f"bpf.{name}() takes {len(h.params)} arguments "
-                           f"({', '.join(p.name for p in h.params)}), got {len(args)}")
         if h.returns_pointer:
             r = self.helper_call(h.id, vals, "ptr")
             return V("int", u64, self.emit(f"ptrtoint ptr {r} to i64"))
@@ -1520,11 +1356,7 @@ class FunctionLowering:
     def packet(self, node) -> V:
         """ctx.packet(T, offset): a reference to T at offset in the packet, None when too short."""
         self.no_kw(node)
-        if len(node.args) != 2:
-            self.err(node, "ctx.packet(Type, offset) takes two arguments")
         tv = self.expr(node.args[0])
-        if tv.kind != "py" or not isinstance(tv.val, type) or not hasattr(tv.val, "_size"):
-            self.err(node.args[0], "the first argument of ctx.packet() must be a type (a Struct, int type or Array)")
         t = tv.val
         off = self.int_value(node.args[1], u64)
         doff, eoff = self.prog.packet
@@ -1536,8 +1368,6 @@ class FunctionLowering:
         self.ir.declares.add("declare void @llvm.assume(i1)")
         self.emit(f"call void @llvm.assume(i1 {self.emit(f'icmp ne ptr {dp}, null')})", False)
         if off.kind == "lit":
-            if off.val < 0 or off.val > 0xFFFF:
-                self.err(node.args[1], f"packet offset {off.val} is out of range (0..65535)")
             p = self.gep(dp, off.val)
         else:
             o = self.as_int(off, u64, node.args[1])
@@ -1568,8 +1398,6 @@ class FunctionLowering:
 
     def map_lookup(self, mv: V, key_node) -> str:
         m = mv.val
-        if m.key is None:
-            self.err(key_node, f"{type(m).__name__} has no keys")
         k = self.key_ptr(m, key_node)
         return self.helper_call(U.HELPERS["map_lookup_elem"], [("ptr", mv.ref), ("ptr", k)], "ptr")
 
@@ -1580,11 +1408,6 @@ class FunctionLowering:
 
     def map_read(self, mv: V, key_node, node) -> V:
         m = mv.val
-        if m.kind not in ("hash", "array"):
-            self.err(node, f"{type(m).__name__} cannot be indexed")
-        if not is_int(m.value):
-            self.err(node, f"reading m[key] works for integer values; this map holds {tname(m.value)}",
-                     hint="use m.lookup(key) (a reference, None if absent) or m.get(key)")
         p = self.map_lookup(mv, key_node)
         return self.load_or_default(p, m.value, V("lit", val=0), node)
 
@@ -1603,8 +1426,6 @@ class FunctionLowering:
 
     def map_update(self, mv: V, key_node, v: V, vnode, flags_node, node):
         m = mv.val
-        if m.kind not in ("hash", "array"):
-            self.err(node, f"{type(m).__name__} does not support m[key] = value")
         k = self.key_ptr(m, key_node)
         val = self.value_ptr(m.value, v, vnode)
         flags = "0"
@@ -1627,11 +1448,6 @@ class FunctionLowering:
         """m[k] op= n: lookup, insert zero when missing (hash maps), then update in place
         (atomically for += / -= on shared maps)."""
         m = mv.val
-        if m.kind not in ("hash", "array"):
-            self.err(tgt, f"{type(m).__name__} does not support m[key] {type(op).__name__}= ...")
-        if not is_int(m.value):
-            self.err(tgt, f"m[key] += n needs integer values; this map holds {tname(m.value)}",
-                     hint="use r = m.lookup(key) and update fields of r")
         k = self.key_ptr(m, tgt.slice)
         p = self.helper_call(U.HELPERS["map_lookup_elem"], [("ptr", mv.ref), ("ptr", k)], "ptr")
         slot = self.t()
@@ -1675,8 +1491,6 @@ class FunctionLowering:
                 nargs(1, 2, "(key[, default])")
                 p = self.map_lookup(mv, args[0])
                 if len(args) == 2:
-                    if not is_int(m.value):
-                        self.err(args[1], "a default works for integer values only")
                     return self.load_or_default(p, m.value, self.int_value(args[1], m.value), node)
                 # a private copy: later map updates do not change it
                 t = m.value
@@ -1697,8 +1511,6 @@ class FunctionLowering:
                 return V("int", i64, r)
             if name == "delete":
                 nargs(1, 1, "(key)")
-                if m.map_type in (U.BPF_MAP_TYPE_ARRAY, U.BPF_MAP_TYPE_PERCPU_ARRAY):
-                    self.err(node, "array map entries cannot be deleted", hint="store 0 instead")
                 k = self.key_ptr(m, args[0])
                 return V("int", i64, self.helper_call(U.HELPERS["map_delete_elem"], [("ptr", mv.ref), ("ptr", k)]))
             if name == "record" and m.tags.get("histogram"):
@@ -1727,16 +1539,12 @@ class FunctionLowering:
             if name == "reserve":
                 nargs(1, 1, "(Type)")
                 tv = self.expr(args[0])
-                if tv.kind != "py" or not isinstance(tv.val, type) or not hasattr(tv.val, "_size"):
-                    self.err(args[0], "reserve() takes a type, e.g. events.reserve(Event)")
                 r = self.helper_call(U.HELPERS["ringbuf_reserve"], [("ptr", mv.ref), ("i64", str(tv.val._size)),
                                                                     ("i64", "0")], "ptr")
                 return V("mem", tv.val, r, nullable=True, shared=True, align=8)
             if name in ("submit", "discard"):
                 nargs(1, 2, "(event, flags=0)")
                 e = self.expr(args[0])
-                if e.kind != "mem":
-                    self.err(args[0], f"{name}() takes a reference from reserve()")
                 self.need_checked(e, args[0])
                 fl = self.flags_arg(args, 1, kw)
                 self.helper_call(U.HELPERS[f"ringbuf_{name}"], [("ptr", e.ref), ("i64", fl)], "void")
@@ -1746,8 +1554,6 @@ class FunctionLowering:
             if name == "output":
                 nargs(1, 2, "(value, flags=0)")
                 e = self.expr(args[0])
-                if e.kind != "mem":
-                    self.err(args[0], "output() takes a Struct value, e.g. events.output(Event(pid=pid))")
                 self.need_checked(e, args[0])
                 fl = self.flags_arg(args, 1, kw)
                 return V("int", i64, self.helper_call(U.HELPERS["ringbuf_output"],
@@ -1756,17 +1562,11 @@ class FunctionLowering:
         if kind == "perf" and name == "output":
             if len(args) == 2:
                 c, ev = self.expr(args[0]), args[1]
-                if c.kind != "ctx":
-                    self.err(args[0], "the first argument of output(ctx, value) must be the program context")
             elif len(args) == 1:
-                if not self.ctx_ref:
-                    self.err(node, "output(value) needs the program context", hint="write output(ctx, value)")
                 c, ev = V("ctx", ref=self.ctx_ref), args[0]
             else:
                 self.err(node, "PerfEventArray.output([ctx,] value)")
             e = self.expr(ev)
-            if e.kind != "mem":
-                self.err(ev, "output() takes a Struct value")
             self.need_checked(e, ev)
             return V("int", i64, self.helper_call(U.HELPERS["perf_event_output"],
                                                   [("ptr", c.ref), ("ptr", mv.ref), ("i64", str(BPF_F_CURRENT_CPU)),
@@ -1774,8 +1574,6 @@ class FunctionLowering:
         if kind == "progarray" and name == "tail_call":
             nargs(2, 2, "(ctx, index)")
             c = self.expr(args[0])
-            if c.kind != "ctx":
-                self.err(args[0], "tail_call() needs the program context first")
             idx = self.as_int(self.int_value(args[1], u32), u32, args[1])
             idx = self.emit(f"zext i32 {idx} to i64")
             return V("int", i64, self.helper_call(U.HELPERS["tail_call"], [("ptr", c.ref), ("ptr", mv.ref),
@@ -1783,8 +1581,6 @@ class FunctionLowering:
         if kind == "stack_trace" and name == "get_stackid":
             nargs(1, 2, "(ctx, flags=0)")
             c = self.expr(args[0])
-            if c.kind != "ctx":
-                self.err(args[0], "get_stackid() needs the program context")
             fl = self.flags_arg(args, 1, kw)
             return V("int", i64, self.helper_call(U.HELPERS["get_stackid"], [("ptr", c.ref), ("ptr", mv.ref),
                                                                               ("i64", fl)]))
@@ -1817,22 +1613,13 @@ class FunctionLowering:
 
     # ---- user functions -----------------------------------------------------------------
     def user_call(self, fn, node) -> V:
-        if getattr(fn, "__pybpfc_prog__", None) is not None:
-            self.err(node, f"'{fn.__name__}' is a BPF program; programs cannot be called",
-                     hint="move the shared code into an undecorated function")
         sub = self.m.subprogram(fn, node, self.file)
-        if node.keywords:
-            self.err(node, "keyword arguments are not supported in calls to BPF functions")
-        if len(node.args) != len(sub.params):
-            self.err(node, f"{fn.__name__}() takes {len(sub.params)} arguments, got {len(node.args)}")
         vals = []
         for a, (pname, pt) in zip(node.args, sub.params):
             if is_int(pt):
                 vals.append(f"{lt(pt)} {self.as_int(self.int_value(a, pt), pt, a)}")
             else:
                 v = self.expr(a)
-                if v.kind != "mem" or v.ty is not pt:
-                    self.err(a, f"argument '{pname}' expects {tname(pt)}, got {describe(v)}")
                 self.need_checked(v, a)
                 vals.append(f"ptr {v.ref}")
         rt = "void" if sub.ret is None else lt(sub.ret)
@@ -1851,20 +1638,13 @@ class FunctionLowering:
         return V("mem", g.type, ref, shared=True, volatile=g.kind == "const")
 
     def store_global(self, g: GlobalVar, v: V, vnode, node):
-        if g.kind == "const":
-            self.err(node, f"'{g.name}' is a Const; programs cannot change it",
-                     hint="use Global[...] for values programs write")
         self.store_into(self.global_mem(g), v, vnode)
 
 
 _MISSING = object()
 def s_Delete(self, s):
     for t in s.targets:
-        if not isinstance(t, ast.Subscript):
-            self.err(t, "del works only on map entries: `del m[key]`")
         base = self.expr(t.value)
-        if base.kind != "map" or base.val.kind != "hash":
-            self.err(t, "del works only on hash map entries")
         k = self.key_ptr(base.val, t.slice)
         self.helper_call(U.HELPERS["map_delete_elem"], [("ptr", base.ref), ("ptr", k)])
 
