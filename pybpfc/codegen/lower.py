@@ -18,7 +18,7 @@ from ..errors import Error
 from ..frontend import helpers as H
 from ..frontend.module import GlobalVar
 from ..frontend.typer import _PYCMP, _PYOPS, BUILTIN_OK, MAP_METHODS, OP_SYMBOLS, TypedFunction, describe
-from ..frontend.typing import binop_type, bits, common, compare_type, fits, is_int, literal_type, signed
+from ..frontend.typing import bits, fits, is_int, signed
 from ..lang.bpf import ProgDecl, _Bpf
 from ..lang.maps import Map
 from ..lang.types import Array, IntType, Str, Struct, bool_, i16, i32, i64, u8, u16, u32, u64
@@ -436,12 +436,7 @@ class FunctionLowering:
         if len(args) == 3:
             step = args[2].val
         name = s.target.id
-        known = [v.ty for v in (start, stop) if v.kind == "int"]
-        ty = self.locals[name].ty if name in self.locals and self.locals[name].kind == "int" else None
-        if ty is None:
-            ty = known[0] if known else i64
-            for k in known[1:]:
-                ty = common(ty, k)
+        ty = self.tf.steps[(s, "for")]
         var = self.local_slot(name, "int", ty, s.target)
         stop_v = self.as_int(stop, ty, it)
         # the bound is evaluated once, like Python
@@ -555,8 +550,7 @@ class FunctionLowering:
                 self.store_global(g, v, vnode, target)
                 return
             if v.kind in ("int", "lit"):
-                ty = self.locals[name].ty if name in self.locals and self.locals[name].kind == "int" else \
-                    (v.ty if v.kind == "int" else literal_type(v.val))
+                ty = self.tf.locals[name].ty     # the type of the first assignment
                 var = self.local_slot(name, "int", ty, target)
                 self.store_int(var.slot, ty, self.as_int(v, ty, vnode))
                 self.nonnull.discard(name)
@@ -691,7 +685,7 @@ class FunctionLowering:
             self.emit(f"atomicrmw add ptr {dst.ref}, {lt(t)} {v} monotonic, align {t._align}")
             return
         cur = V("int", t, self.load_int(dst.ref, t))
-        r = self.binop(op, cur, self.int_value(value_node, t), node)
+        r = self.binop(op, cur, self.int_value(value_node, t), node, key=(node, "aug"))
         self.store_int(dst.ref, t, self.as_int(r, t, node))
 
     # ---- expressions --------------------------------------------------------------------
@@ -899,9 +893,9 @@ class FunctionLowering:
         """The type the typing pass gave node (lowering only sees fully typed programs)."""
         return self.tf.exprs[node]
 
-    def binop(self, op, a: V, b: V, node, t=None) -> V:
-        """a op b; t is the result type from the typed program (None for the steps of `**` and
-        of `x op= y`, which use the same rules)."""
+    def binop(self, op, a: V, b: V, node, t=None, key=None) -> V:
+        """a op b of type t, or of the type the typed program recorded at steps[key] (the steps of
+        `**` and `x op= y` are not expressions of their own)."""
         if a.kind == "lit" and b.kind == "lit":
             try:
                 return V("lit", val=_PYOPS[type(op)](a.val, b.val))
@@ -911,22 +905,19 @@ class FunctionLowering:
                 self.err(node, f"bad constant expression: {e}")
         if isinstance(op, ast.Pow):
             if b.kind == "lit" and 0 <= b.val <= 64:
-                t = a.ty if a.kind == "int" else literal_type(a.val)
+                t = self.tf.steps[(node, "pow")]
                 acc = V("lit", val=1)
-                for _ in range(b.val):
-                    acc = self.binop(ast.Mult(), acc, a, node)
+                for i in range(b.val):
+                    acc = self.binop(ast.Mult(), acc, a, node, key=(node, "pow", i))
                 return acc if acc.kind == "int" else V("int", t, self.as_int(acc, t, node))
             self.err(node, "'**' needs a small constant exponent")
+        t = t or self.tf.steps[key]
         if isinstance(op, (ast.LShift, ast.RShift)):
-            t = t or binop_type("shift", a.ty if a.kind == "int" else a.val, None)
             x = self.as_int(a, t, node)
             y = self.as_int(b, t, node) if b.kind == "lit" else self.convert(b.ref, b.ty, t)
             if isinstance(op, ast.LShift):
                 return V("int", t, self.emit(f"shl {lt(t)} {x}, {y}"))
             return V("int", t, self.emit(f"{'ashr' if signed(t) else 'lshr'} {lt(t)} {x}, {y}"))
-        kind = "bitwise" if isinstance(op, (ast.BitAnd, ast.BitOr, ast.BitXor)) else \
-            "div" if isinstance(op, (ast.FloorDiv, ast.Mod)) else "arith"
-        t = t or binop_type(kind, a.ty if a.kind == "int" else a.val, b.ty if b.kind == "int" else b.val)
         x, y = self.as_int(a, t, node), self.as_int(b, t, node)
         L = lt(t)
         simple = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.BitAnd: "and", ast.BitOr: "or",
@@ -1036,14 +1027,14 @@ class FunctionLowering:
                    [self.rvalue(self.expr(c), c) for c in node.comparators]
             acc = None
             for i, op in enumerate(node.ops):
-                c = self.compare(op, vals[i], vals[i + 1], node)
+                c = self.compare(op, vals[i], vals[i + 1], node, i)
                 acc = c if acc is None else self.emit(f"and i1 {acc}, {c}")
             return V("int", bool_, acc)
         a = self.expr(node.left)
         b = self.expr(node.comparators[0], a.ty if a.kind == "int" else None)
         return V("int", bool_, self.compare(node.ops[0], a, b, node))
 
-    def compare(self, op, a: V, b: V, node) -> str:
+    def compare(self, op, a: V, b: V, node, i=0) -> str:
         if isinstance(op, (ast.Is, ast.IsNot)) or (isinstance(op, (ast.Eq, ast.NotEq)) and "none" in (a.kind, b.kind)):
             if b.kind == "none" and a.kind == "none":
                 return "true" if isinstance(op, (ast.Is, ast.Eq)) else "false"
@@ -1055,7 +1046,7 @@ class FunctionLowering:
         a, b = self.rvalue(a, node), self.rvalue(b, node)
         if a.kind == "lit" and b.kind == "lit":
             return "true" if _PYCMP[type(op)](a.val, b.val) else "false"
-        t = compare_type(a.ty if a.kind == "int" else a.val, b.ty if b.kind == "int" else b.val)
+        t = self.tf.steps[(node, "cmp", i)]
         if t is None:
             return self.mixed_compare(op, a, b)
         lit = a if a.kind == "lit" else b if b.kind == "lit" else None
@@ -1188,19 +1179,13 @@ class FunctionLowering:
     def minmax(self, is_min, node, want) -> V:
         self.no_kw(node)
         acc = self.int_value(node.args[0], want)
-        for a in node.args[1:]:
+        for i, a in enumerate(node.args[1:]):
             b = self.int_value(a, want if acc.kind == "lit" else acc.ty)
             if acc.kind == "lit" and b.kind == "lit":
                 acc = V("lit", val=min(acc.val, b.val) if is_min else max(acc.val, b.val))
                 continue
-            if acc.kind == b.kind == "int" and compare_type(acc.ty, b.ty) is None:
-                # signed with unsigned: pick by value (as `<` does) into a type that holds the answer
-                w = max(bits(acc.ty), bits(b.ty))
-                t = {8: i16, 16: i32, 32: i64}.get(w, i64 if is_min else u64)
-                c = self.mixed_compare(ast.Lt() if is_min else ast.Gt(), acc, b)
-            else:
-                t = binop_type("arith", acc.ty if acc.kind == "int" else acc.val, b.ty if b.kind == "int" else b.val)
-                c = None
+            t, by_value = self.tf.steps[(node, "minmax", i)]
+            c = self.mixed_compare(ast.Lt() if is_min else ast.Gt(), acc, b) if by_value else None
             x, y = self.as_int(acc, t, node), self.as_int(b, t, node)
             if c is None:
                 pred = ("slt" if is_min else "sgt") if signed(t) else ("ult" if is_min else "ugt")

@@ -169,6 +169,11 @@ class TypedFunction:
     locals: dict = field(default_factory=dict)  # name -> LocalVar, in order of first assignment
     exprs: dict = field(default_factory=dict)   # ast node -> T
     callees: list = field(default_factory=list)  # functions called, in order
+    # types decided inside one node, keyed (node, what[, i]): "cmp" i -> operand type of the
+    # i-th comparison (None: signed with unsigned, compared by value); "minmax" i -> (type, by
+    # value) of the i-th step; "pow" i -> type of the i-th multiplication of `**` (and "pow" -> its
+    # result); "aug" -> the operation's type in `x op= y`; "for" -> the loop variable's type
+    steps: dict = field(default_factory=dict)
 
     def type_of(self, node) -> T | None:
         return self.exprs.get(node)
@@ -598,6 +603,7 @@ class _FunctionTyper:
             ty = known[0] if known else i64
             for k in known[1:]:
                 ty = common(ty, k)
+        self.tf.steps[(s, "for")] = ty
         self.local_int(name, ty)
         self.fit(stop, ty, it)
         self.fit(start, ty, it)
@@ -822,7 +828,7 @@ class _FunctionTyper:
             # an atomic add of the value converted to t (codegen)
             self.fit(self.int_value(value_node, t), t, value_node)
             return
-        r = self.binop(op, T("int", t), self.int_value(value_node, t), node)
+        r = self.binop(op, T("int", t), self.int_value(value_node, t), node, key=(node, "aug"))
         self.fit(r, t, node)
 
     def s_Delete(self, s):
@@ -1059,7 +1065,8 @@ class _FunctionTyper:
         b = self.int_value(node.right, want if a.kind == "lit" else a.ty)
         return self.binop(node.op, a, b, node)
 
-    def binop(self, op, a: T, b: T, node) -> T:
+    def binop(self, op, a: T, b: T, node, key=None) -> T:
+        """key: where in TypedFunction.steps to record the operation's type (steps inside a node)."""
         if a.kind == "lit" and b.kind == "lit":
             try:
                 return T("lit", val=_PYOPS[type(op)](a.val, b.val))
@@ -1070,15 +1077,18 @@ class _FunctionTyper:
         if isinstance(op, ast.Pow):
             if b.kind == "lit" and 0 <= b.val <= 64:
                 t = a.ty if a.kind == "int" else literal_type(a.val)
+                self.tf.steps[(node, "pow")] = t
                 acc = T("lit", val=1)
-                for _ in range(b.val):
-                    acc = self.binop(ast.Mult(), acc, a, node)
+                for i in range(b.val):
+                    acc = self.binop(ast.Mult(), acc, a, node, key=(node, "pow", i))
                 if acc.kind != "int":
                     self.fit(acc, t, node)
                 return acc if acc.kind == "int" else T("int", t)
             self.err(node, "'**' needs a small constant exponent")
         if isinstance(op, (ast.LShift, ast.RShift)):
             t = binop_type("shift", a.ty if a.kind == "int" else a.val, None)
+            if key is not None:
+                self.tf.steps[key] = t
             if b.kind == "lit" and not 0 <= b.val < bits(t):
                 self.err(node, f"shift by {b.val} is out of range for {tname(t)}")
             self.fit(a, t, node)
@@ -1086,6 +1096,8 @@ class _FunctionTyper:
         kind = "bitwise" if isinstance(op, (ast.BitAnd, ast.BitOr, ast.BitXor)) else \
             "div" if isinstance(op, (ast.FloorDiv, ast.Mod)) else "arith"
         t = binop_type(kind, a.ty if a.kind == "int" else a.val, b.ty if b.kind == "int" else b.val)
+        if key is not None:
+            self.tf.steps[key] = t
         self.fit(a, t, node)
         self.fit(b, t, node)
         if isinstance(op, (ast.FloorDiv, ast.Mod)) and b.kind == "lit" and b.val == 0:
@@ -1133,13 +1145,13 @@ class _FunctionTyper:
         if len(node.ops) > 1:
             vals = [self.rvalue(self.expr(c), c) for c in [node.left] + node.comparators]
             for i, op in enumerate(node.ops):
-                self.compare(op, vals[i], vals[i + 1], node)
+                self.compare(op, vals[i], vals[i + 1], node, i)
             return T("int", bool_)
         a = self.expr(node.left)
         b = self.expr(node.comparators[0], a.ty if a.kind == "int" else None)
         return T("int", bool_, const=self.compare(node.ops[0], a, b, node))
 
-    def compare(self, op, a: T, b: T, node):
+    def compare(self, op, a: T, b: T, node, i=0):
         """Checks a comparison; its value when known at compile time (codegen folds the same)."""
         if isinstance(op, (ast.Is, ast.IsNot)) or (isinstance(op, (ast.Eq, ast.NotEq)) and "none" in (a.kind, b.kind)):
             if b.kind == "none" and a.kind == "none":
@@ -1156,6 +1168,7 @@ class _FunctionTyper:
         if a.kind == "lit" and b.kind == "lit":
             return bool(_PYCMP[type(op)](a.val, b.val))
         t = compare_type(a.ty if a.kind == "int" else a.val, b.ty if b.kind == "int" else b.val)
+        self.tf.steps[(node, "cmp", i)] = t
         if t is None:
             return None
         lit = a if a.kind == "lit" else b if b.kind == "lit" else None
@@ -1251,16 +1264,19 @@ class _FunctionTyper:
         if len(node.args) < 2:
             self.err(node, f"{'min' if is_min else 'max'}() needs at least two integer arguments")
         acc = self.int_value(node.args[0], want)
-        for a in node.args[1:]:
+        for i, a in enumerate(node.args[1:]):
             b = self.int_value(a, want if acc.kind == "lit" else acc.ty)
             if acc.kind == "lit" and b.kind == "lit":
                 acc = T("lit", val=min(acc.val, b.val) if is_min else max(acc.val, b.val))
                 continue
-            if acc.kind == b.kind == "int" and compare_type(acc.ty, b.ty) is None:
+            by_value = acc.kind == b.kind == "int" and compare_type(acc.ty, b.ty) is None
+            if by_value:
+                # signed with unsigned: pick by value (as `<` does) into a type that holds the answer
                 w = max(bits(acc.ty), bits(b.ty))
                 t = {8: i16, 16: i32, 32: i64}.get(w, i64 if is_min else u64)
             else:
                 t = binop_type("arith", acc.ty if acc.kind == "int" else acc.val, b.ty if b.kind == "int" else b.val)
+            self.tf.steps[(node, "minmax", i)] = (t, by_value)
             self.fit(acc, t, node)
             self.fit(b, t, node)
             acc = T("int", t)
