@@ -30,7 +30,7 @@ def run(args) -> int:
 
     opts = compile_options(args)
     if args.types:
-        from ..codegen import describe_types
+        from ..frontend.typer import describe_types   # the typed program: no lowering needed
 
         sys.stdout.write(describe_types(args.source, opts["tracepoint_formats"]))
         return 0

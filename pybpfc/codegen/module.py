@@ -185,23 +185,7 @@ class ModuleLowering:
 
     def describe(self) -> str:
         """The typed program: each function with its locals' types (`pybpfc dump --types`)."""
-        out = []
-        for f in self.typed_module.functions:
-            if f.node in self.llnames:
-                out += self.typed_module.describe_function(f, self.llnames[f.node])
-        for name, m, line, _ in self.maps.values():
-            ev = self.typed_module.events.get(id(m)) or m.event
-            parts = []
-            if m.key is not None or m.value is not None:
-                parts.append(f"{tname(m.key)} -> {tname(m.value)}")
-            if ev is not None:
-                parts.append(f"event {tname(ev)}")
-            parts.append(f"max_entries={m.max_entries}")
-            out.append(f"map {name}: {type(m).__name__}({', '.join(parts)})")
-        for (mod, name), g in sorted(self.globals.items(), key=lambda kv: kv[0][1]):
-            if (mod, name) in self.global_refs:
-                out.append(f"{'const' if g.kind == 'const' else 'global'} {name}: {tname(g.type)} = {g.init!r}")
-        return "\n".join(out) + "\n"
+        return self.typed_module.describe(self.info)
 
     def lower_program(self, p):
         decl = p.decl

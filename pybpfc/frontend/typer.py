@@ -186,9 +186,72 @@ class TypedModule:
     by_node: dict = field(default_factory=dict)     # FunctionDef node -> TypedFunction
     by_fn: dict = field(default_factory=dict)       # called Python function -> TypedFunction
     events: dict = field(default_factory=dict)      # id(map) -> event type
+    # maps, Const/Global variables and called functions in the order lowering meets them (it
+    # names their symbols in that order): ("map", map, name) | ("global", GlobalVar) | ("function", fn)
+    symbols: list = field(default_factory=list)
 
     def function(self, node) -> TypedFunction | None:
         return self.by_node.get(node)
+
+    def symbol_names(self, info) -> tuple[dict, dict, dict]:
+        """The object's symbols, named as lowering names them: (FunctionDef node -> name,
+        id(map) -> (name, map), (module, name) of each global used -> name). A name taken by a
+        program, map, function or global gets '_' appended."""
+        funcs, maps, globs = {}, {}, {}
+        taken: set = set()
+
+        def fresh(n):
+            while n in taken:
+                n += "_"
+            taken.add(n)
+            return n
+
+        def add_map(m, name):
+            if id(m) not in maps:
+                maps[id(m)] = (fresh(name), m)
+        for name, m in info.maps.items():     # named before the programs (lowering's order)
+            add_map(m, name)
+        for p in info.programs:
+            taken.add(p.name)
+            funcs[p.node] = p.name
+        for sym in self.symbols:
+            if sym[0] == "map":
+                add_map(sym[1], sym[2])
+            elif sym[0] == "global":
+                key = (sym[1].module, sym[1].name)
+                if key not in globs:
+                    globs[key] = fresh(sym[1].name)
+            else:
+                tf = self.by_fn[sym[1]]
+                if tf.node not in funcs:
+                    funcs[tf.node] = fresh(sym[1].__name__)
+        return funcs, maps, globs
+
+    def describe(self, info) -> str:
+        """Each function with its locals' types, then the maps and globals used
+        (`pybpfc dump --types`)."""
+        funcs, maps, globs = self.symbol_names(info)
+        out = []
+        for f in self.functions:
+            if f.node in funcs:
+                out += self.describe_function(f, funcs[f.node])
+        for name, m in maps.values():
+            ev = self.events.get(id(m)) or m.event
+            parts = []
+            if m.key is not None or m.value is not None:
+                parts.append(f"{tname(m.key)} -> {tname(m.value)}")
+            if ev is not None:
+                parts.append(f"event {tname(ev)}")
+            parts.append(f"max_entries={m.max_entries}")
+            out.append(f"map {name}: {type(m).__name__}({', '.join(parts)})")
+        gvars = dict(info.globals)
+        for sym in self.symbols:
+            if sym[0] == "global":
+                gvars.setdefault((sym[1].module, sym[1].name), sym[1])
+        for key, g in sorted(gvars.items(), key=lambda kv: kv[0][1]):
+            if key in globs:
+                out.append(f"{'const' if g.kind == 'const' else 'global'} {g.name}: {tname(g.type)} = {g.init!r}")
+        return "\n".join(out) + "\n"
 
     def describe_function(self, f: TypedFunction, name: str | None = None) -> list[str]:
         ret = tname(f.ret) if f.ret is not None else "None"
@@ -209,6 +272,18 @@ def _unknown():
 def type_module(info, tracepoint_formats: str | None = None, diags=None) -> TypedModule:
     """The typed program. Errors found go to diags (a frontend.module.Diagnostics), if given."""
     return _ModuleTyper(info, tracepoint_formats, diags).run()
+
+
+def describe_types(path: str, tracepoint_formats: str | None = None) -> str:
+    """`pybpfc dump --types`: the typed program as text, without lowering it. Raises CompileError."""
+    from .module import Diagnostics, load_module
+
+    diags = Diagnostics()
+    info = load_module(path, diags)
+    diags.raise_if_any()
+    tm = type_module(info, tracepoint_formats, diags)
+    diags.raise_if_any()
+    return tm.describe(info)
 
 
 class _ModuleTyper:
@@ -317,6 +392,7 @@ class _ModuleTyper:
 
     def subprogram(self, fn, caller: "_FunctionTyper", node) -> TypedFunction:
         """The callee's typed signature (its body is typed later, in discovery order)."""
+        self.tm.symbols.append(("function", fn))
         if fn not in self.sources:
             self.sources[fn] = function_ast(fn, None)
         fnode, ffile = self.sources[fn]
@@ -682,6 +758,7 @@ class _FunctionTyper:
 
     def global_mem(self, g) -> T:
         """A Const/Global variable: its initial value must pack into its type (checked once)."""
+        self.mt.tm.symbols.append(("global", g))
         key = (g.module, g.name)
         if key not in self.mt.checked_globals:
             self.mt.checked_globals.add(key)
@@ -943,6 +1020,7 @@ class _FunctionTyper:
         if isinstance(obj, int):
             return T("lit", val=int(obj) if isinstance(obj, IntType) else obj)
         if isinstance(obj, Map):
+            self.mt.tm.symbols.append(("map", obj, name))
             return T("map", val=obj)
         if isinstance(obj, bytes):
             return T("bytes", val=obj)
