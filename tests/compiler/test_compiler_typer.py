@@ -216,3 +216,61 @@ def test_mutated_programs_fail_in_typing_or_lower_cleanly(tmp_path):
                 assert all(d.file == str(path) and d.line > 0 for d in e.diagnostics)
                 outcomes["errors"] += 1
     assert outcomes["ok"] >= 10 and outcomes["errors"] >= 100, outcomes
+
+
+def test_types_decided_inside_a_node_are_recorded(tmp_path):
+    # lowering reads these instead of re-deriving them: comparison operands, min/max and `**`
+    # steps, `x op= y`, loop variables
+    info, tm = typed(write(tmp_path, """
+        @bpf.xdp
+        def prog(ctx) -> int:
+            a = u8(ctx.ingress_ifindex)
+            b = i32(ctx.rx_queue_index)
+            c = u32(3)
+            m = min(a, c)
+            n = max(c, b)
+            p = a ** 3
+            a += 300
+            for i in range(a, u16(9)):
+                pass
+            return 1 if c < b else 0
+        """))
+    tf = tm.functions[0]
+    steps = tf.steps
+    assert steps[(nodes(tf, "min(a, c)")[0], "minmax", 0)] == (u32, False)
+    assert steps[(nodes(tf, "max(c, b)")[0], "minmax", 0)] == (i64, True)   # u32 with i32: by value
+    pw = nodes(tf, "a ** 3")[0]
+    assert steps[(pw, "pow")] is u8 and [steps[(pw, "pow", i)] for i in (1, 2)] == [u8, u8]
+    aug = next(s for s in ast.walk(tf.node) if isinstance(s, ast.AugAssign))
+    assert steps[(aug, "aug")] is u16     # the literal widens the step; the result is stored into u8
+    loop = next(s for s in ast.walk(tf.node) if isinstance(s, ast.For))
+    assert steps[(loop, "for")] is u16 and tf.locals["i"].ty is u16
+    assert steps[(nodes(tf, "c < b")[0], "cmp", 0)] is None                 # mixed signedness
+
+
+def test_dump_types_names_symbols_as_the_object_does_without_lowering(tmp_path, monkeypatch):
+    import io
+
+    import elftools.elf.elffile as E
+
+    import pybpfc
+    from pybpfc.codegen import module as codegen_module
+    from pybpfc.frontend.typer import describe_types
+
+    (tmp_path / "typer_helpers.py").write_text("from pybpfc import *\n\ndef prog(x: u32) -> u32:\n    return x + 1\n")
+    path = write(tmp_path, """
+        from typer_helpers import prog as inc
+
+        @bpf.xdp
+        def prog(ctx) -> int:
+            return inc(ctx.rx_queue_index)
+        """)
+    obj = pybpfc.compile(path)
+    syms = {s.name for s in E.ELFFile(io.BytesIO(obj)).get_section_by_name(".symtab").iter_symbols()}
+    assert {"prog", "prog_"} <= syms
+
+    def no_lowering(*a, **k):
+        raise AssertionError("dump --types lowered the program")
+    monkeypatch.setattr(codegen_module.ModuleLowering, "run", no_lowering)
+    out = describe_types(path)
+    assert "prog (xdp, section xdp) -> i32" in out and "prog_ (subprogram, section .text) -> u32" in out
