@@ -17,15 +17,11 @@ from .. import uapi as U
 from ..errors import Error
 from ..frontend import helpers as H
 from ..frontend.module import GlobalVar
-from ..frontend.typer import _PYCMP, _PYOPS, BUILTIN_OK, MAP_METHODS, OP_SYMBOLS, TypedFunction, describe
+from ..frontend.typer import _PYCMP, _PYOPS, BUILTIN_OK, MAP_METHODS, TypedFunction, describe
 from ..frontend.typing import bits, fits, is_int, signed
 from ..lang.bpf import ProgDecl, _Bpf
 from ..lang.maps import Map
 from ..lang.types import Array, IntType, Str, Struct, bool_, i16, i32, i64, u8, u16, u32, u64
-
-
-class Abort(Exception):
-    """Abandon the current statement after a reported error (keeps going with the next one)."""
 
 
 @dataclass
@@ -109,7 +105,6 @@ class FunctionLowering:
         self.nonnull: set[str] = set()
         self.loops: list[Loop] = []
         self.declared_global: set[str] = set()
-        self.poisoned: set[str] = set()
         self.ret_type = i32
         self.ctx_ref = ""
         self.ctx_name = ""
@@ -256,9 +251,7 @@ class FunctionLowering:
 
     def need_checked(self, v: V, node):
         if v.nullable:
-            what = f"'{v.var}'" if v.var else "this value"
-            self.err(node, f"{what} may be None here",
-                     hint=f"check it first: `if {v.var or 'x'} is None: return 0`")
+            self.err(node, "a reference that may be None is used unchecked")
 
     def truth(self, node) -> str:
         """An i1 for a condition; references test against None (NULL)."""
@@ -298,26 +291,13 @@ class FunctionLowering:
 
     def stmt(self, s):
         self.at(s)
-        try:
-            meth = getattr(self, "s_" + type(s).__name__, None)
-            meth(s)
-        except Abort:
-            # names this statement would have set are unknown now; later uses stay quiet
-            for n in ast.walk(s):
-                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id not in self.locals:
-                    self.poisoned.add(n.id)
+        getattr(self, "s_" + type(s).__name__)(s)
 
     def s_Pass(self, s):
         pass
 
     def s_Global(self, s):
-        for n in s.names:
-            if self.lookup_global(n) is None:
-                self.err(s, f"'{n}' is not a Global[...] variable",
-                         hint=f"declare it at module level: `{n}: Global[u64] = 0`")
-
-    def s_Nonlocal(self, s):
-        self.err(s, "nonlocal is not supported (no closures in BPF programs)")
+        pass   # the names were collected up front
 
     def s_Expr(self, s):
         if isinstance(s.value, ast.Constant) and (isinstance(s.value.value, str) or s.value.value is Ellipsis):
@@ -335,16 +315,10 @@ class FunctionLowering:
         self.terminate(f"ret {lt(self.ret_type)} {self.as_int(v, self.ret_type, s.value)}")
 
     def s_Assert(self, s):
-        v = self.const_eval(s.test)
-        if not v:
-            msg = self.const_eval(s.msg) if s.msg is not None else None
-            self.err(s, "assertion failed at compile time" + (f": {msg}" if msg else ""))
+        pass   # the typing pass evaluated it (compile-time constant, true)
 
     def const_eval(self, node):
-        try:
-            v = self.expr(node)
-        except Abort:
-            return None
+        v = self.expr(node)
         if v.kind == "lit":
             return v.val
         if v.kind == "int" and v.ref in ("true", "false"):
@@ -409,10 +383,6 @@ class FunctionLowering:
         return out
 
     def s_While(self, s):
-        if isinstance(s.test, ast.Constant) and s.test.value and not any(
-                isinstance(n, (ast.Break, ast.Return)) for b in s.body for n in ast.walk(b)):
-            self.err(s, "this loop never ends (no break or return)",
-                     hint="BPF programs must terminate; bound the loop, e.g. `for i in range(n):`")
         head, body, end = self.new_label("while"), self.new_label("body"), self.new_label("wend")
         self.nonnull -= self.assigned_in(s.body)
         self.br(head)
@@ -667,12 +637,10 @@ class FunctionLowering:
             elif tgt.id in self.locals and self.locals[tgt.id].kind == "int":
                 var = self.locals[tgt.id]
                 dst = V("mem", var.ty, var.slot)
-            elif tgt.id in self.locals:
-                self.err(tgt, f"cannot use '{OP_SYMBOLS.get(type(op), '?')}=' on {tname(self.locals[tgt.id].ty)}")
             else:
-                self.err(tgt, f"'{tgt.id}' is used before it is assigned")
+                self.err(tgt, f"'{tgt.id}' is not an integer local")
         else:
-            self.err(tgt, "unsupported augmented assignment target")
+            self.err(tgt, "augmented assignment target")
         self.update_mem(dst, op, s.value, s)
 
     def update_mem(self, dst: V, op, value_node, node):
@@ -726,8 +694,6 @@ class FunctionLowering:
 
     def e_Name(self, node, want):
         name = node.id
-        if name in self.poisoned and name not in self.locals:
-            raise Abort()
         if name in self.locals:
             var = self.locals[name]
             if var.kind == "int":
@@ -1019,9 +985,6 @@ class FunctionLowering:
         self.err(node, "both branches of a conditional expression must be integers or references")
 
     def e_Compare(self, node, want):
-        for op in node.ops:
-            if isinstance(op, (ast.In, ast.NotIn)):
-                self.err(node, "'in' is not supported", hint="use a map lookup or explicit == comparisons")
         if len(node.ops) > 1:   # a < b < c  ->  a < b and b < c (each operand evaluated once)
             vals = [self.rvalue(self.expr(node.left), node.left)] + \
                    [self.rvalue(self.expr(c), c) for c in node.comparators]
@@ -1050,11 +1013,7 @@ class FunctionLowering:
         if t is None:
             return self.mixed_compare(op, a, b)
         lit = a if a.kind == "lit" else b if b.kind == "lit" else None
-        if lit is not None and not fits(lit.val, t):
-            # a literal outside the type's range: the answer is known
-            res = _PYCMP[type(op)](a.val if a.kind == "lit" else 0, b.val if b.kind == "lit" else 0)
-            self.soft_err(node, f"literal {lit.val} is out of range for {tname(t)}; the comparison is constant")
-            return "true" if res else "false"
+        assert lit is None or fits(lit.val, t), "the typing pass rejects out-of-range comparisons"
         if t is bool_:
             t = u8
         x, y = self.as_int(a, t, node), self.as_int(b, t, node)
@@ -1134,7 +1093,6 @@ class FunctionLowering:
             if isinstance(obj, type) and is_int(obj):
                 return self.int_cast(obj, node)
             if obj is int or obj is bool:
-                self.no_kw(node)
                 if obj is bool:
                     return V("int", bool_, self.truth(node.args[0]))
                 return self.int_value(node.args[0], want)
@@ -1156,12 +1114,7 @@ class FunctionLowering:
         self.err(node, f"cannot call {describe(fv)}" + (f" '{getattr(fv.val, '__name__', '')}'" if fv.kind == "py" else ""),
                  hint="only helpers (bpf.*), map methods, int types, Structs and functions of this project can be called")
 
-    def no_kw(self, node):
-        if node.keywords:
-            self.err(node.keywords[0].value, f"unexpected keyword argument '{node.keywords[0].arg}'")
-
     def int_cast(self, t, node) -> V:
-        self.no_kw(node)
         v = self.int_value(node.args[0], t)
         if v.kind == "lit":
             return V("int", t, self.as_int(V("lit", val=int(t(v.val))), t, node))
@@ -1177,7 +1130,6 @@ class FunctionLowering:
         return v
 
     def minmax(self, is_min, node, want) -> V:
-        self.no_kw(node)
         acc = self.int_value(node.args[0], want)
         for i, a in enumerate(node.args[1:]):
             b = self.int_value(a, want if acc.kind == "lit" else acc.ty)
@@ -1194,7 +1146,6 @@ class FunctionLowering:
         return acc
 
     def abs_(self, node, want) -> V:
-        self.no_kw(node)
         v = self.int_value(node.args[0], want)
         if v.kind == "lit":
             return V("lit", val=abs(v.val))
@@ -1214,9 +1165,6 @@ class FunctionLowering:
 
     def print_(self, node) -> V:
         """print(...) -> bpf_trace_printk (at most 3 values; a newline is added like Python)."""
-        for kw in node.keywords:
-            if kw.arg not in ("end",):
-                self.err(kw.value, f"print() keyword '{kw.arg}' is not supported")
         end = "\n"
         for kw in node.keywords:
             e = self.const_eval(kw.value)
@@ -1262,7 +1210,6 @@ class FunctionLowering:
 
     # ---- helpers ------------------------------------------------------------------------
     def bpf_call(self, name, node) -> V:
-        self.no_kw(node)
         short = {"pid": ("get_current_pid_tgid", 32, u32), "tgid": ("get_current_pid_tgid", 32, u32),
                  "tid": ("get_current_pid_tgid", 0, u32), "uid": ("get_current_uid_gid", 0, u32),
                  "gid": ("get_current_uid_gid", 32, u32)}
@@ -1340,7 +1287,6 @@ class FunctionLowering:
 
     def packet(self, node) -> V:
         """ctx.packet(T, offset): a reference to T at offset in the packet, None when too short."""
-        self.no_kw(node)
         tv = self.expr(node.args[0])
         t = tv.val
         off = self.int_value(node.args[1], u64)
@@ -1464,16 +1410,10 @@ class FunctionLowering:
         args = node.args
         kw = {k.arg: k.value for k in node.keywords}
 
-        def nargs(lo, hi, sig):
-            if not lo <= len(args) <= hi or (set(kw) - {"flags"}):
-                self.err(node, f"{type(m).__name__}.{name}{sig}")
-
         if kind in ("hash", "array"):
             if name == "lookup":
-                nargs(1, 1, "(key) takes one argument")
                 return self.value_ref(mv, self.map_lookup(mv, args[0]))
             if name == "get":
-                nargs(1, 2, "(key[, default])")
                 p = self.map_lookup(mv, args[0])
                 if len(args) == 2:
                     return self.load_or_default(p, m.value, self.int_value(args[1], m.value), node)
@@ -1489,17 +1429,14 @@ class FunctionLowering:
                 self.block(end)
                 return V("mem", t, self.emit(f"select i1 {isnull}, ptr null, ptr {mem}"), nullable=True)
             if name == "update":
-                nargs(2, 3, "(key, value, flags=0)")
                 fl = args[2] if len(args) == 3 else kw.get("flags")
                 r = self.map_update(mv, args[0], self.expr(args[1], m.value if is_int(m.value) else None),
                                     args[1], fl, node)
                 return V("int", i64, r)
             if name == "delete":
-                nargs(1, 1, "(key)")
                 k = self.key_ptr(m, args[0])
                 return V("int", i64, self.helper_call(U.HELPERS["map_delete_elem"], [("ptr", mv.ref), ("ptr", k)]))
             if name == "record" and m.tags.get("histogram"):
-                nargs(1, 1, "(value)")
                 v = self.as_int(self.int_value(args[0], u64), u64, args[0])
                 # floor(log2(v)) + 1 by binary search: BPF has no count-leading-zeros instruction
                 b = "0"
@@ -1522,13 +1459,11 @@ class FunctionLowering:
                 return V("void")
         if kind == "ringbuf":
             if name == "reserve":
-                nargs(1, 1, "(Type)")
                 tv = self.expr(args[0])
                 r = self.helper_call(U.HELPERS["ringbuf_reserve"], [("ptr", mv.ref), ("i64", str(tv.val._size)),
                                                                     ("i64", "0")], "ptr")
                 return V("mem", tv.val, r, nullable=True, shared=True, align=8)
             if name in ("submit", "discard"):
-                nargs(1, 2, "(event, flags=0)")
                 e = self.expr(args[0])
                 self.need_checked(e, args[0])
                 fl = self.flags_arg(args, 1, kw)
@@ -1537,7 +1472,6 @@ class FunctionLowering:
                     self.nonnull.discard(args[0].id)
                 return V("void")
             if name == "output":
-                nargs(1, 2, "(value, flags=0)")
                 e = self.expr(args[0])
                 self.need_checked(e, args[0])
                 fl = self.flags_arg(args, 1, kw)
@@ -1557,33 +1491,28 @@ class FunctionLowering:
                                                   [("ptr", c.ref), ("ptr", mv.ref), ("i64", str(BPF_F_CURRENT_CPU)),
                                                    ("ptr", e.ref), ("i64", str(e.ty._size))]))
         if kind == "progarray" and name == "tail_call":
-            nargs(2, 2, "(ctx, index)")
             c = self.expr(args[0])
             idx = self.as_int(self.int_value(args[1], u32), u32, args[1])
             idx = self.emit(f"zext i32 {idx} to i64")
             return V("int", i64, self.helper_call(U.HELPERS["tail_call"], [("ptr", c.ref), ("ptr", mv.ref),
                                                                            ("i64", idx)]))
         if kind == "stack_trace" and name == "get_stackid":
-            nargs(1, 2, "(ctx, flags=0)")
             c = self.expr(args[0])
             fl = self.flags_arg(args, 1, kw)
             return V("int", i64, self.helper_call(U.HELPERS["get_stackid"], [("ptr", c.ref), ("ptr", mv.ref),
                                                                               ("i64", fl)]))
         if kind in ("queue", "bloom") and name == "push":
-            nargs(1, 2, "(value, flags=0)")
             val = self.value_ptr(m.value, self.expr(args[0], m.value), args[0])
             fl = self.flags_arg(args, 1, kw)
             return V("int", i64, self.helper_call(U.HELPERS["map_push_elem"], [("ptr", mv.ref), ("ptr", val),
                                                                                ("i64", fl)]))
         if kind == "queue" and name in ("pop", "peek"):
-            nargs(0, 0, "() takes no arguments")
             t = m.value
             mem = self.alloca(t._size, t._align)
             r = self.helper_call(U.HELPERS[f"map_{name}_elem"], [("ptr", mv.ref), ("ptr", mem)])
             ok = self.emit(f"icmp eq i64 {r}, 0")
             return V("mem", t, self.emit(f"select i1 {ok}, ptr {mem}, ptr null"), nullable=True)
         if kind == "bloom" and name == "contains":
-            nargs(1, 1, "(value)")
             val = self.value_ptr(m.value, self.expr(args[0], m.value), args[0])
             r = self.helper_call(U.HELPERS["map_peek_elem"], [("ptr", mv.ref), ("ptr", val)])
             return V("int", bool_, self.emit(f"icmp eq i64 {r}, 0"))

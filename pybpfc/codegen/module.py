@@ -8,7 +8,7 @@ from ..frontend.typer import ARG_REGS, PT_REGS, type_module
 from ..frontend.typing import is_int
 from ..lang.maps import Map
 from .ir import ModuleIR, esc
-from .lower import Abort, FunctionLowering, ProgramCtx, Subprogram, lt, tname
+from .lower import FunctionLowering, ProgramCtx, Subprogram, lt, tname
 
 
 class ModuleLowering:
@@ -167,10 +167,7 @@ class ModuleLowering:
                       f"spFlags: {flags}, unit: {ir.cu}, retainedNodes: !{{{', '.join(args_md)}}})")
         fl.lines.append("entry:")
         fl.at(node)
-        try:
-            entry_code()
-        except Abort:
-            pass
+        entry_code()
         body = node.body
         fl.lower_body(body)
         if not fl.term:
