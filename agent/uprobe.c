@@ -13,7 +13,9 @@
  *             jmp back to target + patched length
  *
  * The patch is one atomic store (8-byte aligned word, or cmpxchg16b within a 16-byte line),
- * so a thread running concurrently sees either the old or the new bytes. Trampolines are
+ * so a thread running concurrently sees either the old or the new bytes. The other threads are
+ * stopped meanwhile (stw.c): one interrupted between two displaced instructions is moved to
+ * their relocated copy, as it would otherwise resume inside the jump. Trampolines are
  * never freed: a thread may still be inside one after detach.
  *
  * uretprobes swap the return address (at the function entry, *(sp)) for pba_uret_tramp and
@@ -34,6 +36,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "stw.h"
 
 #define TRAMP_SIZE 128
 #define TRAMP_CODE 35
@@ -61,6 +64,8 @@ struct probe {
     uint64_t win;         /* its address */
     int winlen;           /* 8 or 16 */
     int patched;
+    int consumed;                    /* length of the displaced instructions */
+    int16_t omap[PBA_STW_MAXLEN];    /* offset k of one of them -> its copy at tramp+TRAMP_CODE+omap[k] */
     struct hooklist *entry;  /* published with atomic stores; old lists are not freed */
     struct hooklist *ret;
 };
@@ -309,14 +314,18 @@ static int fits32(int64_t v) { return v >= INT32_MIN && v <= INT32_MAX; }
 static void put32(uint8_t *p, int32_t v) { memcpy(p, &v, 4); }
 
 /* Writes the relocated copy of the instructions covering >= 5 bytes at addr into out (placed
- * at address `at`); returns the bytes written and the bytes consumed in *consumed. */
+ * at address `at`); returns the bytes written and the bytes consumed in *consumed. omap[k]
+ * (PBA_STW_MAXLEN entries) = offset in out of the copy of the instruction at addr+k, -1 where
+ * no instruction starts. */
 #ifdef PYBPFC_NO_CAPSTONE
-static int relocate(uint64_t addr, uint8_t *out, uint64_t at, int *consumed, char *err, size_t errlen)
+static int relocate(uint64_t addr, uint8_t *out, uint64_t at, int *consumed, int16_t *omap, char *err,
+                    size_t errlen)
 {
     return fail(err, errlen, "the agent was built without capstone (install libcapstone-dev)");
 }
 #else
-static int relocate(uint64_t addr, uint8_t *out, uint64_t at, int *consumed, char *err, size_t errlen)
+static int relocate(uint64_t addr, uint8_t *out, uint64_t at, int *consumed, int16_t *omap, char *err,
+                    size_t errlen)
 {
     csh h;
     if (cs_open(CS_ARCH_X86, CS_MODE_64, &h) != CS_ERR_OK)
@@ -327,7 +336,10 @@ static int relocate(uint64_t addr, uint8_t *out, uint64_t at, int *consumed, cha
     size_t size = 32;
     uint64_t pc = addr;
     int n = 0, used = 0, rc = 0;
+    for (int i = 0; i < PBA_STW_MAXLEN; i++)
+        omap[i] = -1;
     while (used < 5) {
+        omap[used] = (int16_t)n;
         if (!cs_disasm_iter(h, &code, &size, &pc, insn)) {
             rc = fail(err, errlen, "cannot decode the instruction at +%d", used);
             break;
@@ -483,8 +495,22 @@ static void sync_cores(void)
         pba_raw_syscall(SYS_membarrier, 1 << 5 /* PRIVATE_EXPEDITED_SYNC_CORE */, 0, 0, 0, 0, 0);
 }
 
-static int patch(struct probe *p, int on)
+static int patch(struct probe *p, int on, char *err, size_t errlen)
 {
+    /* only a patch can catch a thread mid-way: with the jump in place no thread starts the
+     * original displaced instructions, and one inside the trampoline may stay there */
+    static struct pba_stw_move mv;
+    memset(&mv, 0, sizeof mv);
+    if (on) {
+        mv.lo = p->addr;
+        mv.len = p->consumed;
+        for (int k = 1; k < p->consumed; k++)
+            if (p->omap[k] >= 0)
+                mv.dest[k] = (uint64_t)p->tramp + TRAMP_CODE + p->omap[k];
+    }
+    /* before the patch lock: a thread waiting for it has every signal blocked */
+    if (pba_stw_stop(&mv, err, errlen))
+        return -1;
     uint8_t cur[16], want[16];
     memcpy(cur, (void *)p->win, p->winlen);
     memcpy(want, p->orig, p->winlen);
@@ -494,12 +520,15 @@ static int patch(struct probe *p, int on)
         put32(want + off + 1, (int32_t)((uint64_t)p->tramp + 16 - (p->addr + 5)));
     }
     int ww;
-    if (pba_protect_rw(p->win, p->winlen, &ww))
-        return -1;
+    if (pba_protect_rw(p->win, p->winlen, &ww)) {
+        pba_stw_resume();
+        return fail(err, errlen, "cannot make 0x%lx writable", (unsigned long)p->win);
+    }
     int r = write_window(p->win, p->winlen, cur, want);
     pba_protect_restore(p->win, p->winlen, ww);
     sync_cores();
-    return r;
+    pba_stw_resume();
+    return r ? fail(err, errlen, "the bytes at 0x%lx changed under the patch", (unsigned long)p->win) : 0;
 }
 
 static struct probe *probe_get(uint64_t addr, char *err, size_t errlen)
@@ -539,7 +568,8 @@ static struct probe *probe_get(uint64_t addr, char *err, size_t errlen)
                                   0x48, 0x8d, 0xa4, 0x24, 0x80, 0, 0, 0};   /* lea 128(%rsp),%rsp */
     memcpy(buf + 16, pre, sizeof pre);
     int consumed = 0;
-    int n = relocate(addr, buf + TRAMP_CODE, (uint64_t)t + TRAMP_CODE, &consumed, err, errlen);
+    int16_t omap[PBA_STW_MAXLEN];
+    int n = relocate(addr, buf + TRAMP_CODE, (uint64_t)t + TRAMP_CODE, &consumed, omap, err, errlen);
     if (n < 0)
         return NULL;  /* the trampoline slot is leaked: rare, small */
     uint8_t *j = buf + TRAMP_CODE + n;
@@ -556,6 +586,8 @@ static struct probe *probe_get(uint64_t addr, char *err, size_t errlen)
     p->tramp = t;
     p->win = win;
     p->winlen = winlen;
+    p->consumed = consumed;
+    memcpy(p->omap, omap, sizeof omap);
     memcpy(p->orig, (void *)win, winlen);
     return p;
 }
@@ -604,9 +636,11 @@ int pba_probe_add(uint64_t addr, int kind, pba_fn fn, void *data, char *err, siz
     }
     __atomic_store_n(lp, nl, __ATOMIC_RELEASE);
     if (!p->patched) {
-        if (patch(p, 1)) {
+        char why[200];
+        if (patch(p, 1, why, sizeof why)) {
             __atomic_store_n(lp, list_with(nl, NULL, id), __ATOMIC_RELEASE);
-            id = fail(err, errlen, "cannot write the patch at 0x%lx", (unsigned long)addr);
+            id = fail(err, errlen, "cannot patch 0x%lx: %s", (unsigned long)addr, why);
+            pba_log("uprobe: cannot patch 0x%lx: %s", (unsigned long)addr, why);
             goto out;
         }
         p->patched = 1;
@@ -636,8 +670,11 @@ int pba_probe_del(int id)
             __atomic_store_n(lp, nl, __ATOMIC_RELEASE);
         handles[id].used = 0;
         if (p->patched && (!p->entry || !p->entry->n) && (!p->ret || !p->ret->n)) {
-            if (patch(p, 0) == 0)
+            char why[200];
+            if (patch(p, 0, why, sizeof why) == 0)
                 p->patched = 0;
+            else /* stays patched, jumping to a trampoline without hooks: harmless */
+                pba_log("uprobe: cannot unpatch 0x%lx: %s", (unsigned long)p->addr, why);
         }
         rc = 0;
     }
