@@ -11,17 +11,20 @@ import builtins
 import math
 import types as pytypes
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import uapi as U
 from ..errors import Error
 from ..frontend import helpers as H
 from ..frontend.module import GlobalVar
-from ..frontend.typer import _PYCMP, _PYOPS, BUILTIN_OK, MAP_METHODS, TypedFunction, describe
+from ..frontend.typer import _PYCMP, _PYOPS, BUILTIN_OK, TypedFunction
 from ..frontend.typing import bits, fits, is_int, signed
 from ..lang.bpf import ProgDecl, _Bpf
 from ..lang.maps import Map
 from ..lang.types import Array, IntType, Str, Struct, bool_, i16, i32, i64, u8, u16, u32, u64
+
+if TYPE_CHECKING:
+    from .module import ModuleLowering
 
 
 @dataclass
@@ -117,13 +120,11 @@ class FunctionLowering:
                 self.declared_global.update(n.names)
 
     # ---- diagnostics --------------------------------------------------------------------
-    def err(self, node, msg: str, hint: str | None = None):
-        """Lowering sees only programs the typing pass accepted, which checks everything checked
-        here: reaching this is a compiler bug (an invariant, reported with its location)."""
+    def err(self, node, what: str):
+        """A broken invariant: lowering sees only programs the typing pass accepted, and that pass
+        reports every user error, so reaching this is a compiler bug (reported with its location)."""
         raise Error(f"{self.file}:{getattr(node, 'lineno', 0)}:{getattr(node, 'col_offset', 0) + 1}: internal "
-                    f"compiler error: the typing pass accepted what lowering cannot compile: {msg}")
-
-    soft_err = err
+                    f"compiler error: the typing pass accepted what lowering cannot compile: {what}")
 
     # ---- emission -----------------------------------------------------------------------
     def t(self) -> str:
@@ -219,7 +220,7 @@ class FunctionLowering:
             return self.convert(self.load_int(v.ref, v.ty, v.volatile), v.ty, t)
         if v.kind == "mem" and v.nullable:
             self.need_checked(v, node)
-        self.err(node, f"expected an integer, got {describe(v)}")
+        self.err(node, f"not an integer: {v.kind}")
         return ""
 
     def convert(self, val: str, src, dst) -> str:
@@ -246,7 +247,7 @@ class FunctionLowering:
             return v
         if v.kind == "mem" and v.nullable:
             self.need_checked(v, node)
-        self.err(node, f"expected an integer, got {describe(v)}")
+        self.err(node, f"not an integer: {v.kind}")
         return v
 
     def need_checked(self, v: V, node):
@@ -278,7 +279,7 @@ class FunctionLowering:
             return v.ref if v.ty is bool_ else self.emit(f"icmp ne {lt(v.ty)} {v.ref}, 0")
         if v.kind == "none":
             return "false"
-        self.err(node, f"{describe(v)} cannot be used as a condition")
+        self.err(node, f"not a condition: {v.kind}")
         return ""
 
     # ---- function bodies ----------------------------------------------------------------
@@ -469,7 +470,7 @@ class FunctionLowering:
             return i64
         if v.kind == "py" and v.val is bool:
             return bool_
-        self.err(node, "not a pybpfc type", hint="use u8..u64, i8..i64, bool, a Struct, Array[T, N] or Str[N]")
+        self.err(node, "not a type")
 
     def s_Assign(self, s):
         target = s.targets[0]
@@ -528,9 +529,7 @@ class FunctionLowering:
             if v.kind == "mem" or v.kind == "none":
                 self.bind_ref(name, v, target)
                 return
-            self.err(vnode, f"cannot store {describe(v)} in a variable",
-                     hint="use maps, helpers and types by their module-level names" if v.kind in ("map", "py", "method")
-                     else None)
+            self.err(vnode, f"a {v.kind} value in a local")
         if isinstance(target, ast.Attribute):
             if v.kind == "comm":
                 v = self.comm_into(target, vnode)
@@ -549,7 +548,7 @@ class FunctionLowering:
             elem = self.subscript(base, target.slice, target, store=True)
             self.store_into(elem, v, vnode)
             return
-        self.err(target, f"cannot assign to {type(target).__name__.lower()}")
+        self.err(target, "assignment target")
 
     def store_into(self, dst: V, v: V, vnode):
         """Write a value into memory of dst.ty (ints convert; Str takes bytes; Structs copy)."""
@@ -568,10 +567,7 @@ class FunctionLowering:
             if n < t._size:
                 self.memset(self.gep(dst.ref, n), t._size - n)
             return
-        hint = None
-        if is_str(t) and v.kind in ("int", "mem") and (v.kind == "int" or is_int(v.ty)):
-            hint = "a pointer (address) is not the string: bpf.probe_read_user_str(dst, address) copies it"
-        self.err(vnode, f"cannot store {describe(v)} into {tname(t)}", hint=hint)
+        self.err(vnode, f"a {v.kind} value stored into {tname(t)}")
 
     def store_bytes(self, ptr: str, data: bytes):
         i = 0
@@ -596,7 +592,7 @@ class FunctionLowering:
             var = self.locals[name] = Local(name, slot, "ref", self.declared(name, "ref", v.ty))
             var.shared, var.volatile, var.align = v.shared, v.volatile, v.align
         elif var.ty is not v.ty:
-            self.err(node, f"'{name}' holds a {tname(var.ty)}; cannot assign a {tname(v.ty)} to it")
+            self.err(node, f"'{name}' rebound to another type")
         else:   # what every assignment guarantees
             var.align = min(var.align or var.ty._align, v.alignment())
             var.shared = var.shared or v.shared
@@ -690,7 +686,7 @@ class FunctionLowering:
             return V("bytes", val=v)
         if isinstance(v, str):
             return V("str", val=v)
-        self.err(node, f"{type(v).__name__} constants are not supported")
+        self.err(node, f"{type(v).__name__} constant")
 
     def e_Name(self, node, want):
         name = node.id
@@ -739,11 +735,7 @@ class FunctionLowering:
         if isinstance(obj, pytypes.BuiltinFunctionType) or obj in (range, int, bool):
             if getattr(obj, "__name__", "") in BUILTIN_OK and getattr(builtins, obj.__name__, None) is obj:
                 return V("py", val=obj)
-            qual = ast.unparse(node) if isinstance(node, (ast.Name, ast.Attribute)) else obj.__name__
-            self.err(node, f"'{qual}' is plain Python; it cannot run in a BPF program",
-                     hint="kernel helpers are under bpf.*, e.g. bpf.pid(), bpf.ktime_ns()")
-        self.err(node, f"'{name}' ({type(obj).__name__}) cannot be used in a BPF program",
-                 hint="programs can use ints, maps, Structs, Const/Global variables and functions")
+        self.err(node, f"'{name}' ({type(obj).__name__}) in a program")
 
     def e_Attribute(self, node, want):
         base = self.expr(node.value)
@@ -757,7 +749,7 @@ class FunctionLowering:
                 if g is not None:
                     return self.global_mem(g)
                 return self.from_py(getattr(obj, a), node, a)
-            self.err(node, f"attribute '{a}' of {tname(obj)} is not usable in BPF programs")
+            self.err(node, f"attribute '{a}' of {tname(obj)}")
         if base.kind == "map":
             return V("method", val=("map", a), ref=base.ref, ty=base)
         if base.kind == "ctx":
@@ -765,15 +757,14 @@ class FunctionLowering:
         if base.kind == "mem" and is_struct(base.ty):
             self.need_checked(base, node.value)
             return self.field(base, a, node)
-        self.err(node, f"{describe(base)} has no attribute '{a}'")
+        self.err(node, f"attribute '{a}' of a {base.kind}")
 
     def field(self, base: V, name: str, node) -> V:
         for fname, ft, off in base.ty._fields_:
             if fname == name:
                 al = max(math.gcd(base.alignment(), off) if off else base.alignment(), ft._align)
                 return V("mem", ft, self.gep(base.ref, off), shared=base.shared, volatile=base.volatile, align=al)
-        names = ", ".join(f[0] for f in base.ty._fields_)
-        self.err(node, f"{tname(base.ty)} has no field '{name}'", hint=f"fields: {names}")
+        self.err(node, f"{tname(base.ty)}.{name}")
 
     def ctx_field(self, ctx: V, a: str, node) -> V:
         p = self.prog
@@ -784,11 +775,7 @@ class FunctionLowering:
         if p is not None and a in p.fields:
             off, t, _ = p.fields[a]
             return V("mem", t, self.gep(ctx.ref, off))
-        avail = ", ".join(sorted(p.fields)) if p and p.fields else "none"
-        hint = f"fields: {avail}"
-        if a in ("data", "data_end", "data_meta") and p is not None and p.packet is not None:
-            hint = "read packet headers with ctx.packet(Type, offset) (it does the bounds check)"
-        self.err(node, f"the {p.kind if p else ''} context has no field '{a}'", hint=hint)
+        self.err(node, f"context field '{a}'")
 
     def e_Subscript(self, node, want):
         base = self.expr(node.value)
@@ -806,7 +793,7 @@ class FunctionLowering:
                 n = self.const_eval(node.slice.elts[1])
                 if isinstance(n, int):
                     return V("py", val=Array[et, n])
-            self.err(node, "bad type parameters", hint="write Array[T, N] or Str[N] with a constant N")
+            self.err(node, "type parameters")
         return self.rvalue(self.subscript(base, node.slice, node), node)
 
     def subscript(self, base: V, idx_node, node, store=False) -> V:
@@ -863,12 +850,7 @@ class FunctionLowering:
         """a op b of type t, or of the type the typed program recorded at steps[key] (the steps of
         `**` and `x op= y` are not expressions of their own)."""
         if a.kind == "lit" and b.kind == "lit":
-            try:
-                return V("lit", val=_PYOPS[type(op)](a.val, b.val))
-            except ZeroDivisionError:
-                self.err(node, "division by zero in a constant expression")
-            except (ValueError, OverflowError) as e:
-                self.err(node, f"bad constant expression: {e}")
+            return V("lit", val=_PYOPS[type(op)](a.val, b.val))   # the typing pass folded it too
         if isinstance(op, ast.Pow):
             if b.kind == "lit" and 0 <= b.val <= 64:
                 t = self.tf.steps[(node, "pow")]
@@ -876,7 +858,7 @@ class FunctionLowering:
                 for i in range(b.val):
                     acc = self.binop(ast.Mult(), acc, a, node, key=(node, "pow", i))
                 return acc if acc.kind == "int" else V("int", t, self.as_int(acc, t, node))
-            self.err(node, "'**' needs a small constant exponent")
+            self.err(node, "'**' exponent")
         t = t or self.tf.steps[key]
         if isinstance(op, (ast.LShift, ast.RShift)):
             x = self.as_int(a, t, node)
@@ -894,7 +876,7 @@ class FunctionLowering:
             if not signed(t):
                 return V("int", t, self.emit(f"{'udiv' if isinstance(op, ast.FloorDiv) else 'urem'} {L} {x}, {y}"))
             return V("int", t, self.floordiv_signed(t, x, y, isinstance(op, ast.FloorDiv)))
-        self.err(node, f"operator {type(op).__name__} is not supported")
+        self.err(node, f"operator {type(op).__name__}")
 
     def floordiv_signed(self, t, x, y, want_q: bool) -> str:
         """Python floor division/modulo on signed values, from unsigned operations (BPF v1-v3 have
@@ -982,7 +964,7 @@ class FunctionLowering:
             ra = a.ref if a.kind == "mem" else "null"
             rb = b.ref if b.kind == "mem" else "null"
             return V("mem", ty, self.emit(f"phi ptr [ {ra}, %{a_block} ], [ {rb}, %{b_block} ]"), nullable=True)
-        self.err(node, "both branches of a conditional expression must be integers or references")
+        self.err(node, "conditional expression branches")
 
     def e_Compare(self, node, want):
         if len(node.ops) > 1:   # a < b < c  ->  a < b and b < c (each operand evaluated once)
@@ -1076,7 +1058,7 @@ class FunctionLowering:
                 z = self.emit(f"icmp eq i8 {x}, 0")
                 done = self.emit(f"or i1 {done}, {z}")
             return acc if isinstance(op, ast.Eq) else self.emit(f"xor i1 {acc}, true")
-        self.err(node, f"cannot compare {describe(a)} with {describe(b)}")
+        self.err(node, f"comparison of {a.kind} with {b.kind}")
 
     def e_Call(self, node, want):
         fv = self.expr(node.func)
@@ -1111,8 +1093,7 @@ class FunctionLowering:
                 return self.print_(node)
             if isinstance(obj, pytypes.FunctionType):
                 return self.user_call(obj, node)
-        self.err(node, f"cannot call {describe(fv)}" + (f" '{getattr(fv.val, '__name__', '')}'" if fv.kind == "py" else ""),
-                 hint="only helpers (bpf.*), map methods, int types, Structs and functions of this project can be called")
+        self.err(node, f"call of a {fv.kind}")
 
     def int_cast(self, t, node) -> V:
         v = self.int_value(node.args[0], t)
@@ -1161,7 +1142,7 @@ class FunctionLowering:
             return V("lit", val=v.ty._len)
         if v.kind == "bytes":
             return V("lit", val=len(v.val))
-        self.err(node.args[0], f"len() of {describe(v)}", hint="len() works on Array[T, N] and Str[N] (it gives N)")
+        self.err(node.args[0], f"len() of a {v.kind}")
 
     def print_(self, node) -> V:
         """print(...) -> bpf_trace_printk (at most 3 values; a newline is added like Python)."""
@@ -1325,7 +1306,7 @@ class FunctionLowering:
             mem = self.alloca(t._size, 1)
             self.store_into(V("mem", t, mem), v, node)
             return mem
-        self.err(node, f"expected {tname(t)}, got {describe(v)}")
+        self.err(node, f"a {v.kind} value as {tname(t)}")
 
     def map_lookup(self, mv: V, key_node) -> str:
         m = mv.val
@@ -1484,7 +1465,7 @@ class FunctionLowering:
             elif len(args) == 1:
                 c, ev = V("ctx", ref=self.ctx_ref), args[0]
             else:
-                self.err(node, "PerfEventArray.output([ctx,] value)")
+                self.err(node, "PerfEventArray.output arguments")
             e = self.expr(ev)
             self.need_checked(e, ev)
             return V("int", i64, self.helper_call(U.HELPERS["perf_event_output"],
@@ -1516,8 +1497,7 @@ class FunctionLowering:
             val = self.value_ptr(m.value, self.expr(args[0], m.value), args[0])
             r = self.helper_call(U.HELPERS["map_peek_elem"], [("ptr", mv.ref), ("ptr", val)])
             return V("int", bool_, self.emit(f"icmp eq i64 {r}, 0"))
-        self.err(node.func, f"{type(m).__name__} has no method '{name}'",
-                 hint=MAP_METHODS.get(kind))
+        self.err(node.func, f"{type(m).__name__}.{name}")
 
     def flags_arg(self, args, i, kw) -> str:
         n = args[i] if len(args) > i else kw.get("flags")
