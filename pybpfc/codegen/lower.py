@@ -447,8 +447,8 @@ class FunctionLowering:
         self.br(self.loops[-1].cont)
 
     def s_AnnAssign(self, s):
-        t = self.annotation_type(s.annotation)
         name = s.target.id
+        t = self.tf.locals[name].ty     # the annotation (the typer rejects a second declaration)
         if is_int(t):
             var = self.local_slot(name, "int", t, s)
             if s.value is not None:
