@@ -417,6 +417,14 @@ static int relocate(uint64_t addr, uint8_t *out, uint64_t at, int *consumed, int
             }
             continue;
         }
+        /* an indirect call ending inside the jump: a thread in the callee at patch time
+         * would return into the middle of it, and the stop-the-world sees only current RIPs */
+        if (used + insn->size < 5)
+            for (int g = 0; g < insn->detail->groups_count; g++)
+                if (insn->detail->groups[g] == CS_GRP_CALL) {
+                    rc = fail(err, errlen, "'%s' at +%d returns into the patched bytes", insn->mnemonic, used);
+                    goto out;
+                }
         int riprel = 0;
         for (int i = 0; i < x->op_count; i++)
             if (x->operands[i].type == X86_OP_MEM && x->operands[i].mem.base == X86_REG_RIP)

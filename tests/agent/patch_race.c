@@ -35,6 +35,18 @@ __asm__(".text\n"
         ".size race_fn, .-race_fn\n");
 int race_fn(int *p, int x);
 
+/* an indirect call whose return address lies inside the 5 patched bytes: refused */
+__asm__(".text\n"
+        ".p2align 4\n"
+        ".globl icall_fn\n"
+        ".type icall_fn,@function\n"
+        "icall_fn:\n"
+        "  call *%rdi\n" /* 2 bytes */
+        "  nop\n  nop\n  nop\n"
+        "  ret\n"
+        ".size icall_fn, .-icall_fn\n");
+void icall_fn(void (*f)(void));
+
 static int *page;
 static volatile int result = -1;
 
@@ -71,6 +83,11 @@ int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "attach";
     char err[256];
+    if (!strcmp(mode, "icall")) {
+        int h = pba_probe_add((uint64_t)icall_fn, PBA_ENTRY, on_entry, NULL, err, sizeof err);
+        printf("handle %d\nerror %s\n", h, h < 0 ? err : "-");
+        return 0;
+    }
     if (!strcmp(mode, "blocked")) {
         /* a thread that cannot be stopped: the attach is refused, nothing is patched */
         pthread_t b;

@@ -52,3 +52,10 @@ def test_attach_refused_when_a_thread_cannot_stop(race):
     assert d["error"].startswith("cannot patch 0x") and "1 thread(s) did not stop" in d["error"], d["error"]
     assert d["patched_byte"] == "8d"      # not patched
     assert d["again"] == "3 0"
+
+
+def test_indirect_call_returning_into_patch_is_refused(race):
+    # a thread inside the callee at patch time would return into the middle of the jump
+    d = run(race, "icall")
+    assert d["handle"] == "-1"
+    assert d["error"] == "'call' at +0 returns into the patched bytes", d["error"]
