@@ -17,27 +17,22 @@ class ModuleLowering:
         self.ir = ModuleIR(info.path)
         self.tp_dir = tracepoint_formats
         self.maps: dict[int, tuple[str, Map, int, str]] = {}     # id(map) -> (name, map, line, file)
-        self.map_names: set[str] = set()
         self.globals = dict(info.globals)
         self.global_refs: dict = {}
         self.subs: dict = {}
         self.sub_queue: list = []
-        self.names: set[str] = set()
         self.llnames: dict = {}        # FunctionDef node -> the function's symbol, for functions lowered
         # the typing pass runs first; lowering reads locals' types and context layouts from it
         self.typed_module = type_module(info, tracepoint_formats, diags)
+        # symbol names are chosen from the typed program (the typer records the order of use)
+        self.fn_names, self.map_names, self.global_names = self.typed_module.symbol_names(info)
         for name, m in info.maps.items():
             self.map_ref(m, name, None, info.path, line=info.map_lines.get(name, 1))
 
     # ---- maps ---------------------------------------------------------------------------
     def map_ref(self, m: Map, name: str, node, file: str, line: int = 0) -> str:
         if id(m) not in self.maps:
-            mod_file = file
-            n = name
-            while n in self.map_names or n in self.names:
-                n += "_"
-            self.map_names.add(n)
-            self.maps[id(m)] = (n, m, line or getattr(node, "lineno", 1), mod_file)
+            self.maps[id(m)] = (self.map_names[id(m)][0], m, line or getattr(node, "lineno", 1), file)
         return "@" + self.maps[id(m)][0]
 
     def emit_maps(self):
@@ -115,10 +110,7 @@ class ModuleLowering:
         if key in self.global_refs:
             return self.global_refs[key]
         t = g.type
-        name = g.name
-        while name in self.names or name in self.map_names:
-            name += "_"
-        self.names.add(name)
+        name = self.global_names[key]
         data = t._pack(g.init if g.init is not None else 0)   # the typing pass checked it packs
         if g.kind == "const":
             sec, kw = ".rodata", "constant"
@@ -140,11 +132,7 @@ class ModuleLowering:
             tf = self.typed_module.by_fn.get(fn)
             assert tf is not None and all(t is not None for _, t in tf.params), \
                 f"{file}:{node.lineno}: call to '{fn.__name__}' was not typed"
-            name = fn.__name__
-            while name in self.names or name in self.map_names:
-                name += "_"
-            self.names.add(name)
-            sub = Subprogram(fn, name, list(tf.params), tf.ret)
+            sub = Subprogram(fn, self.fn_names[tf.node], list(tf.params), tf.ret)
             sub.node, sub.file = tf.node, tf.file
             self.subs[fn] = sub
             self.sub_queue.append(sub)
@@ -244,8 +232,6 @@ class ModuleLowering:
         if self.diags.items:
             return   # the typing pass reported errors: there is no typed program to lower
         info = self.info
-        for p in info.programs:
-            self.names.add(p.name)
         for p in info.programs:
             self.lower_program(p)
         while self.sub_queue:

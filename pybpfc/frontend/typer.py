@@ -222,8 +222,8 @@ class TypedModule:
                 if key not in globs:
                     globs[key] = fresh(sym[1].name)
             else:
-                tf = self.by_fn[sym[1]]
-                if tf.node not in funcs:
+                tf = self.by_fn.get(sym[1])     # None: its source was not found (an error)
+                if tf is not None and tf.node not in funcs:
                     funcs[tf.node] = fresh(sym[1].__name__)
         return funcs, maps, globs
 
