@@ -21,7 +21,6 @@ class ModuleLowering:
         self.global_refs: dict = {}
         self.subs: dict = {}
         self.sub_queue: list = []
-        self.llnames: dict = {}        # FunctionDef node -> the function's symbol, for functions lowered
         # the typing pass runs first; lowering reads locals' types and context layouts from it
         self.typed_module = type_module(info, tracepoint_formats, diags)
         # symbol names are chosen from the typed program (the typer records the order of use)
@@ -164,7 +163,6 @@ class ModuleLowering:
                 fl.terminate("ret void")
             else:
                 fl.terminate(f"ret {lt(fl.ret_type)} 0")
-        self.llnames[fl.node] = fl.llname
         lines = [fl.lines[0]] + fl.allocas + fl.lines[1:]
         ir.functions.append(f"{header} !dbg {sp} {{\n" + "\n".join(lines) + "\n}\n")
 
