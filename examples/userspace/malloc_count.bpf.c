@@ -14,11 +14,16 @@ SEC("uprobe/libc:malloc")
 int count_malloc(struct pt_regs *ctx)
 {
     __u32 pid = bpf_get_current_pid_tgid() >> 32;
-    __u64 one = 1, *v = bpf_map_lookup_elem(&calls, &pid);
-    if (v)
-        __sync_fetch_and_add(v, 1);
-    else
-        bpf_map_update_elem(&calls, &pid, &one, BPF_NOEXIST);
+    __u64 zero = 0, *v = bpf_map_lookup_elem(&calls, &pid);
+    if (!v) {
+        // Insert 0 then add like every other call: with "insert 1 on a miss" two threads that
+        // both miss lose one count (the second BPF_NOEXIST insert fails).
+        bpf_map_update_elem(&calls, &pid, &zero, BPF_NOEXIST);
+        v = bpf_map_lookup_elem(&calls, &pid);
+        if (!v)
+            return 0;
+    }
+    __sync_fetch_and_add(v, 1);
     return 0;
 }
 
