@@ -1101,37 +1101,9 @@ def jit_vm(insns, **kw):
             super().__init__(insns, **kw)
             self.jit = JitProgram(jit_compile(_vm._slots(insns)))
 
-        def __call__(self, mem=b"", ctx=None, ctx_len=None):
-            f = _vm.ffi()
-            run = self.run
-            run.nregions = self._base_regions
-            run.status = _vm.PBR_OK
-            run.budget = self.budget
-            self._pending = None
-            self._cur_run = run
-            buf = None
-            if ctx is None:
-                size = len(mem)
-                buf = f.new("uint8_t[]", max(size, 1))
-                f.memmove(buf, bytes(mem), size)
-                ctx = int(f.cast("uintptr_t", buf)) if size else 0
-                ctx_len = size
-                if size:
-                    _vm.lib().pbr_add_region(run, ctx, size, _vm.PBR_PERM_RW)
-            r0 = self.jit.run(run, ctx, ctx_len or 0)
-            if buf is not None and isinstance(mem, bytearray) and len(mem):
-                mem[:] = f.buffer(buf, len(mem))
-            if self._pending is not None:
-                raise self._pending
-            st = run.status
-            if st in (_vm.PBR_OK, _vm.PBR_EXIT):
-                return r0
-            msg = (f"prog '{self.name}': {_vm.REASONS.get(st, f'status {st}')} "
-                   f"at insn {run.fault_pc} (jit)")
-            if st == _vm.PBR_EFAULT:
-                msg += f" (address {run.fault_addr:#x})"
-            e = _vm.RuntimeFault(msg)
-            e.status, e.pc, e.addr = st, run.fault_pc, run.fault_addr
-            raise e
+        _engine_note = " (jit)"
+
+        def _exec(self, run, ctx, ctx_len):
+            return self.jit.run(run, ctx, ctx_len)
 
     return JitVm(insns, **kw)

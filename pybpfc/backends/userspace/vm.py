@@ -194,6 +194,11 @@ class Vm:
                                f"{run.fault_pc}")
         return r0, ns[0] / max(repeat, 1)
 
+    _engine_note = ""  # appended to fault messages by engines other than the interpreter
+
+    def _exec(self, run, ctx: int, ctx_len: int) -> int:
+        return lib().pbr_vm_exec(self.insns, self.n, run, ctx, ctx_len)
+
     def __call__(self, mem=b"", ctx: int | None = None, ctx_len: int | None = None) -> int:
         """Runs once. `mem` (bytes or bytearray) becomes a read-write region passed in r1 with
         its length in r2; a bytearray receives the program's writes."""
@@ -213,7 +218,7 @@ class Vm:
             ctx_len = size
             if size:
                 lib().pbr_add_region(run, ctx, size, PBR_PERM_RW)
-        r0 = lib().pbr_vm_exec(self.insns, self.n, run, ctx, ctx_len or 0)
+        r0 = self._exec(run, ctx, ctx_len or 0)
         if buf is not None and isinstance(mem, bytearray) and len(mem):
             mem[:] = f.buffer(buf, len(mem))
         if self._pending is not None:
@@ -221,7 +226,7 @@ class Vm:
         st = run.status
         if st in (PBR_OK, PBR_EXIT):
             return r0
-        where = f"insn {run.fault_pc}"
+        where = f"insn {run.fault_pc}{self._engine_note}"
         msg = f"prog '{self.name}': {REASONS.get(st, f'status {st}')} at {where}"
         if st == PBR_EFAULT:
             msg += f" (address {run.fault_addr:#x})"
