@@ -21,7 +21,7 @@ import warnings
 from typing import Iterator, Optional
 
 from ... import uapi as U
-from ...errors import Error, LoadError, NotSupportedError, RuntimeFault, VerifierError
+from ...errors import Error, LoadError, NotSupportedError, RuntimeFault
 from ..base import Backend, RawProgram, TestRunResult
 from .attach import AttachMixin
 from .maps import UserspaceMap, UserspaceRingBuffer, normalize
