@@ -360,7 +360,6 @@ int pbs_prog_create(struct pbs_store *s, const char *name, const char *section, 
         pbs_map_get(s, map_ids[i]);
     }
     p->jit_off = p->jit_size = p->jit_len = p->jit_entry = 0;
-    p->run_cnt = p->run_time_ns = 0;
     p->serial = __atomic_add_fetch(&s->hdr->prog_serial, 1, __ATOMIC_ACQ_REL);
     p->refcnt = 1;
     __atomic_store_n(&p->state, PBS_LIVE, __ATOMIC_RELEASE);
@@ -573,6 +572,71 @@ uint64_t pbs_prog_run(struct pbs_store *s, uint32_t id, uint64_t ctx, uint64_t c
     return pbs_prog_run_ip(s, id, ctx, ctx_len, regions, nregions, cookie, 0, res);
 }
 
+/* The per-run state shared by every run with these arguments (the program's maps come later,
+ * from pbs_exec_setup). */
+static void run_init(struct pbs_store *s, struct pbs_exec *ex, struct pbr_run *run, uint64_t ctx,
+                     const struct pbr_region *regions, uint32_t nregions, uint64_t cookie, uint64_t func_ip)
+{
+    memset(run, 0, offsetof(struct pbr_run, regions));
+    ex->store = s;
+    ex->cookie = cookie;
+    ex->func_ip = func_ip;
+    ex->tail_calls = 0;
+    ex->tail_target = 0;
+    ex->nbase = nregions;
+    run->helpers = pbs_helpers;
+    run->helper_ctx = ex;
+    run->budget = s->budget ? s->budget : PBR_DEFAULT_BUDGET;
+    run->ctx = ctx;
+    for (uint32_t i = 0; i < nregions; i++)
+        run->regions[i] = regions[i];
+    run->nregions = nregions;
+}
+
+/* Runs p and the programs it tail-calls; `ready`: pbs_exec_setup(ex, run, p) is done already.
+ * Returns r0, or 0 with run->status saying why it stopped. */
+static uint64_t run_exec(struct pbs_exec *ex, struct pbr_run *run, struct pbs_prog *p, uint64_t ctx,
+                         uint64_t ctx_len, int ready)
+{
+    uint64_t r0 = 0;
+    struct pbs_prog *cur = p;
+    for (;;) {
+        if (!ready && pbs_exec_setup(ex, run, cur) < 0) {
+            run->status = PBR_EFAULT;
+            break;
+        }
+        ready = 0;
+        r0 = pbs_exec_in(ex, run, ctx, ctx_len);
+        if (run->status != PBR_EXIT || !ex->tail_target)
+            break;
+        /* bpf_tail_call: the target runs in place of the program that asked for it */
+        cur = pbs_prog(ex->store, ex->tail_target);
+        ex->tail_target = 0;
+        ex->tail_calls++;
+        if (!cur) { /* unloaded meanwhile: as if the slot had been empty at the call */
+            run->status = PBR_EXIT;
+            run->exit_value = 0;
+            break;
+        }
+        run->status = PBR_OK;
+        run->nregions = ex->nbase; /* the context regions stay, the maps are the target's */
+    }
+    if (run->status == PBR_EXIT) { /* a helper finished the program (tail call, packet load) */
+        r0 = run->exit_value;
+        run->status = PBR_OK;
+    }
+    return run->status == PBR_OK ? r0 : 0;
+}
+
+static void run_result(const struct pbr_run *run, struct pbs_run_result *res)
+{
+    if (res) {
+        res->status = run->status;
+        res->fault_addr = run->fault_addr;
+        res->fault_pc = run->fault_pc;
+    }
+}
+
 uint64_t pbs_prog_run_ip(struct pbs_store *s, uint32_t id, uint64_t ctx, uint64_t ctx_len,
                          const struct pbr_region *regions, uint32_t nregions, uint64_t cookie,
                          uint64_t func_ip, struct pbs_run_result *res)
@@ -580,7 +644,6 @@ uint64_t pbs_prog_run_ip(struct pbs_store *s, uint32_t id, uint64_t ctx, uint64_
     struct pbs_prog *p = pbs_prog(s, id);
     struct pbs_exec ex;
     struct pbr_run run;
-    memset(&run, 0, offsetof(struct pbr_run, regions));
     if (res)
         memset(res, 0, sizeof(*res));
     if (!p || nregions > PBR_MAX_REGIONS) {
@@ -588,72 +651,58 @@ uint64_t pbs_prog_run_ip(struct pbs_store *s, uint32_t id, uint64_t ctx, uint64_
             res->status = PBR_EINSN;
         return 0;
     }
-    ex.store = s;
-    ex.cookie = cookie;
-    ex.func_ip = func_ip;
-    ex.tail_calls = 0;
-    ex.nbase = nregions;
-    run.helpers = pbs_helpers;
-    run.helper_ctx = &ex;
-    run.budget = s->budget ? s->budget : PBR_DEFAULT_BUDGET;
-    run.ctx = ctx;
-    for (uint32_t i = 0; i < nregions; i++)
-        run.regions[i] = regions[i];
-    run.nregions = nregions;
-    ex.tail_target = 0;
-    uint64_t r0 = 0, t0 = now_ns();
-    struct pbs_prog *cur = p;
-    for (;;) {
-        if (pbs_exec_setup(&ex, &run, cur) < 0) {
-            run.status = PBR_EFAULT;
-            break;
-        }
-        r0 = pbs_exec_in(&ex, &run, ctx, ctx_len);
-        if (run.status != PBR_EXIT || !ex.tail_target)
-            break;
-        /* bpf_tail_call: the target runs in place of the program that asked for it */
-        cur = pbs_prog(s, ex.tail_target);
-        ex.tail_target = 0;
-        ex.tail_calls++;
-        if (!cur) { /* unloaded meanwhile: as if the slot had been empty at the call */
-            run.status = PBR_EXIT;
-            run.exit_value = 0;
-            break;
-        }
-        run.status = PBR_OK;
-        run.nregions = nregions; /* the context regions stay, the maps are the target's */
-    }
-    uint64_t dt = now_ns() - t0;
-    if (run.status == PBR_EXIT) { /* a helper finished the program (tail call, packet load) */
-        r0 = run.exit_value;
-        run.status = PBR_OK;
-    }
-    __atomic_add_fetch(&p->run_cnt, 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&p->run_time_ns, dt, __ATOMIC_RELAXED);
-    if (res) {
-        res->status = run.status;
-        res->fault_addr = run.fault_addr;
-        res->fault_pc = run.fault_pc;
-        res->duration_ns = dt;
-    }
-    return run.status == PBR_OK ? r0 : 0;
+    run_init(s, &ex, &run, ctx, regions, nregions, cookie, func_ip);
+    uint64_t r0 = run_exec(&ex, &run, p, ctx, ctx_len, 0);
+    run_result(&run, res);
+    return r0;
 }
 
-/* Runs a program `repeat` times (test_run); returns r0 of the last run, average ns in res. */
+/* Runs a program `repeat` times (test_run); returns r0 of the last run, average ns in res.
+ * Like the kernel's BPF_PROG_TEST_RUN, the set-up is done once and the clock read around the
+ * whole loop: both cost more than a small program's run. Each run starts with a fresh budget
+ * and only the caller's and the maps' regions, as a single run would. */
 uint64_t pbs_prog_test_run(struct pbs_store *s, uint32_t id, uint64_t ctx, uint64_t ctx_len,
                            const struct pbr_region *regions, uint32_t nregions, uint32_t repeat,
                            struct pbs_run_result *res)
 {
-    uint64_t r0 = 0, total = 0;
+    struct pbs_prog *p = pbs_prog(s, id);
+    struct pbs_exec ex;
+    struct pbr_run run;
+    memset(res, 0, sizeof(*res));
+    if (!p || nregions > PBR_MAX_REGIONS) {
+        res->status = PBR_EINSN;
+        return 0;
+    }
+    run_init(s, &ex, &run, ctx, regions, nregions, 0, 0);
+    if (pbs_exec_setup(&ex, &run, p) < 0) {
+        res->status = PBR_EFAULT;
+        return 0;
+    }
+    uint32_t nready = run.nregions;
+    uint64_t budget = run.budget, r0 = 0;
+    uint32_t runs = 0;
     if (!repeat)
         repeat = 1;
-    for (uint32_t i = 0; i < repeat; i++) {
-        r0 = pbs_prog_run(s, id, ctx, ctx_len, regions, nregions, 0, res);
-        total += res->duration_ns;
-        if (res->status != PBR_OK)
+    uint64_t t0 = now_ns();
+    for (;;) {
+        r0 = run_exec(&ex, &run, p, ctx, ctx_len, 1);
+        runs++;
+        if (run.status != PBR_OK || runs >= repeat)
             break;
+        run.budget = budget;
+        run.exit_value = run.fault_addr = run.fault_pc = 0;
+        if (ex.tail_calls) { /* the maps are the last target's: p's again */
+            ex.tail_calls = 0;
+            run.nregions = nregions;
+            if (pbs_exec_setup(&ex, &run, p) < 0) {
+                run.status = PBR_EFAULT;
+                break;
+            }
+        }
+        run.nregions = nready;
     }
-    res->duration_ns = total / repeat;
+    res->duration_ns = (now_ns() - t0) / runs;
+    run_result(&run, res);
     return r0;
 }
 

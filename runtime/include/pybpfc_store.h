@@ -118,11 +118,9 @@ struct pbs_prog {
     uint64_t jit_entry;      /* offset of `entry(run, ctx, ctx_len)` inside the code */
     uint32_t refcnt;
     uint32_t _pad;
-    uint64_t run_cnt;        /* statistics (atomic) */
-    uint64_t run_time_ns;
     uint64_t serial;         /* unique per program ever created in this store: a process's JIT
                                 mapping is used only for the program it was made for */
-    uint64_t _reserved[5];
+    uint64_t _reserved[7];
 };
 
 struct pbs_link {
@@ -187,7 +185,7 @@ struct pbs_run_result {
     uint32_t _pad;
     uint64_t fault_addr;
     uint64_t fault_pc;
-    uint64_t duration_ns;
+    uint64_t duration_ns;        /* pbs_prog_test_run only: average ns per run */
 };
 
 /* -- store --------------------------------------------------------------------------------

@@ -369,3 +369,52 @@ def test_tail_call_chain_stops_at_the_kernel_limit(engine):
 
         if kernel_available():
             assert run("kernel") == got
+
+
+def test_repeated_test_run_restores_the_callers_maps_after_a_tail_call(engine):
+    """test_run(repeat=N) sets a program up once and runs it N times; a tail call in between
+    installs the target's maps (its map 0 is another map), so each run must get the caller's
+    back, start with a fresh tail-call count and the caller's regions only."""
+    bump = """
+        stw [%r10-4], 0
+        lddw %r1, map_fd(0)
+        mov %r2, %r10
+        add %r2, -4
+        call 1
+        jeq %r0, 0, out
+        mov %r1, 1
+        lock add [%r0+0], %r1
+    out:
+    """
+    caller = bump + """
+        mov %r1, %r6
+        lddw %r2, map_fd(1)
+        mov %r3, 0
+        call 12
+        mov %r0, 1
+        exit
+    """
+    target = bump + "\nmov %r0, 2\nexit\n"
+
+    def run(backend):
+        a, b = (MapSpec(n, U.BPF_MAP_TYPE_ARRAY, 4, 8, 1) for n in "ab")
+        jt = MapSpec("jt", U.BPF_MAP_TYPE_PROG_ARRAY, 4, 4, 1)
+        spec = CollectionSpec()
+        for m in (a, b, jt):
+            spec.maps[m.name] = m
+        for name, text, maps in (("caller", "mov %r6, %r1\n" + caller, [a, jt]), ("target", target, [b])):
+            insns = b"".join(i.encode() for i in assemble(text))
+            spec.programs[name] = ProgramSpec(name, "xdp", U.BPF_PROG_TYPE_XDP, insns=insns,
+                                              relocations=relocations(insns, maps))
+        with pybpfc.load(spec, backend=backend) as c:
+            c.maps.jt[0] = c.programs.target.raw.fd_bytes()
+            r = c.programs.caller.test_run(bytes(64), repeat=5).retval
+            return r, c.maps.a[0], c.maps.b[0]
+
+    got = run(UserspaceBackend(jit=engine == "jit"))
+    assert got == (2, 5, 5)
+    if os.geteuid() == 0:
+        from pybpfc.backends.kernel import kernel_available
+
+        if kernel_available():
+            assert run("kernel") == got
