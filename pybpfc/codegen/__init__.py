@@ -7,26 +7,12 @@ from __future__ import annotations
 import marshal
 import os
 import re
-import sys
 import threading
 
 from ..errors import CompileError, Diagnostic, Error
 
 _lock = threading.RLock()
-_init = False
 MCPUS = ("v1", "v2", "v3", "v4", "generic", "probe")
-
-
-def _llvm():
-    global _init
-    import llvmlite.binding as llvm
-
-    with _lock:
-        if not _init:
-            llvm.initialize_all_targets()
-            llvm.initialize_all_asmprinters()
-            _init = True
-    return llvm
 
 
 def lower_module(path: str, tracepoint_formats: str | None = None) -> str:
@@ -72,32 +58,23 @@ def compile_file(path: str, opt_level: int = 2, mcpu: str = "v3", emit: str = "o
         raise
     if child is not None:
         return child.finish(text, path, int(opt_level), mcpu, emit)
-    llvm = _llvm()
-    with _lock:   # one LLVM context for the process: one compilation at a time
-        return _llvm_compile(llvm, text, path, opt_level, mcpu, emit)
+    with _lock:   # one compilation at a time (the guarded emit forks)
+        return _llvm_compile(text, path, opt_level, mcpu, emit)
 
 
-def _llvm_compile(llvm, text: str, path: str, opt_level: int, mcpu: str, emit: str, guarded: bool = True) -> bytes:
+def _llvm_compile(text: str, path: str, opt_level: int, mcpu: str, emit: str, guarded: bool = True) -> bytes:
+    from . import llvm
+
     try:
-        mod = llvm.parse_assembly(text)
-        mod.verify()
-    except RuntimeError as e:
+        mod = llvm.optimize(text, int(opt_level), mcpu)
+    except llvm.LLVMError as e:
         raise Error(f"internal compiler error: LLVM rejected the generated IR for {path}:\n{e}") from None
-    tm = llvm.Target.from_triple("bpfel").create_target_machine(cpu=mcpu, opt=int(opt_level), reloc="static",
-                                                              codemodel="small")
-    if opt_level:
-        pto = llvm.create_pipeline_tuning_options(speed_level=int(opt_level))
-        pb = llvm.create_pass_builder(tm, pto)
-        pb.getModulePassManager().run(mod, pb)
-    if emit == "ir":
-        return str(mod).encode()
-    if not guarded:
-        return _emit(tm, mod, emit)
-    return _emit_guarded(tm, mod, emit, path)
-
-
-def _emit(tm, mod, emit: str) -> bytes:
-    return tm.emit_assembly(mod).encode() if emit == "asm" else tm.emit_object(mod)
+    with mod:
+        if emit == "ir":
+            return mod.ir().encode()
+        if not guarded:
+            return mod.emit(emit == "asm")
+        return _emit_guarded(mod, emit, path)
 
 
 _LLVM_DIAG = r"error: (?:(\S+?):(\d+):(\d+): )?(?:in function \S+ [^:]*: )?(.*)"  # compiled when needed
@@ -111,12 +88,13 @@ def _prefork_ok() -> bool:
     forked now loads it while this process parses and lowers the program, so on two or more cores
     the two overlap. The child also keeps the fork safety (LLVM exits the process on some
     errors). Only for the process's first compilation: a process that compiles again loads LLVM
-    itself once and keeps it. Not with other threads running: the child runs Python code (the
-    llvmlite import), which a lock held by another thread at fork time could deadlock."""
+    itself once and keeps it. Not with other threads running: the child runs Python code (it
+    imports), which a lock held by another thread at fork time could deadlock."""
+    from . import llvm
+
     global _first_compile
     first, _first_compile = _first_compile, False
-    return (first and hasattr(os, "fork") and "llvmlite.binding" not in sys.modules
-            and threading.active_count() == 1)
+    return first and hasattr(os, "fork") and not llvm.loaded() and threading.active_count() == 1
 
 
 _prestarted = None
@@ -129,12 +107,6 @@ def prestart() -> None:
     cancel_prestarted() runs if it ends up not compiling."""
     global _prestarted
     if _prestarted is None and _prefork_ok():
-        # imported by both processes later (the language surface: typing, struct; argparse's help
-        # formatter and llvmlite's tempfile: shutil): load them once, before the fork
-        import shutil  # noqa: F401
-        import struct  # noqa: F401
-        import typing  # noqa: F401
-
         _prestarted = _CodegenChild.start()
 
 
@@ -191,7 +163,9 @@ class _CodegenChild:
         code = 3
         try:
             os.dup2(err.fileno(), 2)
-            llvm = _llvm()
+            from . import llvm
+
+            llvm.backend()  # load LLVM now, while the parent runs the frontend
             chunks = []
             while chunk := os.read(req, 1 << 16):
                 chunks.append(chunk)
@@ -200,7 +174,7 @@ class _CodegenChild:
             else:
                 text, path, opt_level, mcpu, emit = marshal.loads(b"".join(chunks))
                 try:
-                    data = _llvm_compile(llvm, text, path, opt_level, mcpu, emit, guarded=False)
+                    data = _llvm_compile(text, path, opt_level, mcpu, emit, guarded=False)
                     code = 0
                 except Error as e:
                     data, code = str(e).encode(), 2
@@ -259,18 +233,18 @@ class _CodegenChild:
         _codegen_failed(msg, path)
 
 
-def _emit_guarded(tm, mod, emit: str, path: str) -> bytes:
+def _emit_guarded(mod, emit: str, path: str) -> bytes:
     """Run LLVM's BPF code generation in a forked child: some of its errors (e.g. "BPF stack limit
     is exceeded") print to stderr and exit the process, which must not take the caller down."""
     if not hasattr(os, "fork"):
-        return _emit(tm, mod, emit)
+        return mod.emit(emit == "asm")
     with _scratch() as out, _scratch() as err:
         pid = os.fork()
         if pid == 0:  # child: only LLVM work, then _exit without Python cleanup
             code = 0
             try:
                 os.dup2(err.fileno(), 2)
-                out.write(_emit(tm, mod, emit))
+                out.write(mod.emit(emit == "asm"))
                 out.flush()
             except BaseException:  # noqa: BLE001 - reported through the exit code
                 code = 3

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import pybpfc.codegen as codegen
+import pybpfc.codegen.llvm as LLVM
 from pybpfc.errors import CompileError, Error
 from pybpfc.frontend import helpers as H
 
@@ -73,13 +74,61 @@ def test_forked_child_output_equals_in_process_output(tmp_path, emit):
     assert codegen.compile_file(EXAMPLE, emit=emit) == out.read_bytes()
 
 
-def test_first_compile_in_a_process_forks_early_then_llvm_stays_in_process(tmp_path):
-    r = py("import sys\nfrom pybpfc.codegen import compile_file\n"
-           "a = compile_file(sys.argv[1]); print('llvmlite.binding' in sys.modules)\n"
-           "b = compile_file(sys.argv[1]); print('llvmlite.binding' in sys.modules, a == b, a[:4])\n",
-           EXAMPLE, cache=tmp_path / "cache")
+@pytest.mark.parametrize("way", ["capi", "binding"])
+def test_first_compile_in_a_process_forks_early_then_llvm_stays_in_process(tmp_path, way):
+    if way == "capi" and not CAPI_CHECKED:
+        pytest.skip(f"llvmlite {LLVM._llvmlite_version()} is not one the C-API path was checked against")
+    r = subprocess.run(
+        [sys.executable, "-c", "import sys\nfrom pybpfc.codegen import compile_file, llvm\n"
+         "a = compile_file(sys.argv[1]); print(llvm.loaded(), 'llvmlite.binding' in sys.modules)\n"
+         "b = compile_file(sys.argv[1]); print(llvm.loaded(), 'llvmlite.binding' in sys.modules, a == b, a[:4])\n",
+         EXAMPLE], capture_output=True, text=True, timeout=120,
+        env=dict(ENV, PYBPFC_CACHE_DIR=str(tmp_path / "cache"), PYBPFC_LLVM=way))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split("\n")[:2] == ["False", "True True b'\\x7fELF'"]
+    # the C-API path never imports llvmlite.binding (its ~40 ms of imports are what it avoids)
+    binding = str(way == "binding")
+    assert r.stdout.split("\n")[:2] == ["False False", f"True {binding} True b'\\x7fELF'"]
+
+
+CAPI_CHECKED = LLVM._llvmlite_version().startswith(LLVM.ABI_CHECKED)
+BAD_IR = {
+    "parse": "this is not LLVM IR",
+    "verify": ("define i32 @f(i1 %c) {\nentry:\n  br i1 %c, label %a, label %b\na:\n  %x = add i32 1, 2\n"
+               "  br label %b\nb:\n  ret i32 %x\n}\n"),
+}
+
+
+@pytest.mark.skipif(not CAPI_CHECKED, reason="llvmlite version not checked for the C-API path")
+@pytest.mark.parametrize("example", ["xdp_proto", "execsnoop"])
+@pytest.mark.parametrize("opt", [0, 2])
+def test_c_api_path_gives_the_bytes_llvmlite_binding_gives(example, opt):
+    text = codegen.lower_module(os.path.join(ROOT, "examples", f"{example}.py"))
+    out = {}
+    for api in (LLVM._CApi(), LLVM._Binding()):
+        with api.optimize(text, opt, "v3") as mod:
+            out[api.name] = (mod.ir(), mod.emit(asm=True), mod.emit())
+    assert out["capi"] == out["binding"]
+    assert out["capi"][2][:4] == b"\x7fELF" and "exit" in out["capi"][1].decode()
+
+
+@pytest.mark.parametrize("way", ["capi", "binding"])
+@pytest.mark.parametrize("bad", sorted(BAD_IR))
+def test_ir_llvm_refuses_is_an_llvm_error_on_both_paths(way, bad):
+    if way == "capi" and not CAPI_CHECKED:
+        pytest.skip("llvmlite version not checked for the C-API path")
+    api = LLVM._CApi() if way == "capi" else LLVM._Binding()
+    with pytest.raises(LLVM.LLVMError) as e:
+        api.optimize(BAD_IR[bad], 2, "v3")
+    assert ("parsing error" if bad == "parse" else "does not dominate all uses") in str(e.value)
+
+
+@pytest.mark.parametrize("setting, want", [("binding", "binding"), ("", "capi")])
+def test_llvm_path_choice(setting, want):
+    if want == "capi" and not CAPI_CHECKED:
+        want = "binding"  # unchecked llvmlite versions always use the public API
+    r = subprocess.run([sys.executable, "-c", "from pybpfc.codegen import llvm; print(llvm.backend().name)"],
+                       capture_output=True, text=True, env=dict(ENV, PYBPFC_LLVM=setting), timeout=60)
+    assert r.stdout.strip() == want, r.stderr
 
 
 def test_llvm_exit_in_the_early_child_is_a_located_error(tmp_path):
