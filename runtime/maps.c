@@ -71,8 +71,18 @@ static uint64_t hash_bytes(const void *p, uint32_t n, uint64_t seed)
         b += 8;
         n -= 8;
     }
+    /* the last n < 8 bytes as a little-endian number, read with loads as wide as the data
+     * (a memcpy of n bytes into a u64 and a u64 read back stalls store forwarding; the value,
+     * and so the hash of keys already in a store, is the same) */
     uint64_t w = 0;
-    memcpy(&w, b, n);
+    if (n >= 4) {
+        uint32_t lo, hi;
+        memcpy(&lo, b, 4);
+        memcpy(&hi, b + n - 4, 4); /* overlaps lo: the shared bytes are equal */
+        w = lo | (uint64_t)hi << ((n - 4) * 8);
+    } else if (n) {
+        w = b[0] | (uint64_t)b[n / 2] << (n / 2 * 8) | (uint64_t)b[n - 1] << ((n - 1) * 8);
+    }
     h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
     h ^= h >> 29;
     return h;
@@ -359,13 +369,25 @@ static inline uint8_t *hkey(struct hent *e) { return (uint8_t *)(e + 1); }
 static inline uint8_t *hval(struct pbs_map *m, uint32_t idx1) { return values(m) + (uint64_t)(idx1 - 1) * m->value_stride; }
 static inline int idx_ok(struct pbs_map *m, uint32_t idx1) { return idx1 >= 1 && idx1 <= m->max_entries; }
 
+/* memcmp(a, b, n) == 0 without a library call for the common key sizes */
+static inline int key_eq(const void *a, const void *b, uint32_t n)
+{
+    if (n == 4 || n == 8) {
+        uint64_t x = 0, y = 0;
+        memcpy(&x, a, n == 4 ? 4 : 8);
+        memcpy(&y, b, n == 4 ? 4 : 8);
+        return x == y;
+    }
+    return memcmp(a, b, n) == 0;
+}
+
 /* index+1 of the entry with `key`, 0 if absent; lock held */
 static uint32_t hfind(struct pbs_map *m, const void *key, uint32_t h, uint32_t *prev)
 {
     uint32_t b = h & (m->nbuckets - 1), i = buckets(m)[b], p = 0, guard = m->max_entries + 1;
     while (i && idx_ok(m, i) && guard--) {
         struct hent *e = hent(m, i);
-        if (e->hash == h && memcmp(hkey(e), key, m->key_size) == 0) {
+        if (e->hash == h && key_eq(hkey(e), key, m->key_size)) {
             if (prev)
                 *prev = p;
             return i;

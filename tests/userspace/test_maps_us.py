@@ -62,6 +62,21 @@ def test_hash_flags_errors_and_iteration(be):
         m.lookup(b"\0\0")
 
 
+def test_hash_keys_of_every_size_differ_in_each_byte(be):
+    """Keys that differ in one byte only are different entries, for every key size (the hash
+    reads the last n % 8 bytes with sized loads, 4- and 8-byte keys compare without memcmp)."""
+    for size in range(1, 18):
+        m = be.create_map(MapSpec(f"h{size}", U.BPF_MAP_TYPE_HASH, size, 8, 2 * size + 1))
+        keys = [bytes(size)] + [bytes(size)[:i] + b"\x01" + bytes(size)[i + 1:]
+                                for i in range(size)]
+        keys += [bytes(size)[:i] + b"\x80" + bytes(size)[i + 1:] for i in range(size)]
+        for n, k in enumerate(keys):
+            m.update(k, u64(n))
+        assert [m.lookup(k) for k in keys] == [u64(n) for n in range(len(keys))], size
+        assert m.lookup(b"\x02" * size) is None
+        m.close()
+
+
 def test_array_and_percpu_layout(be):
     a = be.create_map(MapSpec("a", U.BPF_MAP_TYPE_ARRAY, 4, 4, 3))
     assert a.lookup(u32(2)) == bytes(4) and a.lookup(u32(3)) is None
