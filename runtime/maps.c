@@ -372,10 +372,16 @@ static inline int idx_ok(struct pbs_map *m, uint32_t idx1) { return idx1 >= 1 &&
 /* memcmp(a, b, n) == 0 without a library call for the common key sizes */
 static inline int key_eq(const void *a, const void *b, uint32_t n)
 {
-    if (n == 4 || n == 8) {
-        uint64_t x = 0, y = 0;
-        memcpy(&x, a, n == 4 ? 4 : 8);
-        memcpy(&y, b, n == 4 ? 4 : 8);
+    if (n == 4) { /* constant sizes: loads of the key's width, no partial stores */
+        uint32_t x, y;
+        memcpy(&x, a, 4);
+        memcpy(&y, b, 4);
+        return x == y;
+    }
+    if (n == 8) {
+        uint64_t x, y;
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
         return x == y;
     }
     return memcmp(a, b, n) == 0;
