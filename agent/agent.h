@@ -38,6 +38,24 @@ enum { PBA_ENTRY = 0, PBA_RETURN = 1, PBA_SYS_ENTER = 2, PBA_SYS_EXIT = 3 };
 /* A hook callback. Syscalls: regs->orig_ax = number, regs->ax = result (exit only). */
 typedef void (*pba_fn)(void *data, int kind, struct pba_regs *regs);
 
+/* Installed callbacks, as copy-on-write arrays that hooked code walks without a lock: a change
+ * builds a new list under the owner's lock and publishes it with one atomic store. */
+struct pba_hook {
+    int id;
+    int kind;
+    int nr;      /* syscall hooks: the number, -1 for all */
+    pba_fn fn;
+    void *data;
+};
+struct pba_hooklist {
+    int n;
+    struct pba_hook h[];
+};
+/* A copy of l (may be NULL) without hook remove_id, plus *add if add is not NULL; NULL when out
+ * of memory. */
+struct pba_hooklist *pba_hooklist_with(const struct pba_hooklist *l, const struct pba_hook *add,
+                                       int remove_id);
+
 /* -- exported for tests and the store glue ----------------------------------------------- */
 /* Hooks the instruction at `addr` (PBA_ENTRY) or the return of the function starting there
  * (PBA_RETURN). Returns a handle > 0, or -1 with a message in err. */

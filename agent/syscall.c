@@ -46,19 +46,7 @@
 #define NSYS 512
 #define ZP_JMP 504 /* end of the zpoline sled: numbers up to 503 (the kernel has ~470) */
 
-struct hook {
-    int id;
-    int kind;
-    int nr;
-    pba_fn fn;
-    void *data;
-};
-struct hooklist {
-    int n;
-    struct hook h[];
-};
-
-static struct hooklist *enter_tab[NSYS], *exit_tab[NSYS], *enter_all, *exit_all;
+static struct pba_hooklist *enter_tab[NSYS], *exit_tab[NSYS], *enter_all, *exit_all;
 static int nhooks;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 #define MAX_SYS_HOOKS 1024
@@ -401,7 +389,7 @@ static void on_fault(int sig, siginfo_t *si, void *ucv)
         ((void (*)(int))t.handler)(sig);
 }
 
-static void run_list(struct hooklist *l, int kind, struct pba_regs *r)
+static void run_list(struct pba_hooklist *l, int kind, struct pba_regs *r)
 {
     for (int i = 0; i < l->n; i++)
         l->h[i].fn(l->h[i].data, kind, r);
@@ -421,13 +409,13 @@ __attribute__((used, visibility("hidden"))) long pba_sys_run(struct pba_regs *r)
     r->orig_ax = nr;
     r->cs = 0x33;
     r->ss = 0x2b;
-    struct hooklist *le = NULL, *lx = NULL;
+    struct pba_hooklist *le = NULL, *lx = NULL;
     if (nr >= 0 && nr < NSYS) {
         le = __atomic_load_n(&enter_tab[nr], __ATOMIC_ACQUIRE);
         lx = __atomic_load_n(&exit_tab[nr], __ATOMIC_ACQUIRE);
     }
-    struct hooklist *ae = __atomic_load_n(&enter_all, __ATOMIC_ACQUIRE);
-    struct hooklist *ax = __atomic_load_n(&exit_all, __ATOMIC_ACQUIRE);
+    struct pba_hooklist *ae = __atomic_load_n(&enter_all, __ATOMIC_ACQUIRE);
+    struct pba_hooklist *ax = __atomic_load_n(&exit_all, __ATOMIC_ACQUIRE);
     int run = !pba_in_agent && (le || lx || ae || ax);
     if (run && (le || ae)) {
         pba_in_agent = 1;
@@ -728,26 +716,18 @@ uint64_t pba_sys_stat(int which)
 }
 
 /* -- hook registry ---------------------------------------------------------------------------- */
-static struct hooklist **slot_for(int nr, int kind)
+static struct pba_hooklist **slot_for(int nr, int kind)
 {
     if (nr < 0)
         return kind == PBA_SYS_ENTER ? &enter_all : &exit_all;
     return kind == PBA_SYS_ENTER ? &enter_tab[nr] : &exit_tab[nr];
 }
 
-static struct hooklist *list_with(struct hooklist *l, const struct hook *add, int remove_id)
+/* pba_hooklist_with, but NULL for an empty list too: a syscall without hooks has no list */
+static struct pba_hooklist *list_with(struct pba_hooklist *l, const struct pba_hook *add, int remove_id)
 {
-    int n = l ? l->n : 0;
-    struct hooklist *nl = malloc(sizeof *nl + (n + 1) * sizeof(struct hook));
-    if (!nl)
-        return NULL;
-    nl->n = 0;
-    for (int i = 0; i < n; i++)
-        if (l->h[i].id != remove_id)
-            nl->h[nl->n++] = l->h[i];
-    if (add)
-        nl->h[nl->n++] = *add;
-    if (!nl->n) {
+    struct pba_hooklist *nl = pba_hooklist_with(l, add, remove_id);
+    if (nl && !nl->n) {
         free(nl);
         return NULL;
     }
@@ -786,9 +766,9 @@ int pba_sys_add(int nr, int kind, pba_fn fn, void *data, char *err, size_t errle
             break;
         }
     if (id > 0) {
-        struct hook h = {id, kind, nr, fn, data};
-        struct hooklist **sl = slot_for(nr, kind);
-        struct hooklist *nl = list_with(*sl, &h, -1);
+        struct pba_hook h = {.id = id, .kind = kind, .nr = nr, .fn = fn, .data = data};
+        struct pba_hooklist **sl = slot_for(nr, kind);
+        struct pba_hooklist *nl = list_with(*sl, &h, -1);
         if (nl) {
             __atomic_store_n(sl, nl, __ATOMIC_RELEASE);
             handles[id].used = 1;
@@ -817,7 +797,7 @@ int pba_sys_del(int id)
     pthread_mutex_lock(&mu);
     int rc = -1;
     if (handles[id].used) {
-        struct hooklist **sl = slot_for(handles[id].nr, handles[id].kind);
+        struct pba_hooklist **sl = slot_for(handles[id].nr, handles[id].kind);
         __atomic_store_n(sl, list_with(*sl, NULL, id), __ATOMIC_RELEASE);
         handles[id].used = 0;
         update_slow();

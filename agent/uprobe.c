@@ -45,18 +45,6 @@
 #define MAX_HOOKS 4096
 #define SHADOW_DEPTH 128
 
-struct hook {
-    int id;
-    int kind;
-    pba_fn fn;
-    void *data;
-};
-
-struct hooklist {
-    int n;
-    struct hook h[];
-};
-
 struct probe {
     uint64_t addr;
     uint8_t *tramp;
@@ -66,8 +54,8 @@ struct probe {
     int patched;
     int consumed;                    /* length of the displaced instructions */
     int16_t omap[PBA_STW_MAXLEN];    /* offset k of one of them -> its copy at tramp+TRAMP_CODE+omap[k] */
-    struct hooklist *entry;  /* published with atomic stores; old lists are not freed */
-    struct hooklist *ret;
+    struct pba_hooklist *entry;  /* published with atomic stores; old lists are not freed */
+    struct pba_hooklist *ret;
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -159,7 +147,7 @@ __asm__(".text\n"
         "  ret\n"
         ".size pba_uret_tramp, .-pba_uret_tramp\n");
 
-static void run_list(struct hooklist *l, int kind, struct pba_regs *regs)
+static void run_list(struct pba_hooklist *l, int kind, struct pba_regs *regs)
 {
     if (!l)
         return;
@@ -177,7 +165,7 @@ __attribute__((used)) void pba_uprobe_hit(struct probe *p, struct pba_regs *regs
         return;
     pba_in_agent = 1;
     run_list(__atomic_load_n(&p->entry, __ATOMIC_ACQUIRE), PBA_ENTRY, regs);
-    struct hooklist *r = __atomic_load_n(&p->ret, __ATOMIC_ACQUIRE);
+    struct pba_hooklist *r = __atomic_load_n(&p->ret, __ATOMIC_ACQUIRE);
     if (r && r->n && shadow_n < SHADOW_DEPTH) {
         uint64_t *slot = (uint64_t *)regs->sp;
         shadow[shadow_n].ret = *slot;
@@ -600,21 +588,6 @@ static struct probe *probe_get(uint64_t addr, char *err, size_t errlen)
     return p;
 }
 
-static struct hooklist *list_with(struct hooklist *l, const struct hook *add, int remove_id)
-{
-    int n = l ? l->n : 0;
-    struct hooklist *nl = malloc(sizeof *nl + (n + 1) * sizeof(struct hook));
-    if (!nl)
-        return NULL;
-    nl->n = 0;
-    for (int i = 0; i < n; i++)
-        if (l->h[i].id != remove_id)
-            nl->h[nl->n++] = l->h[i];
-    if (add)
-        nl->h[nl->n++] = *add;
-    return nl;
-}
-
 int pba_probe_add(uint64_t addr, int kind, pba_fn fn, void *data, char *err, size_t errlen)
 {
     if (kind != PBA_ENTRY && kind != PBA_RETURN)
@@ -635,9 +608,9 @@ int pba_probe_add(uint64_t addr, int kind, pba_fn fn, void *data, char *err, siz
         fail(err, errlen, "too many hooks");
         goto out;
     }
-    struct hook h = {id, kind, fn, data};
-    struct hooklist **lp = kind == PBA_ENTRY ? &p->entry : &p->ret;
-    struct hooklist *nl = list_with(*lp, &h, -1);
+    struct pba_hook h = {.id = id, .kind = kind, .nr = -1, .fn = fn, .data = data};
+    struct pba_hooklist **lp = kind == PBA_ENTRY ? &p->entry : &p->ret;
+    struct pba_hooklist *nl = pba_hooklist_with(*lp, &h, -1);
     if (!nl) {
         id = fail(err, errlen, "out of memory");
         goto out;
@@ -646,7 +619,7 @@ int pba_probe_add(uint64_t addr, int kind, pba_fn fn, void *data, char *err, siz
     if (!p->patched) {
         char why[200];
         if (patch(p, 1, why, sizeof why)) {
-            __atomic_store_n(lp, list_with(nl, NULL, id), __ATOMIC_RELEASE);
+            __atomic_store_n(lp, pba_hooklist_with(nl, NULL, id), __ATOMIC_RELEASE);
             id = fail(err, errlen, "cannot patch 0x%lx: %s", (unsigned long)addr, why);
             pba_log("uprobe: cannot patch 0x%lx: %s", (unsigned long)addr, why);
             goto out;
@@ -672,8 +645,8 @@ int pba_probe_del(int id)
     int rc = -1;
     if (handles[id].used) {
         struct probe *p = handles[id].p;
-        struct hooklist **lp = handles[id].kind == PBA_ENTRY ? &p->entry : &p->ret;
-        struct hooklist *nl = list_with(*lp, NULL, id);
+        struct pba_hooklist **lp = handles[id].kind == PBA_ENTRY ? &p->entry : &p->ret;
+        struct pba_hooklist *nl = pba_hooklist_with(*lp, NULL, id);
         if (nl)
             __atomic_store_n(lp, nl, __ATOMIC_RELEASE);
         handles[id].used = 0;

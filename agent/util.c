@@ -214,3 +214,19 @@ void pba_self_text(uint64_t *start, uint64_t *len)
     *start = self_start;
     *len = self_len;
 }
+
+struct pba_hooklist *pba_hooklist_with(const struct pba_hooklist *l, const struct pba_hook *add,
+                                       int remove_id)
+{
+    int n = l ? l->n : 0;
+    struct pba_hooklist *nl = malloc(sizeof *nl + (n + 1) * sizeof(struct pba_hook));
+    if (!nl)
+        return NULL;
+    nl->n = 0;
+    for (int i = 0; i < n; i++)
+        if (l->h[i].id != remove_id)
+            nl->h[nl->n++] = l->h[i];
+    if (add)
+        nl->h[nl->n++] = *add;
+    return nl;
+}
