@@ -26,8 +26,8 @@ static uint32_t possible_cpus(void)
             buf[n] = 0;
             for (char *p = buf; *p;) {
                 char *end;
+                if (*p < '0' || *p > '9') { p++; continue; } /* "-N" is a range, not a sign */
                 long v = strtol(p, &end, 10);
-                if (end == p) { p++; continue; }
                 if (v > hi) hi = v;
                 p = end;
             }

@@ -97,6 +97,15 @@ def test_array_and_percpu_layout(be):
     assert ph.lookup(u64(5)) == b"\x01" * 16 * n
 
 
+def test_possible_cpus_like_the_kernel(be):
+    """Per-CPU maps have a slot for every possible CPU: highest id in
+    /sys/devices/system/cpu/possible + 1 (its "0-1" once read as 0 and -1, giving 1)."""
+    import re
+    with open("/sys/devices/system/cpu/possible") as f:
+        want = max(int(x) for x in re.findall(r"\d+", f.read())) + 1
+    assert be.num_possible_cpus() == want
+
+
 def test_lru_evicts_least_recently_used(be):
     m = be.create_map(MapSpec("lru", U.BPF_MAP_TYPE_LRU_HASH, 4, 4, 3))
     for k in (1, 2, 3):
