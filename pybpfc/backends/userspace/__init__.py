@@ -502,7 +502,7 @@ class UserspaceBackend(AttachMixin, Backend):
             try:
                 from .jit import jit_compile
 
-                code = jit_compile(insns)
+                code = jit_compile(insns, map_types=[m.type for m in order])
                 r = L.pbs_prog_set_jit(self.store.handle, pid, code.code, len(code.code), code.entry)
                 if r == 0:
                     r = L.pbs_prog_map_jit(self.store.handle, pid)

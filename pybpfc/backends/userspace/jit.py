@@ -50,6 +50,13 @@ OFF_STATUS, OFF_NREGIONS, OFF_EXIT_VALUE, OFF_FAULT_ADDR, OFF_FAULT_PC = 40, 44,
 OFF_INVOKE, OFF_ENGINE, OFF_CTX, OFF_REGIONS = 72, 80, 88, 96
 REGION_SIZE = 24
 
+# struct pbs_map (runtime/include/pybpfc_store.h; checked in tests): what an inlined array
+# lookup reads from a map handle
+MAP_OFF_TYPE, MAP_OFF_VALUE_SIZE, MAP_OFF_MAX_ENTRIES = 8, 16, 20
+MAP_OFF_SELF_OFF, MAP_OFF_VALUE_STRIDE, MAP_OFF_NCPUS, MAP_OFF_VALUES_OFF = 104, 112, 116, 120
+BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY = 2, 6
+HELPER_MAP_LOOKUP_ELEM = 1
+
 # JIT context (private, i64 slots): current depth (for invoke), stack end
 J_DEPTH = 0
 J_STACK_END = 1
@@ -130,9 +137,21 @@ def _target_machine():
         target = llvm.Target.from_triple("x86_64-unknown-linux-gnu")
         # pic + small code model: all intra-blob references are RIP-relative
         _tm = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
-                                           features=llvm.get_host_cpu_features().flatten(),
+                                           features=_host_features(),
                                            opt=3, reloc="pic", codemodel="small")
     return _tm
+
+
+_features = None
+
+
+def _host_features() -> str:
+    global _features
+    if _features is None:
+        import llvmlite.binding as llvm
+        llvm.initialize_native_target()
+        _features = llvm.get_host_cpu_features().flatten()
+    return _features
 
 
 @dataclass
@@ -170,10 +189,12 @@ class _Module:
 
 
 class _Gen:
-    def __init__(self, insns: list[_Insn], m: _Module | None = None, prefix: str = ""):
+    def __init__(self, insns: list[_Insn], m: _Module | None = None, prefix: str = "",
+                 map_types=None):
         import llvmlite.ir as ir
         self.ir = ir
         self.insns = insns
+        self.map_types = list(map_types) if map_types is not None else None
         self.n = len(insns)
         self.i8, self.i16, self.i32, self.i64 = (ir.IntType(b) for b in (8, 16, 32, 64))
         self.i1 = ir.IntType(1)
@@ -251,6 +272,25 @@ class _Gen:
         s = b.store(val, self.field_ptr(b, base, off, val.type))
         s.set_metadata("tbaa", self.tbaa_meta)
         return s
+
+    def cpu_id_insn(self):
+        """'rdpid' / 'rdtscp' when the host can read its CPU number (Linux keeps it in
+        IA32_TSC_AUX as node << 12 | cpu, what sched_getcpu's vDSO path reads), else None."""
+        feats = _host_features()
+        return "rdpid" if "+rdpid" in feats else "rdtscp" if "+rdtscp" in feats else None
+
+    def cpu_id(self, b):
+        """i32 number of the CPU running this code."""
+        ir = self.ir
+        if self.cpu_id_insn() == "rdpid":
+            name, ty = "llvm.x86.rdpid", self.i32
+        else:
+            name, ty = "llvm.x86.rdtscp", ir.LiteralStructType([self.i64, self.i32])
+        fn = self.mod.globals.get(name) or ir.Function(self.mod, ir.FunctionType(ty, []), name=name)
+        v = b.call(fn, [])
+        if ty is not self.i32:
+            v = b.extract_value(v, 1)
+        return b.and_(v, self.c32(0xFFF))
 
     # -- out-of-line checks
 
@@ -459,7 +499,7 @@ class _FuncGen:
         self.bud = b.alloca(g.i64, name="budget")
         b.store(g.meta_load(b, self.run, OFF_BUDGET), self.bud)
         # region caches for reads and for read-writes as (lo, len - 8): one compare for every
-        # access size (the last < 8 bytes of a region go through the exact checks); "empty"
+        # access size, then the exact one for accesses under 8 bytes near the end; "empty"
         # is the stack itself, so a cache entry is always memory the program may touch
         self.cache = [b.alloca(g.i64, name=n) for n in ("c_r_lo", "c_r_lim", "c_w_lo", "c_w_lim")]
         self.reset_cache()
@@ -471,6 +511,9 @@ class _FuncGen:
         # reg -> [(off, end, perm)]: ranges [reg+off, reg+end) proven inside one region earlier
         # in this BPF basic block (regions change only in calls, which clear it)
         self.checked = {}
+        # reg -> prepared map index: the register holds run->maps[index] (lddw src=1 earlier in
+        # this BPF basic block, register unchanged since)
+        self.map_reg = {}
         self.budget_tick(self.start)
         b.branch(self.blocks[self.start])
         pc = self.start
@@ -484,10 +527,10 @@ class _FuncGen:
                     b.branch(self.blocks[pc])
                 b.position_at_end(self.blocks[pc])
                 if not self.only_fallthrough(pc):
-                    self.checked = {}
+                    self.checked, self.map_reg = {}, {}
             elif not open_block:
                 b.position_at_end(f.append_basic_block(f"dead{pc}"))  # unreachable code
-                self.checked = {}
+                self.checked, self.map_reg = {}, {}
             nxt = self.insn(pc)
             open_block = nxt is not None
             pc += 2 if pc + 1 in g.lddw_second else 1
@@ -531,6 +574,7 @@ class _FuncGen:
             v = self.b.zext(v, self.g.i64)
         self.b.store(v, self.regs[r])
         self.checked.pop(r, None)
+        self.map_reg.pop(r, None)
 
     # -- exits
 
@@ -621,7 +665,16 @@ class _FuncGen:
         # 1. the region cache (packet, map values: hot in loops)
         lo_a, len_a = self.cache[0:2] if perm == PBR_PERM_R else self.cache[2:4]
         clo, clen = b.load(lo_a), b.load(len_a)
-        in_cache = b.icmp_unsigned("<=", b.sub(addr, clo), clen)
+        rel = b.sub(addr, clo)
+        in_cache = b.icmp_unsigned("<=", rel, clen)
+        if size < 8:
+            # the exact test for this size: [addr, addr + size) lies in [lo, lo + len) iff
+            # addr - lo <= len - size (unsigned; len >= 8 > size); off the hot path, so byte
+            # loops running to a region's end still take no slow scan for its last 7 bytes
+            c_tail = f.append_basic_block()
+            b.cbranch(in_cache, ok, c_tail).set_weights([1000, 1])
+            b.position_at_end(c_tail)
+            in_cache = b.icmp_unsigned("<=", rel, b.add(clen, g.c64(8 - size)))
         b.cbranch(in_cache, ok, c_stack).set_weights([1000, 1])
         # 2. the stack: one compare
         b.position_at_end(c_stack)
@@ -707,6 +760,8 @@ class _FuncGen:
             if ins.src == 2:
                 v = b.add(v, g.c64(hi))
             self.set(ins.dst, v)
+            if ins.src == 1:
+                self.map_reg[ins.dst] = ins.imm
         elif ins.src == 4:
             self.set(ins.dst, g.c64(pc + 1 + ins.imm))
         else:
@@ -893,11 +948,21 @@ class _FuncGen:
             self.after_call()
             self.set(0, r)
             return
+        if ins.src == 0 and not (ins.op & 0x08) and ins.imm == HELPER_MAP_LOOKUP_ELEM:
+            mtype = self.inlinable_map(self.map_reg.get(1))
+            if mtype is not None:
+                self.inline_array_lookup(pc, ins, mtype)
+                return
+        self.set(0, self.helper_call(pc, ins))
+
+    def helper_call(self, pc, ins):
+        """r0 = run->helpers[id](r1..r5, run); stops on a status the helper set."""
+        g, b = self.g, self.b
         if ins.src == 0 and not (ins.op & 0x08):
             if not 0 <= ins.imm < PBR_MAX_HELPERS:
                 self.fault(PBR_EHELPER, pc)
                 b.position_at_end(self.f.append_basic_block())  # unreachable rest
-                return
+                return g.c64(0)
             idx = g.c64(ins.imm)
         elif ins.op & 0x08:  # callx: helper id in dst (conformance suite)
             idx = self.get(ins.dst)
@@ -921,6 +986,71 @@ class _FuncGen:
         # PBR_EXIT unwinds with run->exit_value (the entry returns it)
         b.ret(g.c64(0))
         b.position_at_end(cont)
+        return r
+
+    def inlinable_map(self, idx):
+        """The map type when `call map_lookup_elem` with r1 = run->maps[idx] can be inlined."""
+        types = self.g.map_types
+        if idx is None or types is None or not 0 <= idx < len(types):
+            return None
+        t = types[idx]
+        if t == BPF_MAP_TYPE_ARRAY or (t == BPF_MAP_TYPE_PERCPU_ARRAY and self.g.cpu_id_insn()):
+            return t
+        return None
+
+    def inline_array_lookup(self, pc, ins, mtype):
+        """bpf_map_lookup_elem on an array / per-CPU array map without the helper call, as the
+        kernel's array_map_gen_lookup: the key is read with a checked load (a bad key pointer
+        faults at this pc like the helper's check), an index past max_entries gives NULL, the
+        value address comes from the map record the handle points to. The handle is checked
+        at run time (non-NULL, of this type); anything else takes the helper call."""
+        g, b, ir = self.g, self.b, self.ir
+        f = self.f
+        m = self.get(1)
+        mp = b.inttoptr(m, g.ptr)
+        is_map, fast, slow, merge = (f.append_basic_block() for _ in range(4))
+        b.cbranch(b.icmp_unsigned("!=", m, g.c64(0)), is_map, slow).set_weights([1000, 1])
+        b.position_at_end(is_map)
+        mt = g.meta_load(b, mp, MAP_OFF_TYPE, g.i32)
+        b.cbranch(b.icmp_unsigned("==", mt, g.c32(mtype)), fast, slow).set_weights([1000, 1])
+        b.position_at_end(fast)
+        key = self.load(self.address(pc, 2, 0, 4, PBR_PERM_R, g.i32), g.i32)
+        in_range = b.icmp_unsigned("<", key, g.meta_load(b, mp, MAP_OFF_MAX_ENTRIES, g.i32))
+        # values(m) = store base + values_off = m - self_off + values_off
+        base = b.add(b.sub(m, g.meta_load(b, mp, MAP_OFF_SELF_OFF)),
+                     g.meta_load(b, mp, MAP_OFF_VALUES_OFF))
+        stride = b.zext(g.meta_load(b, mp, MAP_OFF_VALUE_STRIDE, g.i32), g.i64)
+        v = b.add(base, b.mul(b.zext(key, g.i64), stride))
+        if mtype == BPF_MAP_TYPE_PERCPU_ARRAY:
+            # the slot of this CPU, as the helper's this_cpu(): sched_getcpu() % ncpus
+            cpu = g.cpu_id(b)
+            n = g.meta_load(b, mp, MAP_OFF_NCPUS, g.i32)
+            wrap, cont = f.append_basic_block(), f.append_basic_block()
+            here = b.block
+            b.cbranch(b.icmp_unsigned("<", cpu, n), cont, wrap).set_weights([1000, 1])
+            b.position_at_end(wrap)
+            safe_n = b.select(b.icmp_unsigned("==", n, g.c32(0)), g.c32(1), n)
+            wrapped = b.urem(cpu, safe_n)
+            b.branch(cont)
+            b.position_at_end(cont)
+            slot = b.phi(g.i32)
+            slot.add_incoming(cpu, here)
+            slot.add_incoming(wrapped, wrap)
+            vs = b.zext(g.meta_load(b, mp, MAP_OFF_VALUE_SIZE, g.i32), g.i64)
+            vs8 = b.and_(b.add(vs, g.c64(7)), g.c64(~7))
+            v = b.add(v, b.mul(b.zext(slot, g.i64), vs8))
+        r_fast = b.select(in_range, v, g.c64(0))
+        fast_end = b.block
+        b.branch(merge)
+        b.position_at_end(slow)
+        r_slow = self.helper_call(pc, ins)
+        slow_end = b.block
+        b.branch(merge)
+        b.position_at_end(merge)
+        r = b.phi(g.i64)
+        r.add_incoming(r_fast, fast_end)
+        r.add_incoming(r_slow, slow_end)
+        self.checked = {}  # the helper path may have changed regions
         self.set(0, r)
 
 
@@ -995,25 +1125,32 @@ def _link(obj: bytes, entry_names: list[str]) -> tuple[bytes, list[int], int]:
     return bytes(blob), [where[n] for n in entry_names], max_align
 
 
-def jit_compile(insns: bytes, opt: int = 3) -> JitCode:
+def jit_compile(insns: bytes, opt: int = 3, map_types=None) -> JitCode:
     """Compiles a verified, prepared program (8-byte slots) to position-independent x86-64
-    code. Raises JitError when it cannot (the caller falls back to the interpreter)."""
-    return jit_compile_many([insns], opt)[0]
+    code. Raises JitError when it cannot (the caller falls back to the interpreter).
+
+    `map_types`: the BPF map type of each prepared map index, given only when the code will
+    run on the store runtime (run->maps holds `struct pbs_map` records, helper 1 is its
+    map_lookup_elem): lookups in array and per-CPU array maps are then inlined."""
+    return jit_compile_many([insns], opt, [map_types])[0]
 
 
-def jit_compile_many(progs: list[bytes], opt: int = 3) -> list[JitCode]:
+def jit_compile_many(progs: list[bytes], opt: int = 3, map_types=None) -> list[JitCode]:
     """Compiles several programs in one LLVM module (cheaper per program); each JitCode holds
-    the shared blob with its own entry offset. One untranslatable program fails the batch."""
+    the shared blob with its own entry offset. One untranslatable program fails the batch.
+    `map_types`: None or one entry (None or a list, see jit_compile) per program."""
     import llvmlite.binding as llvm
     m = _Module()
     names = []
+    if map_types is None:
+        map_types = [None] * len(progs)
     for k, insns in enumerate(progs):
         decoded = _decode(bytes(insns))
         if not decoded:
             raise JitError("empty program")
         prefix = f"p{k}_" if len(progs) > 1 else ""
         try:
-            _Gen(decoded, m, prefix).build()
+            _Gen(decoded, m, prefix, map_types[k]).build()
         except JitError:
             raise
         except Exception as e:  # noqa: BLE001 - malformed fields the verifier refuses
