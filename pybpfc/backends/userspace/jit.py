@@ -321,15 +321,17 @@ class _Gen:
         reg_head, reg_body, reg_next, ok, bad, hit = (
             fl(x) for x in ("rh", "rb", "rn", "ok", "bad", "hit"))
         nreg = b.load(self.field_ptr(b, run, OFF_NREGIONS, self.i32))
+        nreg = b.select(b.icmp_unsigned("<", nreg, self.c32(PBR_MAX_REGIONS)), nreg,
+                        self.c32(PBR_MAX_REGIONS))  # never past the table, as in C
         b.cbranch(no_wrap, reg_head, bad)
-        # regions nregions-1 .. 0: the newest first (a helper just added the value it
-        # returned, e.g. a map lookup)
+        # regions 0 .. nregions-1: the oldest first (the context and packet the caller
+        # passed, which most programs touch first; then map values, the stack, records
+        # helpers added)
         b.position_at_end(reg_head)
-        j = b.phi(self.i32)
-        j.add_incoming(nreg, f.entry_basic_block)
-        b.cbranch(b.icmp_unsigned("!=", j, self.c32(0)), reg_body, bad)
+        k = b.phi(self.i32)
+        k.add_incoming(self.c32(0), f.entry_basic_block)
+        b.cbranch(b.icmp_unsigned("<", k, nreg), reg_body, bad)
         b.position_at_end(reg_body)
-        k = b.sub(j, self.c32(1))
         rbase = self.field_ptr(b, run, b.add(b.mul(b.zext(k, self.i64), self.c64(REGION_SIZE)),
                                              self.c64(OFF_REGIONS)), self.i8)
         rlo = b.load(self.field_ptr(b, rbase, 0, self.i64))
@@ -337,7 +339,7 @@ class _Gen:
         rperm = b.load(self.field_ptr(b, rbase, 16, self.i32))
         inside = b.and_(b.icmp_unsigned(">=", addr, rlo), b.icmp_unsigned("<=", end, rhi))
         allowed = b.icmp_unsigned("==", b.and_(rperm, perm), perm)
-        j.add_incoming(k, reg_next)
+        k.add_incoming(b.add(k, self.c32(1)), reg_next)
         b.cbranch(b.and_(inside, allowed), hit, reg_next)
         b.position_at_end(reg_next)
         b.branch(reg_head)
