@@ -21,6 +21,9 @@ Design (see docs/jit.md):
  - the per-run JIT context (stack end, current depth) lives on the native stack of the entry
    function; run->engine points to it so run->invoke (set to this blob's invoke function)
    can call BPF callbacks for helpers such as bpf_loop;
+ - with the program's map types (store runtime), bpf_map_lookup_elem on array and per-CPU
+   array maps is inlined like the kernel's array_map_gen_lookup (value address from the map
+   record the handle points to; per-CPU slot from rdpid);
  - the budget is decremented on back-edges and at function entries, in a local written back
    to run->budget around calls and on return;
  - TBAA tells LLVM that BPF memory never aliases run / JIT-context fields (true because every
