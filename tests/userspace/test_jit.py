@@ -207,6 +207,100 @@ def test_endless_loop_stops_at_budget():
     assert e.status == vm.PBR_EBUDGET and e.pc == 1
 
 
+# counted loops: the budget is charged when the loop exits (see docs/jit.md)
+
+COUNTED = code("""
+    mov %r0, 0
+    mov %r1, 0
+loop:
+    add %r0, %r1
+    add %r1, 1
+    jlt %r1, 1000, loop
+    exit
+""")
+
+
+def _counted(prog):
+    """{back-edge pc: header pc} the JIT treats as counted loops in the entry function."""
+    g = jit._Gen(jit._decode(prog))
+    fg = jit._FuncGen(g, 0, g.ends[0])
+    fg.blocks = {pc: None for pc in fg.leaders() if pc < g.ends[0]}
+    return fg.counted_loops()
+
+
+def test_counted_loop_spends_the_same_budget():
+    assert _counted(COUNTED) == {4: 2}
+    # one tick at entry and one per taken back-edge (999), as for any other loop
+    assert run_jit(COUNTED, budget=1000) == sum(range(1000))
+    e = _fault(COUNTED, budget=999)
+    assert e.status == vm.PBR_EBUDGET and e.pc == 4
+    # the same with the limit in a register set before the loop, compared the other way round
+    other = code("""
+    mov %r0, 0
+    mov %r1, 1
+    mov %r2, 4096
+loop:
+    add %r0, %r1
+    add %r1, 1
+    jgt %r2, %r1, loop
+    exit
+""")
+    assert _counted(other) == {5: 3}
+    assert run_jit(other) == sum(range(4096))
+    assert _fault(other, budget=4000).status == vm.PBR_EBUDGET
+    # counting down to 0 with != (the differential tests' loops)
+    down = code("mov %r0, 0\nmov %r8, 5\nloop:\nadd %r0, 3\nadd %r8, -1\njne %r8, 0, loop\nexit")
+    assert _counted(down) == {4: 2}
+    assert run_jit(down) == 15
+
+
+@pytest.mark.parametrize("asm", [
+    # != that steps over its limit (1001 is odd, the step 2): endless
+    "mov %r0, 0\nmov %r1, 0\nloop:\nadd %r1, 2\njne %r1, 1001, loop\nexit",
+    # counting down by 2 from 5 past 0: endless
+    "mov %r0, 0\nmov %r1, 5\nloop:\nadd %r1, -2\njne %r1, 0, loop\nexit",
+    # the limit is not known before the loop
+    "mov %r0, 0\nlddw %r2, -1\nmov %r1, 0\nloop:\nadd %r1, 1\njlt %r1, %r2, loop\nexit",
+    # the counter changes by a non-constant amount
+    "mov %r0, 0\nmov %r1, 0\nloop:\nadd %r1, %r0\njlt %r1, 1000, loop\nexit",
+    # entered in the middle as well: the first block resets the counter
+    "mov %r0, 0\nmov %r1, 0\njeq %r0, 0, mid\nloop:\nmov %r1, 0\nmid:\nadd %r0, 1\n"
+    "jlt %r1, 1000, loop\nexit",
+    # an outer endless loop around a counted inner loop
+    "mov %r0, 0\nouter:\nmov %r1, 0\nmov %r0, 0\ninner:\nadd %r1, 1\njlt %r1, 100, inner\n"
+    "ja outer\nexit",
+])
+def test_loops_without_a_proven_bound_still_stop(asm):
+    prog = code(asm)
+    e = _fault(prog, budget=100000)
+    assert e.status == vm.PBR_EBUDGET
+    if "outer" not in asm:
+        assert _counted(prog) == {}
+    else:
+        assert len(_counted(prog)) == 1
+
+
+def test_counted_loop_exits_check_the_budget():
+    """Every edge out of a counted loop checks what its iterations spent: an early exit
+    (here after 300 of at most 1000 iterations) with too little budget stops."""
+    prog = code("""
+    mov %r0, 0
+    mov %r1, 0
+loop:
+    add %r1, 1
+    jeq %r1, 300, out
+    jlt %r1, 1000, loop
+    exit
+out:
+    mov %r0, 7
+    exit
+""")
+    assert _counted(prog) == {4: 2}
+    assert run_jit(prog, budget=400) == 7
+    e = _fault(prog, budget=299)
+    assert e.status == vm.PBR_EBUDGET and e.pc == 4
+
+
 def test_recursion_stops_at_call_depth():
     prog = I(0x85, 0, 1, 0, -1) + I(0x95)  # calls itself
     e = _fault(prog)

@@ -59,6 +59,10 @@ MAP_OFF_TYPE, MAP_OFF_VALUE_SIZE, MAP_OFF_MAX_ENTRIES = 8, 16, 20
 MAP_OFF_SELF_OFF, MAP_OFF_VALUE_STRIDE, MAP_OFF_NCPUS, MAP_OFF_VALUES_OFF = 104, 112, 116, 120
 BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY = 2, 6
 HELPER_MAP_LOOKUP_ELEM = 1
+# a counted loop proven to run at most this many iterations per entry is charged its budget
+# when it exits, not checked on every back-edge (see _FuncGen.counted_loops)
+COUNTED_LOOP_MAX = 1 << 16
+M64 = (1 << 64) - 1
 
 # JIT context (private, i64 slots): current depth (for invoke), stack end
 J_DEPTH = 0
@@ -519,6 +523,11 @@ class _FuncGen:
         # reg -> prepared map index: the register holds run->maps[index] (lddw src=1 earlier in
         # this BPF basic block, register unchanged since)
         self.map_reg = {}
+        # back-edge pc -> header pc of the counted loops; pc -> its loop's back-edge pc
+        self.counted = self.counted_loops()
+        self.in_loop = {pc: j for j, t in self.counted.items() for pc in range(t, j + 1)}
+        self.b0 = {j: b.alloca(g.i64, name=f"budget_at_{t}") for j, t in self.counted.items()}
+        self.loop_head = {t: j for j, t in self.counted.items()}
         self.budget_tick(self.start)
         b.branch(self.blocks[self.start])
         pc = self.start
@@ -529,6 +538,8 @@ class _FuncGen:
                 continue
             if pc in self.blocks:
                 if open_block:
+                    if pc in self.loop_head:  # the only way in: remember the budget
+                        b.store(b.load(self.bud), self.b0[self.loop_head[pc]])
                     b.branch(self.blocks[pc])
                 b.position_at_end(self.blocks[pc])
                 if not self.only_fallthrough(pc):
@@ -549,6 +560,157 @@ class _FuncGen:
             return False
         ins = self.g.insns[pc - 1]
         return ins.op & 7 in (0x05, 0x06) and ins.op & 0xF0 not in (0x00, 0x80, 0x90)
+
+    @staticmethod
+    def _step(state, ins):
+        """Symbolic effect of one non-jump instruction on {reg: (base, off)}: the register
+        holds base's value at the loop header + off (base None: the constant off), mod 2^64.
+        Returns False for instructions a counted loop may not contain."""
+        cls, op = ins.op & 7, ins.op & 0xF0
+        if ins.op == 0x18:
+            state.pop(ins.dst, None)
+            return True  # (lddw constants are not needed for loop bounds)
+        if cls == 0x07 and op in (0xB0, 0x00, 0x10) and not (op == 0xB0 and ins.off):
+            if ins.op & 0x08:
+                v = state.get(ins.src)
+                if op != 0xB0:
+                    v = None if v is None or v[0] is not None else v[1]
+            else:
+                v = ins.imm & M64 if op != 0xB0 else (None, ins.imm & M64)
+            d = state.get(ins.dst)
+            if op == 0xB0:
+                res = v
+            elif v is None or d is None:
+                res = None
+            else:
+                res = (d[0], (d[1] + (v if op == 0x00 else -v)) & M64)
+            if res is None:
+                state.pop(ins.dst, None)
+            else:
+                state[ins.dst] = res
+            return True
+        if cls in (0x04, 0x07) or (cls == 0x01 and ins.op & 0xE0 in (0x60, 0x80)):
+            state.pop(ins.dst, None)  # other ALU ops, loads
+            return True
+        if cls == 0x02 or (cls == 0x03 and ins.op & 0xE0 == 0x60):
+            return True  # stores
+        if cls == 0x03 and ins.op & 0xE0 == 0xC0:  # atomics: fetch forms write a register
+            state.pop(0 if ins.imm == 0xF1 else ins.src, None)
+            return True
+        return False
+
+    def counted_loops(self):
+        """{back-edge pc: header pc} of loops whose iteration count per entry is at most
+        COUNTED_LOOP_MAX, by this proof: the body [t, j] is straight-line (nothing jumps into
+        (t, j], nothing but the back-edge at j jumps to t, which is entered only by falling
+        through from t - 1; no calls, no exits; inner jumps leave the loop); the 64-bit
+        conditional back-edge compares an induction variable (a register whose only change per
+        iteration is + c, c constant) with a constant; and either `iv + off < K` (or <=)
+        unsigned with 0 < c (any start: at most ceil(K / c) + 1 iterations, no wrap-around as
+        K + c <= 2^64), or `iv + off != K` with the start known from the straight-line code
+        before the loop and the distance to K, counting up or down, a multiple of |c|."""
+        g, insns = self.g, self.g.insns
+        jumps_to = {}
+        for pc in range(self.start, self.end):
+            ins = insns[pc]
+            if pc in g.lddw_second or ins.op & 7 not in (0x05, 0x06):
+                continue
+            op = ins.op & 0xF0
+            if op in (0x80, 0x90):
+                continue
+            tgt = pc + 1 + (ins.imm if op == 0x00 and ins.op & 7 == 0x06 else ins.off)
+            jumps_to.setdefault(tgt, []).append(pc)
+        out = {}
+        for j in range(self.start, self.end):
+            ins = insns[j]
+            if j in g.lddw_second or ins.op & 7 != 0x05 or ins.op & 0xF0 in (0x00, 0x80, 0x90):
+                continue
+            t = j + 1 + ins.off
+            if not self.start < t <= j or jumps_to.get(t) != [j]:
+                continue
+            bound = self._loop_bound(t, j, jumps_to)
+            if bound is not None and bound <= COUNTED_LOOP_MAX:
+                out[j] = t
+        return out
+
+    def _loop_bound(self, t, j, jumps_to):
+        g, insns = self.g, self.g.insns
+        prev = t - 2 if t - 1 in g.lddw_second else t - 1
+        if prev < self.start or insns[prev].op & 7 in (0x05, 0x06) and \
+                insns[prev].op & 0xF0 != 0x80:
+            return None  # t - 1 must fall through into the loop
+        if any(pc in jumps_to for pc in range(t + 1, j + 1)):
+            return None  # entered elsewhere than at t
+        state = {r: (r, 0) for r in range(11)}
+        for pc in range(t, j):
+            if pc in g.lddw_second:
+                continue
+            ins = insns[pc]
+            if ins.op & 7 in (0x05, 0x06):
+                op = ins.op & 0xF0
+                if op in (0x80, 0x90):
+                    return None
+                tgt = pc + 1 + (ins.imm if op == 0x00 and ins.op & 7 == 0x06 else ins.off)
+                if t <= tgt <= j:
+                    return None
+                continue
+            if not self._step(state, ins):
+                return None
+        # constants known when the loop is entered: the straight-line code before it
+        pre, start = {}, max(p for p in self.blocks if p < t) if any(p < t for p in self.blocks) \
+            else self.start
+        for pc in range(start, t):
+            if pc in g.lddw_second:
+                continue
+            ins = insns[pc]
+            if ins.op & 7 in (0x05, 0x06):
+                if ins.op & 0xF0 == 0x80:
+                    pre.pop(0, None)
+                    for r in range(1, 6):
+                        pre.pop(r, None)
+                continue
+            if not self._step(pre, ins):
+                return None
+        pre = {r: v[1] for r, v in pre.items() if v[0] is None}
+
+        def value(v):  # (iv, step, off) or ("const", K) or None
+            if v is None:
+                return None
+            base, off = v
+            if base is None:
+                return ("const", off)
+            step = state.get(base)
+            if step is None or step[0] != base:
+                return None
+            if step[1] == 0:
+                return ("const", (pre[base] + off) & M64) if base in pre else None
+            return (base, step[1], off)
+
+        ins = insns[j]
+        a = value(state.get(ins.dst))
+        b = value(state.get(ins.src) if ins.op & 0x08 else (None, ins.imm & M64))
+        rel = {0x10: "==", 0x20: ">", 0x30: ">=", 0x50: "!=", 0xA0: "<", 0xB0: "<="}.get(
+            ins.op & 0xF0)
+        if a is None or b is None or rel is None:
+            return None
+        if a[0] == "const" and b[0] != "const":
+            a, b = b, a
+            rel = {">": "<", ">=": "<=", "<": ">", "<=": ">=", "!=": "!=", "==": "=="}[rel]
+        if a[0] == "const" or b[0] != "const":
+            return None
+        iv, c, off = a
+        k = b[1]
+        if rel == "<=" and k < M64:
+            rel, k = "<", k + 1
+        if rel == "<" and 0 < c < 1 << 32 and k + c <= 1 << 64:
+            return -(-k // c) + 1
+        if rel == "!=" and iv in pre:
+            # counting up or down to k: the distance must be a multiple of the step
+            n, step = ((k - pre[iv] - off) & M64, c) if c < 1 << 32 else \
+                ((pre[iv] + off - k) & M64, -c & M64)
+            if 0 < step < 1 << 32 and n % step == 0:
+                return n // step + 1
+        return None
 
     def leaders(self):
         out = {self.start}
@@ -918,10 +1080,10 @@ class _FuncGen:
         self.check_target(pc, pc + 1)
         if tgt > pc:
             self.check_target(pc, tgt)
-            b.cbranch(cond, self.blocks[tgt], self.blocks[pc + 1])
+            b.cbranch(cond, self.exit_edge(pc, tgt), self.exit_edge(pc, pc + 1))
             return None
         taken = self.f.append_basic_block()
-        b.cbranch(cond, taken, self.blocks[pc + 1])
+        b.cbranch(cond, taken, self.exit_edge(pc, pc + 1))
         b.position_at_end(taken)
         self.goto(pc, tgt)
         return None
@@ -934,9 +1096,39 @@ class _FuncGen:
 
     def goto(self, pc, t):
         self.check_target(pc, t)
+        if self.counted.get(pc) == t:  # counted loop: charged when it exits
+            b = self.b
+            b.store(b.sub(b.load(self.bud), self.g.c64(1)), self.bud)
+            b.branch(self.blocks[t])
+            return
+        self.loop_exit_check(pc, t)
         if t <= pc:  # back-edge: spend budget so endless loops stop
             self.budget_tick(pc)
         self.b.branch(self.blocks[t])
+
+    def loop_exit_check(self, pc, t):
+        """On an edge from pc (inside a counted loop) to t (outside it): stop with
+        PBR_EBUDGET at the back-edge when the iterations since the loop was entered took more
+        budget than there was (the local wrapped below zero: budget > its value at entry)."""
+        j = self.in_loop.get(pc)
+        if j is None or self.counted[j] <= t <= j:
+            return
+        b = self.b
+        self.bail_if(b.icmp_unsigned(">", b.load(self.bud), b.load(self.b0[j])), PBR_EBUDGET, j)
+
+    def exit_edge(self, pc, t):
+        """The block to branch to for the edge pc -> t (a check block when it leaves a
+        counted loop)."""
+        j = self.in_loop.get(pc)
+        if j is None or self.counted[j] <= t <= j:
+            return self.blocks[t]
+        here = self.b.block
+        blk = self.f.append_basic_block()
+        self.b.position_at_end(blk)
+        self.loop_exit_check(pc, t)
+        self.b.branch(self.blocks[t])
+        self.b.position_at_end(here)
+        return blk
 
     def call(self, pc, ins):
         g, b = self.g, self.b
