@@ -93,11 +93,27 @@ def test_run(prog_fd, data=b"", ctx=b""):
     return struct.unpack_from("<I", buf.raw, 4)[0]
 
 
+def _map_value_bytes(map_fd) -> int:
+    """Bytes BPF_MAP_LOOKUP_ELEM writes for the map: its value size (per-CPU maps: a value,
+    padded to 8 bytes, for each possible CPU), from BPF_OBJ_GET_INFO_BY_FD."""
+    info = ctypes.create_string_buffer(80)
+    bpf(U.BPF_OBJ_GET_INFO_BY_FD, struct.pack("<IIQ", map_fd, 80, ctypes.addressof(info)))
+    mtype, _, _, value_size = struct.unpack_from("<IIII", info.raw)
+    if mtype in (U.BPF_MAP_TYPE_PERCPU_HASH, U.BPF_MAP_TYPE_PERCPU_ARRAY, U.BPF_MAP_TYPE_LRU_PERCPU_HASH,
+                 U.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE):
+        with open("/sys/devices/system/cpu/possible") as f:
+            last = f.read().strip().split(",")[-1].split("-")[-1]
+        return (value_size + 7) // 8 * 8 * (int(last) + 1)
+    return value_size
+
+
 def map_lookup(map_fd, key: bytes, value_size: int) -> bytes:
+    """The first value_size bytes of the element. The buffer the kernel writes to is sized by
+    the map itself: a smaller one was overrun (the kernel writes the whole value)."""
     k = ctypes.create_string_buffer(key, len(key))
-    v = ctypes.create_string_buffer(value_size)
+    v = ctypes.create_string_buffer(max(value_size, _map_value_bytes(map_fd)))
     bpf(U.BPF_MAP_LOOKUP_ELEM, struct.pack("<IIQQQ", map_fd, 0, ctypes.addressof(k), ctypes.addressof(v), 0))
-    return v.raw
+    return v.raw[:value_size]
 
 
 def map_update(map_fd, key: bytes, value: bytes, flags=0):
