@@ -8,8 +8,8 @@ top of the ~7 ms of loading libllvmlite: more than pybpfc's whole frontend, on t
 of every `pybpfc build`. `_CApi` declares with ctypes just the 20-odd C functions a build calls.
 They are llvmlite's internal ABI, so `_CApi` is used only with the llvmlite versions it was
 checked against (ABI_CHECKED; tests/compiler/test_build_startup.py compares its output with
-llvmlite.binding's byte for byte); any other version, or PYBPFC_LLVM=binding, uses
-llvmlite.binding.
+llvmlite.binding's byte for byte); any other version, a library missing one of the functions,
+or PYBPFC_LLVM=binding, uses llvmlite.binding.
 """
 from __future__ import annotations
 
@@ -43,7 +43,13 @@ def backend():
         if _backend is None:
             choice = os.environ.get("PYBPFC_LLVM", "")
             capi = choice != "binding" and (choice == "capi" or _llvmlite_version().startswith(ABI_CHECKED))
-            _backend = _CApi() if capi else _Binding()
+            if capi:
+                try:
+                    _backend = _CApi()
+                except (OSError, AttributeError):  # library or a function missing: the public API
+                    capi = False
+            if not capi:
+                _backend = _Binding()
         return _backend
 
 

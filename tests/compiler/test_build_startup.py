@@ -271,3 +271,15 @@ def test_gc_settings_are_restored_for_in_process_callers_and_frozen_only_at_prog
            "sys.argv = ['pybpfc', 'build', sys.argv[1], '-o', sys.argv[2]]\n"
            "rc = main()\nprint(rc, gc.get_freeze_count() > 0)\n", EXAMPLE, out, cache=tmp_path / "cache")
     assert r.stdout.split("\n")[:2] == ["0 True 0", "0 True"], r.stdout + r.stderr
+
+
+def test_c_api_path_that_cannot_load_falls_back_to_llvmlite_binding(monkeypatch):
+    def missing(self):
+        raise AttributeError("function 'LLVMPY_ParseAssembly' not found")
+
+    monkeypatch.setattr(LLVM._CApi, "__init__", missing)
+    monkeypatch.setattr(LLVM, "_backend", None)
+    monkeypatch.setenv("PYBPFC_LLVM", "capi")
+    assert LLVM.backend().name == "binding"
+    with LLVM.optimize(codegen.lower_module(EXAMPLE), 2, "v3") as mod:
+        assert mod.emit()[:4] == b"\x7fELF"
