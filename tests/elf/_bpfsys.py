@@ -101,9 +101,9 @@ def _map_value_bytes(map_fd) -> int:
     mtype, _, _, value_size = struct.unpack_from("<IIII", info.raw)
     if mtype in (U.BPF_MAP_TYPE_PERCPU_HASH, U.BPF_MAP_TYPE_PERCPU_ARRAY, U.BPF_MAP_TYPE_LRU_PERCPU_HASH,
                  U.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE):
-        with open("/sys/devices/system/cpu/possible") as f:
-            last = f.read().strip().split(",")[-1].split("-")[-1]
-        return (value_size + 7) // 8 * 8 * (int(last) + 1)
+        from pybpfc.backends.kernel.perf import possible_cpus
+
+        return (value_size + 7) // 8 * 8 * len(possible_cpus())
     return value_size
 
 
